@@ -1,0 +1,3 @@
+from toygpt_cli.cli.app import main
+
+main()

@@ -1,0 +1,61 @@
+"""Checkpoints: plain dictionaries of tensors and numbers, loadable with weights_only=True.
+
+A checkpoint holds everything a run needs to sample, evaluate or resume exactly: weights,
+optimizer state, step, RNG states, configuration and vocabulary. It never depends on how
+the model was wrapped (torch.compile, DDP): weights are saved from the bare module.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from toygpt_cli.errors import ToygptError
+from toygpt_cli.fileio import write_atomic
+
+FORMAT = "toygpt-checkpoint/1"
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write through a temporary file and a rename: the previous checkpoint survives a crash."""
+    write_atomic(Path(path), lambda f: torch.save({"format": FORMAT, **state}, f))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise ToygptError(f"checkpoint not found: {path}") from None
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses anything but tensors and plain data: pickled code ends here.
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
+            raise ToygptError(
+                f"refusing to load {path}: it contains pickled Python objects, not just tensors"
+            ) from None
+        raise ToygptError(f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ToygptError(f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ToygptError(f"{path} is not a toygpt checkpoint")
+    return ckpt
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu"):
+    """The GPT and tokenizer stored in a checkpoint, in eval mode on `device`."""
+    from toygpt_cli.config import ModelConfig, from_dict
+    from toygpt_cli.data import CharTokenizer
+    from toygpt_cli.model import GPT
+
+    cfg = from_dict(ModelConfig, ckpt["model_config"])
+    model = GPT(cfg)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), CharTokenizer(ckpt["vocab"])

@@ -1,0 +1,86 @@
+"""Pieces every command shares: consoles, option types, and the one-line error handler."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from toygpt_cli.errors import ToygptError
+
+# Results go to stdout; status, progress and errors to stderr, so output pipes cleanly.
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+RunsDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--runs-dir",
+        envvar="TOYGPT_RUNS_DIR",
+        help="Folder holding one sub-folder per run.",
+        show_default="./runs",
+    ),
+]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="TOYGPT_DATA_DIR",
+        help="Folder where datasets are downloaded.",
+        show_default="./data",
+    ),
+]
+RunRef = Annotated[
+    str,
+    typer.Option(
+        "--run", "-r", help="A run: latest, latest~1 (the one before), a folder name or a path."
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
+]
+CheckpointOpt = Annotated[
+    str,
+    typer.Option(
+        "--checkpoint", help="best (lowest val loss) or last; the default is best when it exists."
+    ),
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(func):
+    """Turn a user's mistake (ToygptError) into one line on stderr and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except ToygptError as exc:
+            raise fail(str(exc).replace("[", r"\["), exc.exit_code) from None
+
+    return wrapper
+
+
+def paths(data_dir: Path | None = None, runs_dir: Path | None = None):
+    from toygpt_cli.config import Paths
+
+    return Paths.from_env(data_dir, runs_dir)
+
+
+def fancy_output(quiet: bool = False) -> bool:
+    """Live progress bars only on an interactive terminal; plain lines in CI and files."""
+    return not quiet and err.is_terminal and not os.environ.get("CI")
+
+
+def command_line() -> list[str]:
+    return ["toygpt", *sys.argv[1:]]

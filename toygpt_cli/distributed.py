@@ -1,0 +1,120 @@
+"""Multi-process training through torchrun: DistributedDataParallel, NCCL on CUDA, gloo on CPU.
+
+`Distributed.single()` is the ordinary one-process case, where every method is a no-op,
+so the trainer has one code path. Under torchrun (RANK/WORLD_SIZE set) `from_env` joins
+the process group; rank 0 alone writes files and draws progress.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device | None = None  # fixed per rank under torchrun; else the config's
+
+    @classmethod
+    def single(cls) -> Distributed:
+        return cls()
+
+    @classmethod
+    def from_env(cls, device_name: str = "auto") -> Distributed:
+        """Join the torchrun process group when launched by torchrun, else single process."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1 or "RANK" not in os.environ:
+            return cls.single()
+        import torch.distributed as dist
+
+        from toygpt_cli.device import resolve_device
+
+        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        device = resolve_device(device_name)
+        if device.type == "cuda":
+            device = torch.device("cuda", local)  # one GPU per process
+            torch.cuda.set_device(device)
+        elif device.type != "cpu":
+            from toygpt_cli.errors import UsageError
+
+            raise UsageError(f"multi-process training runs on cuda or cpu, not {device.type}")
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(rank, world, local, device)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if not self.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def shard(self, items: torch.Tensor) -> torch.Tensor:
+        """This rank's share of a list of work items (eval windows)."""
+        return items[self.rank :: self.world_size] if self.active else items
+
+    def _reduce(self, value: float, op) -> float:
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=op)
+        return t.item()
+
+    def mean(self, value: float) -> float:
+        if not self.active:
+            return value
+        import torch.distributed as dist
+
+        return self._reduce(value, dist.ReduceOp.SUM) / self.world_size
+
+    def agree_any(self, flag: bool) -> bool:
+        """True on every rank if it is true on any (stop requests, time budgets)."""
+        if not self.active:
+            return flag
+        import torch.distributed as dist
+
+        return self._reduce(float(flag), dist.ReduceOp.MAX) > 0
+
+    def broadcast_path(self, path: Path | None) -> Path:
+        """Rank 0's value of `path` on every rank (the run folder only rank 0 creates)."""
+        if not self.active:
+            assert path is not None
+            return path
+        import torch.distributed as dist
+
+        box = [str(path) if path is not None else None]
+        dist.broadcast_object_list(box, src=0)
+        return Path(box[0])
+
+    def gather_generator_states(self, gen: torch.Generator) -> list[torch.Tensor]:
+        """Every rank's batch-generator state, so a resume restores each rank's stream."""
+        state = gen.get_state()
+        if not self.active:
+            return [state]
+        import torch.distributed as dist
+
+        states = [None] * self.world_size
+        dist.all_gather_object(states, state)
+        return states
+
+    def close(self) -> None:
+        if self.active:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()

@@ -1,0 +1,115 @@
+"""Crash-safe file writes: every file is written to a temporary file and renamed into place.
+
+A reader (or a process killed at any moment) sees either the old file or the new one,
+never a half-written one. JSON-lines files are appended one flushed record at a time,
+and readers skip a trailing partial line left by a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from toygpt_cli.errors import ToygptError
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def new_temp_file(dest: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    """A temporary file beside `dest` (same filesystem, so a rename is atomic), with the
+    permissions a normally created file would get (mkstemp alone makes it 0600)."""
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=suffix)
+    os.fchmod(fd, _umask_mode())
+    return fd, Path(name)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is only durable once the directory entry is on disk (POSIX only).
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside `path`; on success it replaces `path` in one rename."""
+    path = Path(path)
+    try:
+        fd, tmp = new_temp_file(path)
+    except OSError as exc:
+        raise ToygptError(f"could not write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ToygptError(f"could not write {path}: {exc.strerror or exc}") from exc
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, writer: Callable[[IO[bytes]], None]) -> None:
+    """Write `path` through `writer(f)` on a temporary binary file, then rename."""
+    with atomic_open(path, "wb") as f:
+        writer(f)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one record as a line and push it to disk before returning."""
+    line = json.dumps(record, separators=(",", ":")) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise ToygptError(f"could not write {path}: {exc.strerror or exc}") from exc
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """All complete records; a torn last line (from a crash mid-append) is ignored."""
+    if not Path(path).exists():
+        return []
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            with contextlib.suppress(json.JSONDecodeError):
+                records.append(json.loads(line))
+    return records
+
+
+def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Rewrite a JSON-lines file keeping only the records `keep` accepts (atomically)."""
+    records = [r for r in read_jsonl(path) if keep(r)]
+    with atomic_open(path, "w") as f:
+        for r in records:
+            f.write(json.dumps(r, separators=(",", ":")) + "\n")
