@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny corpus, tiny configs, temporary data/runs folders, a local HTTP server."""
+"""Shared fixtures: a tiny corpus and configs, temporary data/runs folders, a local server."""
 
 from __future__ import annotations
 
@@ -23,8 +23,28 @@ def _tiny_text() -> str:
     if SHARED_CORPUS.exists():
         return SHARED_CORPUS.read_text(encoding="utf-8")[:30_000]
     # Fallback when the shared corpus is absent: varied, learnable English-like text.
-    words = "the king and queen of rome did speak to all their men in the hall at night".split()
-    return "\n".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(9)) for i in range(3000))
+    words = [
+        "the",
+        "king",
+        "and",
+        "queen",
+        "of",
+        "rome",
+        "did",
+        "speak",
+        "to",
+        "all",
+        "their",
+        "men",
+        "in",
+        "the",
+        "hall",
+        "at",
+        "night",
+    ]
+    return "\n".join(
+        " ".join(words[(i * 7 + j) % len(words)] for j in range(9)) for i in range(3000)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -50,8 +70,20 @@ def tiny_train() -> TrainConfig:
 
 
 TINY_ARGS = [
-    "--n-embd", "32", "--n-layer", "2", "--n-head", "4", "--block-size", "16",
-    "--batch-size", "16", "--eval-iters", "4", "--sample-chars", "40",
+    "--n-embd",
+    "32",
+    "--n-layer",
+    "2",
+    "--n-head",
+    "4",
+    "--block-size",
+    "16",
+    "--batch-size",
+    "16",
+    "--eval-iters",
+    "4",
+    "--sample-chars",
+    "40",
 ]
 
 
@@ -109,7 +141,11 @@ def http_server(tiny_text):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    yield {"base": base, "sha256": hashlib.sha256(body).hexdigest(), "body": body,
-           "hits": _Handler.hits}
+    yield {
+        "base": base,
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "body": body,
+        "hits": _Handler.hits,
+    }
     server.shutdown()
     server.server_close()

@@ -46,7 +46,9 @@ class SeedBlock(nn.Module):
         super().__init__()
         self.sa = MultiHead(n_embd, n_head, block_size, dropout)
         self.ffwd = nn.Sequential(
-            nn.Linear(n_embd, 4 * n_embd), nn.ReLU(), nn.Linear(4 * n_embd, n_embd),
+            nn.Linear(n_embd, 4 * n_embd),
+            nn.ReLU(),
+            nn.Linear(4 * n_embd, n_embd),
             nn.Dropout(dropout),
         )
         self.ln1, self.ln2 = nn.LayerNorm(n_embd), nn.LayerNorm(n_embd)

@@ -85,8 +85,13 @@ def _only_checksums_or_nothing(folder):
 )
 def test_fetch_failures_leave_nothing(tmp_path, http_server, route, message):
     with pytest.raises(ToygptError, match=message):
-        fetch(http_server["base"] + route, tmp_path, sha256=http_server["sha256"], backoff=0,
-              retries=1)
+        fetch(
+            http_server["base"] + route,
+            tmp_path,
+            sha256=http_server["sha256"],
+            backoff=0,
+            retries=1,
+        )
     assert _only_checksums_or_nothing(tmp_path) == []
 
 
@@ -102,6 +107,12 @@ def test_fetch_offline_is_one_clear_error(tmp_path):
 def test_fetch_keeps_existing_file_when_refetch_fails(tmp_path, http_server):
     good = fetch(http_server["base"] + "/input.txt", tmp_path)
     with pytest.raises(ToygptError):
-        fetch(http_server["base"] + "/input.txt".replace("input", "cut"), tmp_path,
-              name="input.txt", force=True, backoff=0, retries=0)
+        fetch(
+            http_server["base"] + "/input.txt".replace("input", "cut"),
+            tmp_path,
+            name="input.txt",
+            force=True,
+            backoff=0,
+            retries=0,
+        )
     assert good.path.read_bytes() == http_server["body"]

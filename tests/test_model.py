@@ -79,8 +79,9 @@ def test_tied_weights_share_one_tensor():
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     model = _model()
     path = tmp_path / "ckpt.pt"
-    save_checkpoint(path, {"model": model.state_dict(),
-                           "model_config": vars(model.config) | {}, "vocab": "ab"})
+    save_checkpoint(
+        path, {"model": model.state_dict(), "model_config": vars(model.config) | {}, "vocab": "ab"}
+    )
     loaded, tok = model_from_checkpoint(load_checkpoint(path))
     idx = torch.randint(65, (2, 16))
     assert torch.equal(model(idx)[0], loaded(idx)[0])

@@ -8,8 +8,11 @@ from toygpt_cli.sample import generate, sample_text
 
 def _model(block_size=16):
     torch.manual_seed(3)
-    return GPT(ModelConfig(vocab_size=20, block_size=block_size, n_embd=32, n_layer=2, n_head=4,
-                           dropout=0.0)).eval()
+    return GPT(
+        ModelConfig(
+            vocab_size=20, block_size=block_size, n_embd=32, n_layer=2, n_head=4, dropout=0.0
+        )
+    ).eval()
 
 
 def test_cached_and_uncached_generation_give_identical_text():
@@ -17,8 +20,14 @@ def test_cached_and_uncached_generation_give_identical_text():
     start = torch.zeros(3, 1, dtype=torch.long)
     for top_k in (None, 5):
         a = generate(model, start, 60, top_k=top_k, generator=torch.Generator().manual_seed(1))
-        b = generate(model, start, 60, top_k=top_k, generator=torch.Generator().manual_seed(1),
-                     use_cache=False)
+        b = generate(
+            model,
+            start,
+            60,
+            top_k=top_k,
+            generator=torch.Generator().manual_seed(1),
+            use_cache=False,
+        )
         assert torch.equal(a, b)  # 60 > block_size: covers the cache and the sliding window
         assert a.shape == (3, 61)
 

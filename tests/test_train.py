@@ -26,15 +26,27 @@ def test_training_lowers_the_loss(corpus_file, tiny_model, tmp_path):
 def test_run_folder_holds_everything(corpus_file, tiny_model, tiny_train, tmp_path):
     run = start_training(tiny_model, tiny_train, corpus_file, tmp_path).run().run
     names = {p.name for p in run.path.iterdir()}
-    assert {"config.json", "status.json", "metrics.jsonl", "samples.jsonl", "ckpt.pt",
-            "best.pt"} <= names
+    assert {
+        "config.json",
+        "status.json",
+        "metrics.jsonl",
+        "samples.jsonl",
+        "ckpt.pt",
+        "best.pt",
+    } <= names
     cfg = run.config()
     assert cfg["train"]["iters"] == 60 and cfg["model"]["n_embd"] == 32
     assert cfg["data"]["sha256"] and cfg["vocab"] and cfg["versions"]["torch"]
     assert cfg["resolved"] == cfg["resolved"] | {"device": "cpu", "dtype": "float32"}
     assert [m["step"] for m in run.metrics()] == [0, 20, 40, 60]
-    assert set(run.metrics()[-1]) == {"step", "train_loss", "val_loss", "lr", "tokens_per_sec",
-                                      "elapsed"}
+    assert set(run.metrics()[-1]) == {
+        "step",
+        "train_loss",
+        "val_loss",
+        "lr",
+        "tokens_per_sec",
+        "elapsed",
+    }
     assert [s["step"] for s in run.samples()] == [0, 20, 40, 60]
     assert run.status()["status"] == "completed"
     ckpt = load_checkpoint(run.file("ckpt.pt"))
@@ -66,8 +78,9 @@ def test_resume_refuses_a_different_architecture(corpus_file, tiny_model, tiny_t
 def test_bfloat16_training_lowers_the_loss_like_float32(corpus_file, tiny_model, tmp_path):
     cfg = TrainConfig(iters=150, eval_interval=150, eval_iters=4, batch_size=16, sample_chars=0)
     f32 = start_training(tiny_model, cfg, corpus_file, tmp_path / "f").run()
-    bf16 = start_training(tiny_model, replace(cfg, dtype="bfloat16"), corpus_file,
-                          tmp_path / "b").run()
+    bf16 = start_training(
+        tiny_model, replace(cfg, dtype="bfloat16"), corpus_file, tmp_path / "b"
+    ).run()
     assert bf16.run.config()["resolved"]["dtype"] == "bfloat16"
     start = bf16.run.metrics()[0]["val_loss"]
     assert bf16.last_eval["val_loss"] < start - 0.5
@@ -75,8 +88,15 @@ def test_bfloat16_training_lowers_the_loss_like_float32(corpus_file, tiny_model,
 
 
 def test_max_time_stops_on_budget_and_completes(corpus_file, tiny_model, tmp_path):
-    cfg = TrainConfig(iters=100_000, eval_interval=50, eval_iters=2, batch_size=8,
-                      sample_chars=0, max_time=3.0, lr_schedule="cosine")
+    cfg = TrainConfig(
+        iters=100_000,
+        eval_interval=50,
+        eval_iters=2,
+        batch_size=8,
+        sample_chars=0,
+        max_time=3.0,
+        lr_schedule="cosine",
+    )
     result = start_training(tiny_model, cfg, corpus_file, tmp_path).run()
     assert result.status == "completed"
     assert 0 < result.step < 100_000

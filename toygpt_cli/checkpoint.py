@@ -36,9 +36,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             raise ToygptError(
                 f"refusing to load {path}: it contains pickled Python objects, not just tensors"
             ) from None
-        raise ToygptError(f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})") from None
+        raise ToygptError(
+            f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ToygptError(f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})") from None
+        raise ToygptError(
+            f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ToygptError(f"{path} is not a toygpt checkpoint")
     return ckpt

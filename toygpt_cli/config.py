@@ -7,7 +7,6 @@ is trained (some fields may change when a run is resumed). Defaults are the seed
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -198,6 +197,10 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
             raw = json.loads(path.read_text(encoding="utf-8"))
         else:
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot parse config file {path}: {exc}") from exc

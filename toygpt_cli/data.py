@@ -242,7 +242,9 @@ class Corpus:
     ) -> Corpus:
         text = read_text(path)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        return cls(Path(path), text, digest, tokenizer or CharTokenizer.from_text(text), val_fraction)
+        return cls(
+            Path(path), text, digest, tokenizer or CharTokenizer.from_text(text), val_fraction
+        )
 
     @property
     def n_train(self) -> int:

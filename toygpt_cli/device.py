@@ -33,7 +33,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ToygptError(
-                f"{name} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)"
+                f"{name} does not exist; this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
             )
         return device
     if base == "mps":

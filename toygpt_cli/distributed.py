@@ -61,7 +61,9 @@ class Distributed:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
-        ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
+        ids = (
+            [self.device.index] if self.device is not None and self.device.type == "cuda" else None
+        )
         return DistributedDataParallel(model, device_ids=ids)
 
     def shard(self, items: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,13 @@ def load_for_inference(
     ckpt = load_checkpoint(path)
     model, tokenizer = model_from_checkpoint(ckpt, dev)
     return LoadedRun(
-        run, path, model, tokenizer, dev, resolve_dtype(dtype, dev), ckpt["state"]["step"],
+        run,
+        path,
+        model,
+        tokenizer,
+        dev,
+        resolve_dtype(dtype, dev),
+        ckpt["state"]["step"],
         ckpt["train_config"].get("val_fraction", 0.1),
     )
 
@@ -60,12 +66,17 @@ def evaluate_run(loaded: LoadedRun, splits: tuple[str, ...] = ("train", "val")) 
     block = loaded.model.config.block_size
     data = {"train": train, "val": val}
     if set(splits) == {"train", "val"}:
-        results = evaluate_splits(loaded.model, train.to(loaded.device), val.to(loaded.device),
-                                  block, loaded.dtype)
+        results = evaluate_splits(
+            loaded.model, train.to(loaded.device), val.to(loaded.device), block, loaded.dtype
+        )
     else:
         results = {
-            s: {**loss_report(split_loss(loaded.model, data[s].to(loaded.device), block,
-                                         loaded.dtype)), "chars": len(data[s])}
+            s: {
+                **loss_report(
+                    split_loss(loaded.model, data[s].to(loaded.device), block, loaded.dtype)
+                ),
+                "chars": len(data[s]),
+            }
             for s in splits
         }
     result = {

@@ -52,7 +52,9 @@ def create_run_dir(runs_dir: Path, now: datetime | None = None) -> Path:
     except OSError as exc:
         raise ToygptError(f"cannot create runs directory {runs_dir}: {exc.strerror}") from exc
     if not os.access(runs_dir, os.W_OK):
-        raise ToygptError(f"runs directory {runs_dir} is not writable; pick another with --runs-dir")
+        raise ToygptError(
+            f"runs directory {runs_dir} is not writable; pick another with --runs-dir"
+        )
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
     for n in range(1, 10_000):
         path = runs_dir / (stamp if n == 1 else f"{stamp}-{n}")
@@ -213,13 +215,19 @@ class Run:
             "wall_seconds": st.get("wall_seconds"),
         }
 
+    def remove_stale_temp_files(self) -> None:
+        """Temporary files a killed process left mid-write (the real files are intact)."""
+        for tmp in self.path.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
     def remove(self) -> None:
         st = self.status()
         if st["status"] == "running":
-            raise ToygptError(f"run {self.name} is still training (pid {st.get('pid')}); stop it first")
+            raise ToygptError(
+                f"run {self.name} is still training (pid {st.get('pid')}); stop it first"
+            )
         shutil.rmtree(self.path)
 
 
 def open_run(ref: str, runs_dir: Path) -> Run:
     return Run(resolve_run(ref, runs_dir))
-

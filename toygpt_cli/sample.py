@@ -93,4 +93,3 @@ def sample_text(
     )
     skip = 0 if prompt else len(ids)
     return [tokenizer.decode(row[skip:].tolist()) for row in out]
-

@@ -38,6 +38,7 @@ from toygpt_cli.device import autocast, resolve_device, resolve_dtype, set_threa
 from toygpt_cli.distributed import Distributed
 from toygpt_cli.errors import ToygptError, UsageError
 from toygpt_cli.evaluate import estimate_loss, fixed_windows
+from toygpt_cli.fileio import truncate_jsonl
 from toygpt_cli.model import GPT
 from toygpt_cli.runs import CKPT_BEST, CKPT_LAST, METRICS, SAMPLES, Run, create_run_dir, utc_now
 from toygpt_cli.sample import sample_text
@@ -247,7 +248,9 @@ class Trainer:
             state["rng"] = {
                 "batches": self.dist.gather_generator_states(self.batch_gen),
                 "cpu": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+                "cuda": torch.cuda.get_rng_state(self.device)
+                if self.device.type == "cuda"
+                else None,
             }
         return state
 
@@ -276,8 +279,13 @@ class Trainer:
             self.run_dir.mark_running(st.step, cfg.iters)
         self.callback(
             TrainStarted(
-                self.run_dir, st.step, cfg.iters, self.model.num_params(), str(self.device),
-                self.dtype, resumed,
+                self.run_dir,
+                st.step,
+                cfg.iters,
+                self.model.num_params(),
+                str(self.device),
+                self.dtype,
+                resumed,
             )
         )
         session_start = time.perf_counter()
@@ -308,13 +316,20 @@ class Trainer:
                 elapsed = wall_at_start + time.perf_counter() - session_start
                 self.callback(
                     StepDone(
-                        st.step, cfg.iters, loss, lr, elapsed, window_steps / window_time,
+                        st.step,
+                        cfg.iters,
+                        loss,
+                        lr,
+                        elapsed,
+                        window_steps / window_time,
                         tokens_per_step * window_steps / window_time,
                     )
                 )
         except BaseException as exc:
-            self._record_end("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                             f"{type(exc).__name__}: {exc}")
+            self._record_end(
+                "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                f"{type(exc).__name__}: {exc}",
+            )
             raise
         st.wall_seconds = wall_at_start + time.perf_counter() - session_start
         stopped = self._stop_signal is not None and st.step < cfg.iters
@@ -325,7 +340,12 @@ class Trainer:
         status = "interrupted" if stopped else "completed"
         self._record_end(status, None)
         return TrainResult(
-            status, st.step, self.cfg.iters, last_eval, st.best_val, self.run_dir,
+            status,
+            st.step,
+            self.cfg.iters,
+            last_eval,
+            st.best_val,
+            self.run_dir,
             self._stop_signal if stopped else None,
         )
 
@@ -334,8 +354,9 @@ class Trainer:
         lr = learning_rate(cfg, st.step, self._progress())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y = sample_batch(self.train_data, cfg.batch_size, self.model_cfg.block_size,
-                            self.batch_gen, self.device)
+        x, y = sample_batch(
+            self.train_data, cfg.batch_size, self.model_cfg.block_size, self.batch_gen, self.device
+        )
         with autocast(self.device, self.dtype):
             _, loss, _ = self.step_model(x, y)
         self.optimizer.zero_grad(set_to_none=True)
@@ -369,8 +390,9 @@ class Trainer:
         block = self.model_cfg.block_size
         losses = {
             split: self.dist.mean(
-                estimate_loss(self.model, data, self.dist.shard(self.eval_windows[split]), block,
-                              self.dtype)
+                estimate_loss(
+                    self.model, data, self.dist.shard(self.eval_windows[split]), block, self.dtype
+                )
             )
             for split, data in (("train", self.train_data), ("val", self.val_data))
         }
@@ -391,14 +413,20 @@ class Trainer:
             self.callback(EvalDone(record))
             if cfg.sample_chars:
                 text = sample_text(
-                    self.model, self.corpus.tokenizer, max_new_tokens=cfg.sample_chars,
-                    seed=cfg.seed, dtype=self.dtype,
+                    self.model,
+                    self.corpus.tokenizer,
+                    max_new_tokens=cfg.sample_chars,
+                    seed=cfg.seed,
+                    dtype=self.dtype,
                 )[0]
                 self.run_dir.append_sample({"step": st.step, "seed": cfg.seed, "text": text})
                 self.callback(SampleWritten(st.step, text))
             self.run_dir.update_status(
-                step=st.step, best_val=st.best_val, last_val=losses["val"],
-                last_train=losses["train"], wall_seconds=round(st.wall_seconds, 1),
+                step=st.step,
+                best_val=st.best_val,
+                last_val=losses["val"],
+                last_train=losses["train"],
+                wall_seconds=round(st.wall_seconds, 1),
             )
         elif self.run_dir is None:
             self.callback(EvalDone(record))
@@ -411,8 +439,11 @@ class Trainer:
             return
         with contextlib.suppress(ToygptError):
             self.run_dir.update_status(
-                status=status, step=self.state.step, planned_steps=self.cfg.iters,
-                finished=utc_now(), message=message,
+                status=status,
+                step=self.state.step,
+                planned_steps=self.cfg.iters,
+                finished=utc_now(),
+                message=message,
                 wall_seconds=round(self.state.wall_seconds, 1),
             )
 
@@ -439,7 +470,11 @@ def _load_corpus(data: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, tok
 
 
 def run_config(
-    run: Run, model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus, trainer: Trainer,
+    run: Run,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    corpus: Corpus,
+    trainer: Trainer,
     command: list[str] | None,
 ) -> dict[str, Any]:
     return {
@@ -503,6 +538,8 @@ def start_training(
     if run is not None and dist.is_main:
         run.write_config(run_config(run, model_cfg, train_cfg, corpus, trainer, command))
         run.mark_running(0, train_cfg.iters)
+    # A checkpoint from the first moment: a run killed at any point can be resumed.
+    trainer.save()
     return trainer
 
 
@@ -539,26 +576,28 @@ def resume_training(
         if k in ARCHITECTURE_FIELDS and getattr(model_cfg, k) != v
     }
     if different:
-        what = ", ".join(f"{k} is {old} in the run, {new} asked" for k, (old, new) in different.items())
+        what = ", ".join(
+            f"{k} is {old} in the run, {new} asked" for k, (old, new) in different.items()
+        )
         raise UsageError(f"cannot resume {run.name} with a different architecture: {what}")
     for k in ARCHITECTURE_FIELDS:
         overrides.pop(k, None)
     old_train = from_dict(TrainConfig, ckpt["train_config"])
-    step = ckpt["state"]["step"]
+    step, last_eval = ckpt["state"]["step"], ckpt["state"]["last_eval_step"]
     train_cfg = replace(old_train, **overrides, iters=step + steps)
     train_cfg.validate()
     from toygpt_cli.data import CharTokenizer
 
     corpus = _load_corpus(data, model_cfg, train_cfg, CharTokenizer(ckpt["vocab"]))
-    trainer = Trainer(run, model_cfg, train_cfg, corpus, checkpoint=ckpt, callback=callback,
-                      dist=dist)
+    trainer = Trainer(
+        run, model_cfg, train_cfg, corpus, checkpoint=ckpt, callback=callback, dist=dist
+    )
     if dist.is_main:
-        # Records past the checkpoint (a crash between an eval and its checkpoint) are
-        # redone by this session; drop them so nothing appears twice.
-        from toygpt_cli.fileio import truncate_jsonl
-
+        run.remove_stale_temp_files()
+        # Evals newer than the checkpoint's (a kill between an eval and its checkpoint)
+        # are redone by this session; drop them so nothing appears twice.
         for name in (METRICS, SAMPLES):
-            truncate_jsonl(run.file(name), lambda r: r.get("step", 0) <= step)
+            truncate_jsonl(run.file(name), lambda r: r.get("step", 0) <= last_eval)
         config = run.config()
         changed = {
             k: [getattr(old_train, k), getattr(train_cfg, k)]
@@ -567,8 +606,14 @@ def resume_training(
         }
         config["train"] = to_dict(train_cfg)
         config.setdefault("resumes", []).append(
-            {"at_step": step, "steps": steps, "changed": changed, "time": utc_now(),
-             "command": shlex.join(command or sys.argv), "device": str(trainer.device)}
+            {
+                "at_step": step,
+                "steps": steps,
+                "changed": changed,
+                "time": utc_now(),
+                "command": shlex.join(command or sys.argv),
+                "device": str(trainer.device),
+            }
         )
         run.write_config(config)
     return trainer
@@ -593,6 +638,15 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
 
 
 __all__ = [
-    "CheckpointSaved", "EvalDone", "SampleWritten", "StepDone", "TrainResult", "TrainStarted",
-    "Trainer", "learning_rate", "resume_training", "start_training", "stop_on_signals",
+    "CheckpointSaved",
+    "EvalDone",
+    "SampleWritten",
+    "StepDone",
+    "TrainResult",
+    "TrainStarted",
+    "Trainer",
+    "learning_rate",
+    "resume_training",
+    "start_training",
+    "stop_on_signals",
 ]

@@ -127,7 +127,9 @@ def eval_(
     run: RunRef = "latest",
     split: Annotated[str, typer.Option("--split", help="train, val or both.")] = "both",
     device: DeviceOpt = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")] = "float32",
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")
+    ] = "float32",
     checkpoint: CheckpointOpt = "auto",
     json_: JsonFlag = False,
     runs_dir: RunsDir = None,
@@ -159,7 +161,10 @@ def eval_(
         if name in result["splits"]:
             r = result["splits"][name]
             table.add_row(
-                name, f"{r['chars']:,}", f"{r['loss']:.4f}", f"{r['bits_per_char']:.4f}",
+                name,
+                f"{r['chars']:,}",
+                f"{r['loss']:.4f}",
+                f"{r['bits_per_char']:.4f}",
                 f"{r['perplexity']:.3f}",
             )
     out.print(table)
@@ -170,7 +175,9 @@ def eval_(
 @handle_errors
 def bench(
     device: DeviceOpt = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")] = "auto",
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")
+    ] = "auto",
     seconds: Annotated[
         float, typer.Option("--seconds", min=0.5, help="Time spent on each measurement.")
     ] = 5.0,
@@ -188,8 +195,10 @@ def bench(
         return
     from rich.table import Table
 
-    table = Table(title=f"toygpt bench: {result['device']}, {result['dtype']}, "
-                  f"{result['threads']} threads, torch {result['torch']}")
+    table = Table(
+        title=f"toygpt bench: {result['device']}, {result['dtype']}, "
+        f"{result['threads']} threads, torch {result['torch']}"
+    )
     table.add_column("measurement")
     table.add_column("result", justify="right")
     table.add_column("note")

@@ -54,8 +54,11 @@ class _download_progress:
         from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
         self.progress = Progress(
-            *Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-            console=err, transient=True,
+            *Progress.get_default_columns(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=err,
+            transient=True,
         )
         self.progress.start()
         self.task = self.progress.add_task("download", total=None)
@@ -73,7 +76,8 @@ class _download_progress:
 @handle_errors
 def info(
     file: Annotated[
-        Path | None, typer.Argument(help="A text file; default: Tiny Shakespeare in the data folder.")
+        Path | None,
+        typer.Argument(help="A text file; default: Tiny Shakespeare in the data folder."),
     ] = None,
     data_dir: DataDir = None,
     json_: JsonFlag = False,
@@ -107,6 +111,10 @@ def info(
     table.add_column(style="bold")
     table.add_column()
     for key, value in info.items():
-        shown = repr(value) if key == "vocab" else (f"{value:,}" if isinstance(value, int) else str(value))
+        shown = (
+            repr(value)
+            if key == "vocab"
+            else (f"{value:,}" if isinstance(value, int) else str(value))
+        )
         table.add_row(key, shown)
     out.print(table)

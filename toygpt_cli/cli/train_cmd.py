@@ -33,8 +33,9 @@ _DEFAULTS = {f.name: f.default for f in (*fields(ModelConfig), *fields(TrainConf
 
 def _o(name: str, help: str, panel: str, *flags: str, **kw: Any):
     flag = "--" + name.replace("_", "-")
-    return typer.Option(flag, *flags, help=help, show_default=str(_DEFAULTS[name]),
-                        rich_help_panel=panel, **kw)
+    return typer.Option(
+        flag, *flags, help=help, show_default=str(_DEFAULTS[name]), rich_help_panel=panel, **kw
+    )
 
 
 M, T, S, R = "Model", "Training", "Schedule and optimizer", "Run"
@@ -56,21 +57,35 @@ def train(
     ] = None,
     # -- training
     iters: Annotated[int | None, _o("iters", "Optimizer steps for a new run.", T)] = None,
-    batch_size: Annotated[int | None, _o("batch_size", "Sequences per step (per process).", T)] = None,
-    device: Annotated[str | None, _o("device", "auto (cuda > mps > cpu), cpu, cuda[:N], mps.", T)] = None,
+    batch_size: Annotated[
+        int | None, _o("batch_size", "Sequences per step (per process).", T)
+    ] = None,
+    device: Annotated[
+        str | None, _o("device", "auto (cuda > mps > cpu), cpu, cuda[:N], mps.", T)
+    ] = None,
     dtype: Annotated[
         str | None, _o("dtype", "auto, float32, bfloat16 or float16 (auto: bf16 where fast).", T)
     ] = None,
     eval_interval: Annotated[int | None, _o("eval_interval", "Steps between evals.", T)] = None,
-    eval_iters: Annotated[int | None, _o("eval_iters", "Batches per split in each eval.", T)] = None,
+    eval_iters: Annotated[
+        int | None, _o("eval_iters", "Batches per split in each eval.", T)
+    ] = None,
     seed: Annotated[int | None, _o("seed", "Random seed.", T)] = None,
-    val_fraction: Annotated[float | None, _o("val_fraction", "Share of the text held out.", T)] = None,
+    val_fraction: Annotated[
+        float | None, _o("val_fraction", "Share of the text held out.", T)
+    ] = None,
     max_time: Annotated[
         str | None,
-        typer.Option("--max-time", help="Wall-clock budget, e.g. 90s, 10m, 1h; the schedule fits it.",
-                     show_default="none", rich_help_panel=T),
+        typer.Option(
+            "--max-time",
+            help="Wall-clock budget, e.g. 90s, 10m, 1h; the schedule fits it.",
+            show_default="none",
+            rich_help_panel=T,
+        ),
     ] = None,
-    save_every: Annotated[int | None, _o("save_every", "Extra checkpoint every N steps (0: off).", T)] = None,
+    save_every: Annotated[
+        int | None, _o("save_every", "Extra checkpoint every N steps (0: off).", T)
+    ] = None,
     sample_chars: Annotated[
         int | None, _o("sample_chars", "Characters sampled at each eval (0: none).", T)
     ] = None,
@@ -91,8 +106,11 @@ def train(
     # -- run
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Train on this UTF-8 text file instead of Tiny Shakespeare.",
-                     rich_help_panel=R),
+        typer.Option(
+            "--data",
+            help="Train on this UTF-8 text file instead of Tiny Shakespeare.",
+            rich_help_panel=R,
+        ),
     ] = None,
     preset: Annotated[
         str | None,
@@ -100,34 +118,43 @@ def train(
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="Options from a TOML file (or a run's config.json).",
-                     rich_help_panel=R),
+        typer.Option(
+            "--config", help="Options from a TOML file (or a run's config.json).", rich_help_panel=R
+        ),
     ] = None,
     like: Annotated[
         str | None,
-        typer.Option("--like", help="Start a new run with another run's configuration.",
-                     rich_help_panel=R),
+        typer.Option(
+            "--like", help="Start a new run with another run's configuration.", rich_help_panel=R
+        ),
     ] = None,
     resume: Annotated[
         str | None,
-        typer.Option("--resume", metavar="[RUN]",
-                     help="Continue a run (default: latest) from its last checkpoint.",
-                     rich_help_panel=R),
+        typer.Option(
+            "--resume",
+            metavar="[RUN]",
+            help="Continue a run (default: latest) from its last checkpoint.",
+            rich_help_panel=R,
+        ),
     ] = None,
     steps: Annotated[
         int, typer.Option("--steps", help="With --resume: how many more steps.", rich_help_panel=R)
     ] = 5000,
     sample: Annotated[
-        bool, typer.Option("--sample", help="Print a 500-character sample when done.",
-                           rich_help_panel=R)
+        bool,
+        typer.Option("--sample", help="Print a 500-character sample when done.", rich_help_panel=R),
     ] = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Log lines instead of a progress bar.",
-                           rich_help_panel=R)
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Log lines instead of a progress bar.", rich_help_panel=R
+        ),
     ] = False,
     nproc: Annotated[
-        int, typer.Option("--nproc", min=1, help="Processes to launch with torchrun (DDP).",
-                          rich_help_panel=R)
+        int,
+        typer.Option(
+            "--nproc", min=1, help="Processes to launch with torchrun (DDP).", rich_help_panel=R
+        ),
     ] = 1,
     runs_dir: RunsDir = None,
     data_dir: DataDir = None,
@@ -156,9 +183,8 @@ def train(
         layers.append(load_config_file(resolve_run(like, where.runs_dir) / "config.json"))
     file_data = next((layer.pop("data") for layer in layers if "data" in layer), None)
 
-    from toygpt_cli.distributed import Distributed
-
     from toygpt_cli.cli.progress import TrainDisplay
+    from toygpt_cli.distributed import Distributed
 
     dist = Distributed.from_env(given.get("device", "auto"))
     display = TrainDisplay(fancy_output(quiet) and dist.is_main)
@@ -173,16 +199,27 @@ def train(
 
             run = open_run(resume, where.runs_dir)
             overrides = dict(given, data=data)
-            trainer = core.resume_training(run, steps, overrides, callback=callback,
-                                           command=command_line(), dist=dist)
+            trainer = core.resume_training(
+                run, steps, overrides, callback=callback, command=command_line(), dist=dist
+            )
         else:
             model_cfg, train_cfg = build_configs(*layers, given)
             data_path = data or file_data or _default_dataset(where.data_dir)
-            trainer = core.start_training(model_cfg, train_cfg, data_path, where.runs_dir,
-                                          callback=callback, command=command_line(), dist=dist)
+            trainer = core.start_training(
+                model_cfg,
+                train_cfg,
+                data_path,
+                where.runs_dir,
+                callback=callback,
+                command=command_line(),
+                dist=dist,
+            )
         with display, core.stop_on_signals(trainer):
             result = trainer.run()
+        if result.status == "interrupted":
+            _ignore_signals()  # a second Ctrl-C during the exit must not add a traceback
     except KeyboardInterrupt:
+        _ignore_signals()
         err.print("stopped at once; the last checkpoint on disk is intact")
         raise typer.Exit(130) from None
     finally:
@@ -190,6 +227,11 @@ def train(
     if not dist.is_main:
         return
     _report(result, sample, trainer)
+
+
+def _ignore_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _report(result, sample: bool, trainer) -> None:
@@ -211,8 +253,9 @@ def _report(result, sample: bool, trainer) -> None:
     if sample:
         from toygpt_cli.sample import sample_text
 
-        text = sample_text(trainer.model, trainer.corpus.tokenizer, max_new_tokens=500,
-                           dtype=trainer.dtype)[0]
+        text = sample_text(
+            trainer.model, trainer.corpus.tokenizer, max_new_tokens=500, dtype=trainer.dtype
+        )[0]
         out.print(text, markup=False, highlight=False)
 
 
@@ -240,7 +283,7 @@ def parse_duration(text: str) -> float:
 
     units = {"s": 1, "m": 60, "h": 3600}
     t = text.strip().lower()
-    scale = units.get(t[-1:], None)
+    scale = units.get(t[-1:])
     number = t[:-1] if scale else t
     try:
         seconds = float(number) * (scale or 1)
@@ -264,8 +307,15 @@ def _launch_torchrun(nproc: int) -> int:
         if a.startswith("--nproc="):
             continue
         cleaned.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc}", "-m", "toygpt_cli", *cleaned]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "toygpt_cli",
+        *cleaned,
+    ]
     err.print("launching: " + " ".join(cmd[2:]), highlight=False)
     return subprocess.call(cmd)
-

@@ -1,0 +1,135 @@
+"""Bad input: one line on stderr naming the problem, exit 2 (usage) or 1, nothing written."""
+
+import errno
+import json
+import os
+
+import pytest
+import torch
+
+from .cli_helpers import toygpt
+from .conftest import TINY_ARGS
+
+
+def _snapshot(*folders):
+    state = {}
+    for folder in folders:
+        for root, _, files in os.walk(folder):
+            for f in files:
+                p = os.path.join(root, f)
+                state[p] = os.stat(p).st_mtime_ns
+    return state
+
+
+@pytest.fixture
+def setup(dirs, corpus_file, tmp_path):
+    """A finished tiny run, plus odd files for the table to point at."""
+    data, runs = dirs
+    r = toygpt("train", "--data", corpus_file, *TINY_ARGS, "--iters", "4", "--eval-interval", "4")
+    assert r.exit_code == 0, r.stderr
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    binary = tmp_path / "latin1.txt"
+    binary.write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    (runs / "20200101-000000").mkdir()  # a run that never got a checkpoint
+    (runs / "20200101-000000" / "config.json").write_text(json.dumps({"name": "x"}))
+    not_a_dir = tmp_path / "file.txt"
+    not_a_dir.write_text("x")
+    return {
+        "corpus": corpus_file,
+        "empty": empty,
+        "latin1": binary,
+        "file": not_a_dir,
+        "runs": runs,
+        "data": data,
+    }
+
+
+TRAIN = ("train", "--iters", "5", *TINY_ARGS)
+
+CASES = [
+    # (id, args, expected message, exit code)
+    (
+        "heads",
+        [*TRAIN, "--n-embd", "30", "--n-head", "4"],
+        r"n_embd \(30\) must be divisible by n_head \(4\); try --n-head 3",
+        2,
+    ),
+    ("zero batch", [*TRAIN, "--batch-size", "0"], "batch_size must be greater than 0", 2),
+    ("negative lr", [*TRAIN, "--lr", "-0.1"], "learning_rate must be greater than 0", 2),
+    ("zero interval", [*TRAIN, "--eval-interval", "0"], "eval_interval must be greater than 0", 2),
+    ("negative iters", [*TRAIN, "--iters", "-3"], "iters must be greater than 0", 2),
+    ("zero block", [*TRAIN, "--block-size", "0"], "block_size must be greater than 0", 2),
+    ("dropout 1", [*TRAIN, "--dropout", "1.0"], r"dropout must be in \[0, 1\)", 2),
+    (
+        "block > val",
+        [*TRAIN, "--block-size", "5000"],
+        r"block_size \(5000\) must be shorter than the val split",
+        2,
+    ),
+    ("unknown device", [*TRAIN, "--device", "tpu"], "unknown device 'tpu'", 2),
+    ("no cuda", [*TRAIN, "--device", "cuda"], "CUDA is not available", 1),
+    ("no mps", [*TRAIN, "--device", "mps"], r"MPS \(Apple GPU\) is not available", 1),
+    (
+        "missing data",
+        [*TRAIN, "--data", "/nonexistent/x.txt"],
+        "data file not found: /nonexistent/x.txt",
+        1,
+    ),
+    ("empty data", [*TRAIN, "--data", "{empty}"], "data file is empty", 1),
+    ("not utf-8", [*TRAIN, "--data", "{latin1}"], "data file is not UTF-8 text", 1),
+    ("bad max-time", [*TRAIN, "--max-time", "soon"], "--max-time must look like", 2),
+    ("unknown preset", [*TRAIN, "--preset", "turbo"], "unknown preset 'turbo'", 2),
+    (
+        "unwritable runs dir",
+        [*TRAIN, "--runs-dir", "{file}/runs"],
+        "cannot create runs directory",
+        1,
+    ),
+    ("unknown run", ["sample", "--run", "nope"], r"no run 'nope'; runs in .*: 20", 1),
+    ("no checkpoint", ["sample", "--run", "20200101-000000"], "has no ckpt.pt checkpoint", 1),
+    ("bad prompt", ["sample", "--prompt", "Zq~"], "outside the run's vocabulary: 'Z' '~'", 2),
+    ("temperature", ["sample", "--temperature", "0"], "--temperature must be greater than 0", 2),
+    ("top-k", ["sample", "--top-k", "0"], "--top-k must be at least 1", 2),
+    ("resume unknown", ["train", "--resume", "nope"], "no run 'nope'", 1),
+    ("resume arch", ["train", "--resume", "--n-layer", "3"], "n_layer is 2 in the run, 3 asked", 2),
+    ("resume steps", ["train", "--resume", "--steps", "0"], "--steps must be greater than 0", 2),
+    ("eval split", ["eval", "--split", "test"], "--split must be train, val or both", 2),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(setup, case):
+    _, args, message, code = case
+    args = [a.format(**setup) for a in args]
+    if "--data" not in args and args[0] == "train" and "--resume" not in args:
+        args += ["--data", str(setup["corpus"])]
+    before = _snapshot(setup["runs"], setup["data"])
+    r = toygpt(*args)
+    assert r.exit_code == code, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: ")
+    import re
+
+    assert re.search(message, lines[0]), lines[0]
+    assert "Traceback" not in r.stderr
+    assert _snapshot(setup["runs"], setup["data"]) == before
+
+
+def test_disk_full_during_save_keeps_previous_checkpoint(setup, monkeypatch):
+    run = sorted(p for p in setup["runs"].iterdir() if p.name.startswith("2026"))[-1]
+    before = (run / "ckpt.pt").read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **kw):
+        real_save(obj, f, *a, **kw)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    r = toygpt("train", "--resume", "--steps", "4")
+    assert r.exit_code == 1
+    assert "could not write" in r.stderr and "No space left on device" in r.stderr
+    assert (run / "ckpt.pt").read_bytes() == before
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
