@@ -40,7 +40,17 @@ from toygpt_cli.errors import ToygptError, UsageError
 from toygpt_cli.evaluate import estimate_loss, fixed_windows
 from toygpt_cli.fileio import truncate_jsonl
 from toygpt_cli.model import GPT
-from toygpt_cli.runs import CKPT_BEST, CKPT_LAST, METRICS, SAMPLES, Run, create_run_dir, utc_now
+from toygpt_cli.plot import write_loss_png
+from toygpt_cli.runs import (
+    CKPT_BEST,
+    CKPT_LAST,
+    LOSS_PNG,
+    METRICS,
+    SAMPLES,
+    Run,
+    create_run_dir,
+    utc_now,
+)
 from toygpt_cli.sample import sample_text
 
 # ------------------------------------------------------------------------------ events
@@ -421,6 +431,7 @@ class Trainer:
                 )[0]
                 self.run_dir.append_sample({"step": st.step, "seed": cfg.seed, "text": text})
                 self.callback(SampleWritten(st.step, text))
+            write_loss_png(self.run_dir.file(LOSS_PNG), self.run_dir.metrics(), self.run_dir.name)
             self.run_dir.update_status(
                 step=st.step,
                 best_val=st.best_val,

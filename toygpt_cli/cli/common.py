@@ -14,8 +14,12 @@ from rich.console import Console
 from toygpt_cli.errors import ToygptError
 
 # Results go to stdout; status, progress and errors to stderr, so output pipes cleanly.
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Off a terminal rich would assume 80 columns and cut table cells; logs and pipes get room.
+_PIPE_WIDTH = None if sys.stdout.isatty() else 160
+out = Console(highlight=False, soft_wrap=True, width=_PIPE_WIDTH)
+err = Console(
+    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160
+)
 
 RunsDir = Annotated[
     Path | None,
