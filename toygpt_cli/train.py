@@ -318,7 +318,7 @@ class Trainer:
                 if at_end or self._stop_requested():
                     break
                 t0 = time.perf_counter()
-                loss, lr = self._train_step()
+                loss, lr = self.train_step()
                 window_time += time.perf_counter() - t0
                 window_steps += 1
                 if cfg.save_every and st.step % cfg.save_every == 0:
@@ -359,7 +359,8 @@ class Trainer:
             self._stop_signal if stopped else None,
         )
 
-    def _train_step(self) -> tuple[torch.Tensor, float]:
+    def train_step(self) -> tuple[torch.Tensor, float]:
+        """One optimizer step on a fresh batch; returns the loss (on the device) and the lr."""
         cfg, st = self.cfg, self.state
         lr = learning_rate(cfg, st.step, self._progress())
         for group in self.optimizer.param_groups:

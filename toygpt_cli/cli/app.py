@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from typing import Annotated
 
 import typer
@@ -22,6 +23,9 @@ from toygpt_cli.cli.common import (
     paths,
 )
 from toygpt_cli.cli.train_cmd import train
+
+# torch warns at import when NumPy is absent; toygpt never uses NumPy.
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 app = typer.Typer(
     name="toygpt",

@@ -1,0 +1,148 @@
+"""Speed measurements behind `toygpt bench`: training, eval and sampling throughput at the
+default model size, and how close the training step gets to a matrix-multiply ceiling
+measured on the same device and dtype."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from toygpt_cli.config import ModelConfig, TrainConfig
+from toygpt_cli.data import CharTokenizer, Corpus
+from toygpt_cli.device import TORCH_DTYPES, resolve_device, resolve_dtype
+from toygpt_cli.evaluate import estimate_loss, fixed_windows
+from toygpt_cli.sample import sample_text
+from toygpt_cli.train import Trainer
+
+
+def synthetic_corpus(chars: int = 200_000, seed: int = 0) -> Corpus:
+    """Random text over a 65-character alphabet: speed does not depend on the words."""
+    alphabet = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    rng = random.Random(seed)
+    text = "".join(rng.choice(alphabet) for _ in range(chars))
+    return Corpus(Path("<synthetic>"), text, "", CharTokenizer(alphabet))
+
+
+def _timed(fn, seconds: float, min_reps: int = 3) -> float:
+    """Seconds per call of fn, after one warm-up call, over at least `seconds`."""
+    fn()
+    reps, start = 0, time.perf_counter()
+    while reps < min_reps or time.perf_counter() - start < seconds:
+        fn()
+        reps += 1
+    return (time.perf_counter() - start) / reps
+
+
+def matmul_ceiling(device: torch.device, dtype: str, seconds: float = 1.0) -> float:
+    """GFLOP/s of a (512x384)@(384x1536) product: the shape of the model's MLP matmuls."""
+    a = torch.randn(512, 384, device=device, dtype=TORCH_DTYPES[dtype])
+    b = torch.randn(384, 1536, device=device, dtype=TORCH_DTYPES[dtype])
+
+    def mm():
+        for _ in range(10):
+            a @ b
+        _sync(device)
+
+    return 2 * 512 * 384 * 1536 * 10 / _timed(mm, seconds) / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_flops_per_token(cfg: ModelConfig, n_params: int) -> float:
+    """6 x the weights a token passes through, plus attention (PaLM's estimate)."""
+    non_embedding = n_params - cfg.vocab_size * cfg.n_embd - cfg.block_size * cfg.n_embd
+    return 6 * non_embedding + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+
+def run_benchmarks(
+    device: str = "auto",
+    dtype: str = "auto",
+    seconds: float = 5.0,
+    model_cfg: ModelConfig | None = None,
+    train_cfg: TrainConfig | None = None,
+) -> dict[str, Any]:
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    corpus = synthetic_corpus()
+    model_cfg = replace(model_cfg or ModelConfig(), vocab_size=corpus.tokenizer.vocab_size)
+    train_cfg = replace(train_cfg or TrainConfig(), device=str(dev), dtype=dt, sample_chars=0)
+    trainer = Trainer(None, model_cfg, train_cfg, corpus)
+    tokens = train_cfg.batch_size * model_cfg.block_size
+
+    def step():
+        loss, _ = trainer.train_step()
+        loss.item()  # wait for the device
+
+    step_s = _timed(step, seconds)
+    windows = fixed_windows(len(trainer.val_data), 64 * 8, model_cfg.block_size, 0)
+    eval_s = _timed(
+        lambda: estimate_loss(trainer.model, trainer.val_data, windows, model_cfg.block_size, dt),
+        seconds / 2,
+        min_reps=1,
+    )
+    n_chars = 200
+    sample_s = _timed(
+        lambda: sample_text(
+            trainer.model, corpus.tokenizer, max_new_tokens=n_chars, seed=0, dtype=dt
+        ),
+        seconds / 2,
+        min_reps=1,
+    )
+    ceiling = matmul_ceiling(dev, dt, seconds / 4)
+    flops = train_flops_per_token(model_cfg, trainer.model.num_params()) * tokens
+    achieved = flops / step_s / 1e9
+    eval_tokens = len(windows) * model_cfg.block_size
+    seed_eval_tokens = 2 * train_cfg.eval_iters * tokens  # both splits, as in training
+    rows = [
+        {
+            "name": "train step",
+            "value": f"{step_s * 1000:.1f} ms",
+            "note": f"batch {train_cfg.batch_size} x block {model_cfg.block_size}",
+        },
+        {"name": "train tokens/s", "value": f"{tokens / step_s:,.0f}", "note": ""},
+        {
+            "name": "train GFLOP/s",
+            "value": f"{achieved:.0f}",
+            "note": f"{achieved / ceiling:.0%} of the matmul ceiling",
+        },
+        {
+            "name": "matmul ceiling GFLOP/s",
+            "value": f"{ceiling:.0f}",
+            "note": f"512x384 @ 384x1536 in {dt}",
+        },
+        {
+            "name": "eval tokens/s",
+            "value": f"{eval_tokens / eval_s:,.0f}",
+            "note": f"one periodic eval at these settings: "
+            f"{seed_eval_tokens / (eval_tokens / eval_s):.1f} s",
+        },
+        {
+            "name": "sampling chars/s",
+            "value": f"{n_chars / sample_s:,.0f}",
+            "note": "one sample, key/value cache",
+        },
+    ]
+    return {
+        "device": str(dev),
+        "dtype": dt,
+        "threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "params": trainer.model.num_params(),
+        "train_step_ms": step_s * 1000,
+        "train_tokens_per_sec": tokens / step_s,
+        "train_gflops": achieved,
+        "matmul_ceiling_gflops": ceiling,
+        "ceiling_fraction": achieved / ceiling,
+        "eval_tokens_per_sec": eval_tokens / eval_s,
+        "periodic_eval_seconds": seed_eval_tokens / (eval_tokens / eval_s),
+        "sample_chars_per_sec": n_chars / sample_s,
+        "rows": rows,
+    }
