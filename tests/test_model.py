@@ -71,9 +71,12 @@ def test_context_longer_than_block_size_is_refused():
         _model()(torch.zeros(1, 17, dtype=torch.long))
 
 
-def test_tied_weights_share_one_tensor():
-    model = _model(tie_weights=True)
+@pytest.mark.parametrize("init", ["default", "normal"])
+def test_tied_weights_share_one_tensor_and_start_near_uniform(init):
+    model = _model(tie_weights=True, init=init)
     assert model.lm_head.weight is model.tok_emb.weight
+    _, loss, _ = model(torch.randint(65, (8, 16)), torch.randint(65, (8, 16)))
+    assert abs(loss.item() - math.log(65)) < 0.5
 
 
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path):

@@ -93,7 +93,9 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size)
         if cfg.tie_weights:
-            self.lm_head.weight = self.tok_emb.weight
+            # The shared matrix keeps the output layer's small initialisation: the
+            # embedding's N(0, 1) would make the initial logits, and loss, huge.
+            self.tok_emb.weight = self.lm_head.weight
         if cfg.init == "normal":
             self.apply(_init_normal)
             # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer).
