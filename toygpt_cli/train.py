@@ -65,6 +65,7 @@ class TrainStarted:
     device: str
     dtype: str
     resumed: bool
+    max_time: float = 0.0  # wall-clock budget in seconds (0: none)
 
 
 @dataclass
@@ -296,6 +297,7 @@ class Trainer:
                 str(self.device),
                 self.dtype,
                 resumed,
+                cfg.max_time,
             )
         )
         session_start = time.perf_counter()

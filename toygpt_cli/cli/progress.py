@@ -20,13 +20,16 @@ def fmt_loss(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def eval_line(record: dict, iters: int) -> str:
+def eval_line(record: dict, iters: int, max_time: float = 0.0) -> str:
     tps = record.get("tokens_per_sec")
+    # Under a time budget the step count is only an upper bound: show the budget instead.
+    total = "" if max_time else f"/{iters}"
+    budget = f" of {_clock(max_time)}" if max_time else ""
     return (
-        f"step {record['step']:>6}/{iters}  train {fmt_loss(record['train_loss'])}  "
+        f"step {record['step']:>6}{total}  train {fmt_loss(record['train_loss'])}  "
         f"val {fmt_loss(record['val_loss'])}  lr {record['lr']:.2e}  "
         + (f"{tps:,.0f} tok/s  " if tps else "")
-        + f"{_clock(record['elapsed'])}"
+        + f"{_clock(record['elapsed'])}{budget}"
     )
 
 
@@ -44,6 +47,7 @@ class TrainDisplay:
         self.progress: Progress | None = None
         self.task = None
         self.iters = 0
+        self.max_time = 0.0
         self._last_refresh = 0.0
         self._eval = "-"
 
@@ -64,17 +68,21 @@ class TrainDisplay:
         elif isinstance(event, EvalDone):
             r = event.record
             self._eval = f"{fmt_loss(r['train_loss'])}/{fmt_loss(r['val_loss'])}"
-            line = eval_line(r, self.iters)
+            line = eval_line(r, self.iters, self.max_time)
             (self.progress.console if self.progress else err).print(line, highlight=False)
         elif isinstance(event, SampleWritten) and self.progress is not None:
             self.progress.update(self.task, sample=event.text.replace("\n", " ")[:60])
 
     def _started(self, e) -> None:
         self.iters = e.iters
+        self.max_time = e.max_time
         where = f" in {e.run.path}" if e.run else ""
         verb = "resuming at step" if e.resumed else "training from step"
+        goal = (
+            f"for {_clock(e.max_time)} (at most {e.iters} steps)" if e.max_time else f"to {e.iters}"
+        )
         err.print(
-            f"{verb} {e.step} to {e.iters}: {e.n_params / 1e6:.2f}M parameters on {e.device} "
+            f"{verb} {e.step} {goal}: {e.n_params / 1e6:.2f}M parameters on {e.device} "
             f"({e.dtype}){where}",
             highlight=False,
         )
