@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -100,21 +101,33 @@ def fetch(
         actual = sha256_file(dest)
         if expected is None or actual == expected:
             return FetchResult(dest, actual, dest.stat().st_size, downloaded=False)
+    created = not data_dir.exists()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ToygptError(f"cannot create data directory {data_dir}: {exc.strerror}") from exc
+    try:
+        digest, size = _download_with_retries(
+            url, dest, sha256, timeout, retries, backoff, progress
+        )
+    except BaseException:
+        if created:  # leave nothing behind, not even an empty folder
+            with contextlib.suppress(OSError):
+                data_dir.rmdir()
+        raise
+    _record_checksum(data_dir, name, digest)
+    return FetchResult(dest, digest, size, downloaded=True)
 
+
+def _download_with_retries(url, dest, sha256, timeout, retries, backoff, progress):
     for attempt in range(retries + 1):
         try:
-            digest, size = _download(url, dest, sha256, timeout, progress)
-            break
+            return _download(url, dest, sha256, timeout, progress)
         except _Retryable as exc:
             if attempt == retries:
                 raise ToygptError(f"download failed after {retries + 1} attempts: {exc}") from None
             time.sleep(backoff * 2**attempt)
-    _record_checksum(data_dir, name, digest)
-    return FetchResult(dest, digest, size, downloaded=True)
+    raise AssertionError("unreachable")
 
 
 class _Retryable(Exception):
