@@ -113,3 +113,20 @@ def test_second_sigint_stops_at_once(dirs, corpus_file):
     assert proc.returncode == 130, stderr
     ckpt = load_checkpoint(run / "ckpt.pt")  # still loads
     assert ckpt["state"]["step"] >= 0 and len(before) > 0
+
+
+def test_sample_and_list_while_training(dirs, corpus_file):
+    _, runs = dirs
+    proc = _start(corpus_file, runs, "--save-every", "5")
+    try:
+        run = _wait_for_metrics(runs, 2, proc)
+        for _ in range(3):  # checkpoints are replaced by a rename: always a whole file
+            r = toygpt("sample", "--run", run.name, "--checkpoint", "last", "-n", "10")
+            assert r.exit_code == 0, r.stderr
+        listing = json.loads(toygpt("runs", "list", "--json").stdout)
+        assert listing[0]["status"] == "running"
+        assert toygpt("runs", "rm", "--yes", run.name).exit_code == 1  # refused while training
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 130
