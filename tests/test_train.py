@@ -49,6 +49,7 @@ def test_run_folder_holds_everything(corpus_file, tiny_model, tiny_train, tmp_pa
     }
     assert [s["step"] for s in run.samples()] == [0, 20, 40, 60]
     assert run.status()["status"] == "completed"
+    assert 10 < run.status()["peak_rss_mb"] < 4096
     ckpt = load_checkpoint(run.file("ckpt.pt"))
     assert ckpt["state"]["step"] == 60 and set(ckpt["rng"]) == {"batches", "cpu", "cuda"}
 

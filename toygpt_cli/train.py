@@ -453,6 +453,7 @@ class Trainer:
             return
         with contextlib.suppress(ToygptError):
             self.run_dir.update_status(
+                peak_rss_mb=_peak_rss_mb(),
                 status=status,
                 step=self.state.step,
                 planned_steps=self.cfg.iters,
@@ -460,6 +461,16 @@ class Trainer:
                 message=message,
                 wall_seconds=round(self.state.wall_seconds, 1),
             )
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 # ------------------------------------------------------------------------------ setup
