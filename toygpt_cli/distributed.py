@@ -99,9 +99,15 @@ class Distributed:
             return path
         import torch.distributed as dist
 
-        box = [str(path) if path is not None else None]
-        dist.broadcast_object_list(box, src=0)
-        return Path(box[0])
+        # Plain tensors, not broadcast_object_list: object collectives need NumPy.
+        data = str(path).encode() if self.is_main else b""
+        size = torch.tensor([len(data)], dtype=torch.long, device=self.device)
+        dist.broadcast(size, src=0)
+        buf = torch.zeros(int(size.item()), dtype=torch.uint8, device=self.device)
+        if self.is_main:
+            buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        dist.broadcast(buf, src=0)
+        return Path(bytes(buf.cpu().tolist()).decode())
 
     def gather_generator_states(self, gen: torch.Generator) -> list[torch.Tensor]:
         """Every rank's batch-generator state, so a resume restores each rank's stream."""
@@ -110,9 +116,11 @@ class Distributed:
             return [state]
         import torch.distributed as dist
 
-        states = [None] * self.world_size
-        dist.all_gather_object(states, state)
-        return states
+        # CPU generator states have one fixed size, so a plain all_gather works.
+        local = state.to(self.device)
+        states = [torch.empty_like(local) for _ in range(self.world_size)]
+        dist.all_gather(states, local)
+        return [s.cpu() for s in states]
 
     def close(self) -> None:
         if self.active:
