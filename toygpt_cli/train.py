@@ -237,9 +237,9 @@ class Trainer:
         if self.device.type == "cuda" and rng.get("cuda") is not None:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
 
-    def checkpoint_state(self, *, with_optimizer: bool = True) -> dict[str, Any]:
+    def checkpoint_state(self) -> dict[str, Any]:
         s = self.state
-        state: dict[str, Any] = {
+        return {
             "model": self.model.state_dict(),
             "model_config": to_dict(self.model_cfg),
             "train_config": to_dict(self.cfg),
@@ -252,18 +252,16 @@ class Trainer:
             },
             "dtype": self.dtype,
             "torch_version": str(torch.__version__),
-        }
-        if with_optimizer:
-            state["optimizer"] = self.optimizer.state_dict()
-            state["scaler"] = self.scaler.state_dict() if self.scaler.is_enabled() else None
-            state["rng"] = {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": {
                 "batches": self.dist.gather_generator_states(self.batch_gen),
                 "cpu": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(self.device)
                 if self.device.type == "cuda"
                 else None,
-            }
-        return state
+            },
+        }
 
     def save(self, best: bool = False) -> None:
         """Write the last checkpoint (and best.pt when the val loss improved). Rank 0 only;
