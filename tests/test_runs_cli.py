@@ -38,6 +38,7 @@ def test_list_json_newest_first(two_runs):
     assert first["best_val_loss"] <= first["last_val_loss"] or first["best_val_loss"]
     assert first["params"] > 0 and first["device"] == "cpu"
     assert len(json.loads(toygpt("runs", "list", "--json", "-n", "1").stdout)) == 1
+    assert json.loads(toygpt("runs", "--json", "-n", "1").stdout)[0]["name"] == rows[0]["name"]
 
 
 def test_list_table_is_the_default(two_runs):

@@ -37,22 +37,21 @@ def _params(n) -> str:
     return "-" if not n else f"{n / 1e6:.2f}M"
 
 
+Count = Annotated[int | None, typer.Option("--count", "-n", min=1, help="Show at most N.")]
+
+
 @app.callback()
-def _default(ctx: typer.Context, runs_dir: RunsDir = None) -> None:
-    """With no subcommand, `toygpt runs` lists the runs."""
+def _default(
+    ctx: typer.Context, count: Count = None, json_: JsonFlag = False, runs_dir: RunsDir = None
+) -> None:
+    """With no subcommand, `toygpt runs` lists the runs (same options as `runs list`)."""
     if ctx.invoked_subcommand is None:
-        list_runs(runs_dir=runs_dir)
+        list_runs(count=count, json_=json_, runs_dir=runs_dir)
 
 
 @app.command("list")
 @handle_errors
-def list_runs(
-    count: Annotated[
-        int | None, typer.Option("--count", "-n", min=1, help="Show at most N.")
-    ] = None,
-    json_: JsonFlag = False,
-    runs_dir: RunsDir = None,
-) -> None:
+def list_runs(count: Count = None, json_: JsonFlag = False, runs_dir: RunsDir = None) -> None:
     """All runs, newest first: status, progress, losses, size, device, wall time."""
     from toygpt_cli.runs import Run, list_run_dirs
 
