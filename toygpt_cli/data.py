@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from toygpt_cli.errors import ToygptError
+from toygpt_cli.errors import ToygptError, UsageError
 from toygpt_cli.fileio import atomic_open, new_temp_file
 
 TINY_SHAKESPEARE_URL = (
@@ -90,8 +90,6 @@ def fetch(
     if sha256 is not None:
         sha256 = sha256.lower()
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-            from toygpt_cli.errors import UsageError
-
             raise UsageError(f"--sha256 must be 64 hexadecimal digits, got {sha256!r}")
     data_dir = Path(data_dir)
     name = name or file_name_for(url)

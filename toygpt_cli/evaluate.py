@@ -4,7 +4,6 @@ whole-split evaluation behind `toygpt eval` (every position scored once)."""
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -75,12 +74,3 @@ def split_loss(model, data: torch.Tensor, block_size: int, dtype: str, chunk: in
 def loss_report(loss: float) -> dict[str, float]:
     """A loss in nats per character with its bits per character and perplexity."""
     return {"loss": loss, "bits_per_char": loss / math.log(2), "perplexity": math.exp(loss)}
-
-
-def evaluate_splits(
-    model, train: torch.Tensor, val: torch.Tensor, block_size: int, dtype: str
-) -> dict[str, Any]:
-    return {
-        "train": {**loss_report(split_loss(model, train, block_size, dtype)), "chars": len(train)},
-        "val": {**loss_report(split_loss(model, val, block_size, dtype)), "chars": len(val)},
-    }

@@ -12,7 +12,7 @@ from toygpt_cli.checkpoint import load_checkpoint, model_from_checkpoint
 from toygpt_cli.data import CharTokenizer, Corpus
 from toygpt_cli.device import resolve_device, resolve_dtype
 from toygpt_cli.errors import ToygptError
-from toygpt_cli.evaluate import evaluate_splits, loss_report, split_loss
+from toygpt_cli.evaluate import loss_report, split_loss
 from toygpt_cli.fileio import write_json
 from toygpt_cli.model import GPT
 from toygpt_cli.runs import EVAL, Run, open_run, utc_now
@@ -65,20 +65,13 @@ def evaluate_run(loaded: LoadedRun, splits: tuple[str, ...] = ("train", "val")) 
     train, val = corpus.splits()
     block = loaded.model.config.block_size
     data = {"train": train, "val": val}
-    if set(splits) == {"train", "val"}:
-        results = evaluate_splits(
-            loaded.model, train.to(loaded.device), val.to(loaded.device), block, loaded.dtype
-        )
-    else:
-        results = {
-            s: {
-                **loss_report(
-                    split_loss(loaded.model, data[s].to(loaded.device), block, loaded.dtype)
-                ),
-                "chars": len(data[s]),
-            }
-            for s in splits
+    results = {
+        s: {
+            **loss_report(split_loss(loaded.model, data[s].to(loaded.device), block, loaded.dtype)),
+            "chars": len(data[s]),
         }
+        for s in splits
+    }
     result = {
         "run": loaded.run.name,
         "checkpoint": loaded.checkpoint.name,
