@@ -33,7 +33,7 @@ from toygpt_cli.config import (
     from_dict,
     to_dict,
 )
-from toygpt_cli.data import Corpus, sample_batch
+from toygpt_cli.data import CharTokenizer, Corpus, sample_batch
 from toygpt_cli.device import autocast, resolve_device, resolve_dtype, set_threads
 from toygpt_cli.distributed import Distributed
 from toygpt_cli.errors import ToygptError, UsageError
@@ -609,8 +609,6 @@ def resume_training(
     step, last_eval = ckpt["state"]["step"], ckpt["state"]["last_eval_step"]
     train_cfg = replace(old_train, **overrides, iters=step + steps)
     train_cfg.validate()
-    from toygpt_cli.data import CharTokenizer
-
     corpus = _load_corpus(data, model_cfg, train_cfg, CharTokenizer(ckpt["vocab"]))
     trainer = Trainer(
         run, model_cfg, train_cfg, corpus, checkpoint=ckpt, callback=callback, dist=dist

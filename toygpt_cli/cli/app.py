@@ -14,6 +14,7 @@ from toygpt_cli.cli.common import (
     CheckpointOpt,
     DataDir,
     DeviceOpt,
+    DtypeOpt,
     JsonFlag,
     RunRef,
     RunsDir,
@@ -79,9 +80,7 @@ def sample(
     ] = 1,
     seed: Annotated[int | None, typer.Option("--seed", help="Same seed, same text.")] = None,
     device: DeviceOpt = "auto",
-    dtype: Annotated[
-        str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")
-    ] = "auto",
+    dtype: DtypeOpt = "auto",
     checkpoint: CheckpointOpt = "auto",
     runs_dir: RunsDir = None,
 ) -> None:
@@ -131,9 +130,7 @@ def eval_(
     run: RunRef = "latest",
     split: Annotated[str, typer.Option("--split", help="train, val or both.")] = "both",
     device: DeviceOpt = "auto",
-    dtype: Annotated[
-        str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")
-    ] = "float32",
+    dtype: DtypeOpt = "float32",
     checkpoint: CheckpointOpt = "auto",
     json_: JsonFlag = False,
     runs_dir: RunsDir = None,
@@ -179,9 +176,7 @@ def eval_(
 @handle_errors
 def bench(
     device: DeviceOpt = "auto",
-    dtype: Annotated[
-        str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")
-    ] = "auto",
+    dtype: DtypeOpt = "auto",
     seconds: Annotated[
         float, typer.Option("--seconds", min=0.5, help="Time spent on each measurement.")
     ] = 5.0,

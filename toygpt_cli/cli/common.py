@@ -14,12 +14,15 @@ from rich.console import Console
 from toygpt_cli.errors import ToygptError
 
 # Results go to stdout; status, progress and errors to stderr, so output pipes cleanly.
-# Off a terminal rich would assume 80 columns and cut table cells; logs and pipes get room.
-_PIPE_WIDTH = None if sys.stdout.isatty() else 160
-out = Console(highlight=False, soft_wrap=True, width=_PIPE_WIDTH)
-err = Console(
-    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160
-)
+
+
+def _width(stream) -> int | None:
+    # Off a terminal rich would assume 80 columns and cut table cells; logs and pipes get room.
+    return None if stream.isatty() else 160
+
+
+out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
 
 RunsDir = Annotated[
     Path | None,
@@ -49,6 +52,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout ins
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
 ]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")]
 CheckpointOpt = Annotated[
     str,
     typer.Option(
