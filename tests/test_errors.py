@@ -61,6 +61,7 @@ CASES = [
     ("negative iters", [*TRAIN, "--iters", "-3"], "iters must be greater than 0", 2),
     ("zero block", [*TRAIN, "--block-size", "0"], "block_size must be greater than 0", 2),
     ("dropout 1", [*TRAIN, "--dropout", "1.0"], r"dropout must be in \[0, 1\)", 2),
+    ("beta2 1", [*TRAIN, "--beta2", "1"], r"beta2 must be in \[0, 1\), got 1.0", 2),
     (
         "block > val",
         [*TRAIN, "--block-size", "5000"],

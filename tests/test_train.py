@@ -76,6 +76,20 @@ def test_resume_refuses_a_different_architecture(corpus_file, tiny_model, tiny_t
         resume_training(run, 10, {"n_layer": 3})
 
 
+def test_beta2_reaches_the_optimizer_and_may_change_on_resume(
+    corpus_file, tiny_model, tiny_train, tmp_path
+):
+    trainer = start_training(tiny_model, replace(tiny_train, beta2=0.99), corpus_file, tmp_path)
+    assert [g["betas"] for g in trainer.optimizer.param_groups] == [(0.9, 0.99)]
+    run = trainer.run().run
+    kept = resume_training(run, 10)
+    assert [g["betas"] for g in kept.optimizer.param_groups] == [(0.9, 0.99)]
+    kept.run()
+    changed = resume_training(run, 10, {"beta2": 0.95})
+    assert [g["betas"] for g in changed.optimizer.param_groups] == [(0.9, 0.95)]
+    assert run.config()["resumes"][-1]["changed"]["beta2"] == [0.99, 0.95]
+
+
 def test_bfloat16_training_lowers_the_loss_like_float32(corpus_file, tiny_model, tmp_path):
     cfg = TrainConfig(iters=150, eval_interval=150, eval_iters=4, batch_size=16, sample_chars=0)
     f32 = start_training(tiny_model, cfg, corpus_file, tmp_path / "f").run()

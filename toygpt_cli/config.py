@@ -60,6 +60,7 @@ class TrainConfig:
     dtype: str = "auto"
     val_fraction: float = 0.1
     weight_decay: float = 0.01  # torch.optim.AdamW's default, as the seed used
+    beta2: float = 0.999  # AdamW's second-moment decay (torch's default, as the seed used)
     decay_matrices_only: bool = False  # no decay on biases, LayerNorms and embeddings
     lr_schedule: str = "constant"
     warmup_iters: int = 0
@@ -84,6 +85,8 @@ class TrainConfig:
             "weight_decay",
             "threads",
         )
+        if not 0.0 <= self.beta2 < 1.0:
+            raise UsageError(f"beta2 must be in [0, 1), got {self.beta2}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UsageError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.min_lr > self.learning_rate:

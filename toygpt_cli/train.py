@@ -146,7 +146,12 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.
     # The fused kernel does the whole update in one pass (measured 9.5 -> 3.4 ms per step on
     # CPU at the defaults); it exists for CPU and CUDA in torch >= 2.4.
     fused = device.type in ("cpu", "cuda") and _supports_fused()
-    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.learning_rate, fused=fused or None)
+    return torch.optim.AdamW(
+        param_groups(model, cfg),
+        lr=cfg.learning_rate,
+        betas=(0.9, cfg.beta2),
+        fused=fused or None,
+    )
 
 
 def _supports_fused() -> bool:
@@ -223,6 +228,7 @@ class Trainer:
         # resume must win.
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.learning_rate
+            group["betas"] = (group["betas"][0], self.cfg.beta2)
             if group["weight_decay"]:
                 group["weight_decay"] = self.cfg.weight_decay
         if ckpt.get("scaler"):

@@ -99,6 +99,9 @@ def train(
     warmup_iters: Annotated[int | None, _o("warmup_iters", "Linear warmup steps.", S)] = None,
     min_lr: Annotated[float | None, _o("min_lr", "Floor of the cosine decay.", S)] = None,
     weight_decay: Annotated[float | None, _o("weight_decay", "AdamW weight decay.", S)] = None,
+    beta2: Annotated[
+        float | None, _o("beta2", "AdamW second-moment decay (0.99 suits small batches).", S)
+    ] = None,
     decay_matrices_only: Annotated[
         bool | None, _o("decay_matrices_only", "Decay only weight matrices, not biases/norms.", S)
     ] = None,
