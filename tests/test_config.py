@@ -74,5 +74,5 @@ def test_presets_apply_and_the_command_line_wins():
     assert (m.block_size, m.n_layer, m.n_head, m.n_embd, t.batch_size) == (256, 6, 6, 384, 64)
     assert t.lr_schedule == "cosine" and t.warmup_iters > 0 and t.iters == 7
     assert build_configs(PRESETS["seed"]) == (ModelConfig(), TrainConfig())
-    m, t = build_configs(PRESETS["cpu"])  # validates: heads divide the width, lr >= min_lr
-    assert t.max_time == 600.0 and t.lr_schedule == "cosine" and m.n_embd % m.n_head == 0
+    _, t = build_configs(PRESETS["cpu"])  # raises if invalid: heads divide width, lr >= min_lr
+    assert t.max_time == 600.0 and t.lr_schedule == "cosine"
