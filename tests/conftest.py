@@ -16,35 +16,13 @@ from toygpt_cli.config import ModelConfig, TrainConfig
 # OpenMP's spinning threads make each op hundreds of times slower.
 torch.set_num_threads(1)
 
-SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare/input.txt"
+# The first 200,000 characters of Tiny Shakespeare (public domain), shipped with the tests so
+# that they never depend on anything outside the repository.
+FIXTURE_CORPUS = Path(__file__).resolve().parent / "data" / "shakespeare_200k.txt"
 
 
 def _tiny_text() -> str:
-    if SHARED_CORPUS.exists():
-        return SHARED_CORPUS.read_text(encoding="utf-8")[:30_000]
-    # Fallback when the shared corpus is absent: varied, learnable English-like text.
-    words = [
-        "the",
-        "king",
-        "and",
-        "queen",
-        "of",
-        "rome",
-        "did",
-        "speak",
-        "to",
-        "all",
-        "their",
-        "men",
-        "in",
-        "the",
-        "hall",
-        "at",
-        "night",
-    ]
-    return "\n".join(
-        " ".join(words[(i * 7 + j) % len(words)] for j in range(9)) for i in range(3000)
-    )
+    return FIXTURE_CORPUS.read_text(encoding="utf-8")[:30_000]
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,8 @@ import socket
 import pytest
 import torch
 
-from toygpt_cli.data import CharTokenizer, Corpus, fetch, read_checksums, read_text, sample_batch
+from toygpt_cli.data import CharTokenizer, Corpus, read_text, sample_batch
+from toygpt_cli.download import fetch, read_checksums
 from toygpt_cli.errors import ToygptError
 
 

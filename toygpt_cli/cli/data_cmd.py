@@ -27,7 +27,7 @@ def fetch(
     data_dir: DataDir = None,
 ) -> None:
     """Download Tiny Shakespeare (or --url) into the data folder, checking its sha256."""
-    from toygpt_cli.data import TINY_SHAKESPEARE_URL, fetch
+    from toygpt_cli.download import TINY_SHAKESPEARE_URL, fetch
 
     target = paths(data_dir=data_dir).data_dir
     source = url or TINY_SHAKESPEARE_URL
@@ -83,7 +83,8 @@ def info(
     json_: JsonFlag = False,
 ) -> None:
     """Show a dataset: path, size, characters, vocabulary, train/val split."""
-    from toygpt_cli.data import TINY_SHAKESPEARE_FILE, Corpus, read_checksums
+    from toygpt_cli.data import Corpus
+    from toygpt_cli.download import TINY_SHAKESPEARE_FILE, read_checksums
     from toygpt_cli.errors import ToygptError
 
     folder = paths(data_dir=data_dir).data_dir

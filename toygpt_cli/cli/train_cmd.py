@@ -264,7 +264,7 @@ def _report(result, sample: bool, trainer) -> None:
 
 def _default_dataset(data_dir: Path) -> Path:
     """Tiny Shakespeare in the data folder, fetched first if it is missing."""
-    from toygpt_cli.data import TINY_SHAKESPEARE_FILE, fetch
+    from toygpt_cli.download import TINY_SHAKESPEARE_FILE, fetch
     from toygpt_cli.errors import ToygptError
 
     path = data_dir / TINY_SHAKESPEARE_FILE
