@@ -74,14 +74,25 @@ class Corpus:
         cls, path: Path, val_fraction: float = 0.1, tokenizer: CharTokenizer | None = None
     ) -> Corpus:
         text = read_text(path)
+        if tokenizer is not None:
+            missing = tokenizer.unknown(text)
+            if missing:
+                raise ToygptError(
+                    f"{path} has characters the run's vocabulary lacks: "
+                    + " ".join(repr(c) for c in missing[:10])
+                )
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         return cls(
             Path(path), text, digest, tokenizer or CharTokenizer.from_text(text), val_fraction
         )
 
     @property
+    def n_chars(self) -> int:
+        return len(self.text)
+
+    @property
     def n_train(self) -> int:
-        return int(len(self.text) * (1 - self.val_fraction))
+        return int(self.n_chars * (1 - self.val_fraction))
 
     def splits(self):
         """(train, val) as 1-D int64 tensors of token ids."""

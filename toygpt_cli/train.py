@@ -482,14 +482,7 @@ def _peak_rss_mb() -> float | None:
 
 def _load_corpus(data: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, tokenizer=None):
     corpus = Corpus.load(data, train_cfg.val_fraction, tokenizer)
-    if tokenizer is not None:
-        missing = tokenizer.unknown(corpus.text)
-        if missing:
-            raise UsageError(
-                f"{data} has characters the run's vocabulary lacks: "
-                + " ".join(repr(c) for c in missing[:10])
-            )
-    n_val = len(corpus.text) - corpus.n_train
+    n_val = corpus.n_chars - corpus.n_train
     if model_cfg.block_size >= n_val:
         raise UsageError(
             f"block_size ({model_cfg.block_size}) must be shorter than the val split "
@@ -521,9 +514,9 @@ def run_config(
         "data": {
             "path": str(Path(corpus.path).resolve()),
             "sha256": corpus.sha256,
-            "chars": len(corpus.text),
+            "chars": corpus.n_chars,
             "train_chars": corpus.n_train,
-            "val_chars": len(corpus.text) - corpus.n_train,
+            "val_chars": corpus.n_chars - corpus.n_train,
         },
         "vocab": corpus.tokenizer.chars,
         "n_params": trainer.model.num_params(),
