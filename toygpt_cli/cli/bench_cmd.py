@@ -12,6 +12,7 @@ from toygpt_cli.cli.common import (
     DeviceOpt,
     DtypeOpt,
     JsonFlag,
+    ThreadsOpt,
     err,
     handle_errors,
     out,
@@ -22,6 +23,7 @@ from toygpt_cli.cli.common import (
 def bench(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    threads: ThreadsOpt = 0,
     seconds: Annotated[
         float, typer.Option("--seconds", min=0.5, help="Time spent on each measurement.")
     ] = 5.0,
@@ -30,6 +32,9 @@ def bench(
 ) -> None:
     """Measure training, eval and sampling speed at the default model size on this machine."""
     from toygpt_cli.bench import run_benchmarks
+    from toygpt_cli.device import set_threads
+
+    set_threads(threads)
 
     if not json_:
         err.print("benchmarking the default configuration (this takes a little while)...")

@@ -53,6 +53,15 @@ DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
 ]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")]
+ThreadsOpt = Annotated[
+    int,
+    typer.Option(
+        "--threads",
+        envvar="TOYGPT_THREADS",
+        min=0,
+        help="CPU threads for torch (0: torch's choice, one per core).",
+    ),
+]
 CheckpointOpt = Annotated[
     str,
     typer.Option(

@@ -14,6 +14,7 @@ from toygpt_cli.cli.common import (
     JsonFlag,
     RunRef,
     RunsDir,
+    ThreadsOpt,
     err,
     handle_errors,
     out,
@@ -28,6 +29,7 @@ def eval_(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     checkpoint: CheckpointOpt = "auto",
+    threads: ThreadsOpt = 0,
     json_: JsonFlag = False,
     runs_dir: RunsDir = None,
 ) -> None:
@@ -36,7 +38,10 @@ def eval_(
 
     if split not in ("train", "val", "both"):
         raise UsageError(f"--split must be train, val or both, got {split!r}")
+    from toygpt_cli.device import set_threads
     from toygpt_cli.inference import evaluate_run, load_for_inference
+
+    set_threads(threads)
 
     loaded = load_for_inference(run, paths(runs_dir=runs_dir).runs_dir, checkpoint, device, dtype)
     if not json_:

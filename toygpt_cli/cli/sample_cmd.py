@@ -12,6 +12,7 @@ from toygpt_cli.cli.common import (
     DtypeOpt,
     RunRef,
     RunsDir,
+    ThreadsOpt,
     err,
     handle_errors,
     out,
@@ -39,6 +40,7 @@ def sample(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     checkpoint: CheckpointOpt = "auto",
+    threads: ThreadsOpt = 0,
     runs_dir: RunsDir = None,
 ) -> None:
     """Generate text from a trained run (text on stdout, status on stderr)."""
@@ -48,7 +50,10 @@ def sample(
         raise UsageError(f"--temperature must be greater than 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {top_k}")
+    from toygpt_cli.device import set_threads
     from toygpt_cli.inference import load_for_inference
+
+    set_threads(threads)
 
     loaded = load_for_inference(run, paths(runs_dir=runs_dir).runs_dir, checkpoint, device, dtype)
     missing = loaded.tokenizer.unknown(prompt)
