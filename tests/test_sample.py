@@ -1,9 +1,11 @@
+import pytest
 import torch
 
 from toygpt_cli.config import ModelConfig
 from toygpt_cli.data import CharTokenizer
+from toygpt_cli.errors import UsageError
 from toygpt_cli.model import GPT
-from toygpt_cli.sample import generate, sample_text
+from toygpt_cli.sample import MIN_TEMPERATURE, generate, sample_text, stream_samples
 
 
 def _model(block_size=16):
@@ -56,3 +58,62 @@ def test_top_k_one_is_greedy():
         logits, _, _ = model(idx[:, -16:])
         idx = torch.cat((idx, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
     assert torch.equal(out, idx)
+
+
+def _greedy(model, start, steps):
+    idx = start
+    for _ in range(steps):
+        logits, _, _ = model(idx[:, -16:])
+        idx = torch.cat((idx, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+    return idx
+
+
+def test_temperature_zero_is_greedy_and_ignores_the_seed():
+    model = _model()
+    start = torch.zeros(1, 1, dtype=torch.long)
+    for seed in (0, 1):
+        out = generate(
+            model, start, 30, temperature=0, generator=torch.Generator().manual_seed(seed)
+        )
+        assert torch.equal(out, _greedy(model, start, 30))  # 30 > block_size: sliding window too
+
+
+def test_streamed_characters_are_the_sampled_text():
+    model, tok = _model(), CharTokenizer("abcdefghijklmnopqrst")
+    kw = dict(prompt="ab", max_new_tokens=25, num_samples=3, seed=4)
+    steps = list(stream_samples(model, tok, **kw))
+    assert len(steps) == 25 and all(len(s) == 3 for s in steps)
+    streamed = ["ab" + "".join(s[i] for s in steps) for i in range(3)]
+    assert streamed == sample_text(model, tok, **kw)
+
+
+def test_generation_keeps_only_a_window_of_context():
+    # A prompt far longer than block_size works, and the text does not depend on what
+    # lies outside the window.
+    model, tok = _model(), CharTokenizer("abcdefghijklmnopqrst")
+    tail = "abcdefghijklmnop"  # 16 = block_size
+    a = sample_text(model, tok, prompt="t" * 5000 + tail, max_new_tokens=20, seed=2)[0]
+    b = sample_text(model, tok, prompt="s" * 10 + tail, max_new_tokens=20, seed=2)[0]
+    assert a[-20:] == b[-20:]
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_k", "message"),
+    [
+        (-1.0, None, "must be 0 \\(greedy\\) or a positive number"),
+        (float("nan"), None, "must be 0 \\(greedy\\) or a positive number"),
+        (float("inf"), None, "must be 0 \\(greedy\\) or a positive number"),
+        (1e-39, None, "too small to sample with; use 0 for greedy"),
+        (1.0, 0, "--top-k must be at least 1"),
+    ],
+)
+def test_bad_sampling_settings_are_usage_errors(temperature, top_k, message):
+    model, tok = _model(), CharTokenizer("abcdefghijklmnopqrst")
+    with pytest.raises(UsageError, match=message):
+        sample_text(model, tok, max_new_tokens=5, temperature=temperature, top_k=top_k)
+
+
+def test_tiny_but_allowed_temperature_gives_real_characters():
+    model, tok = _model(), CharTokenizer("abcdefghijklmnopqrst")
+    text = sample_text(model, tok, max_new_tokens=20, temperature=MIN_TEMPERATURE, seed=1)[0]
+    assert len(text) == 20 and set(text) <= set(tok.chars)

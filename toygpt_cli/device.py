@@ -76,6 +76,8 @@ def resolve_dtype(name: str, device: torch.device) -> str:
         if device.type == "cpu" and cpu_has_fast_bf16():
             return "bfloat16"
         return "float32"
+    if name not in TORCH_DTYPES:
+        raise UsageError(f"unknown dtype {name!r}; choose one of auto, {', '.join(TORCH_DTYPES)}")
     if name == "float16" and device.type == "cpu":
         raise UsageError("float16 training needs a GPU; on CPU use --dtype bfloat16 or float32")
     if name == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -18,7 +18,7 @@ from toygpt_cli.errors import ToygptError
 
 def _width(stream) -> int | None:
     # Off a terminal rich would assume 80 columns and cut table cells; logs and pipes get room.
-    return None if stream.isatty() else 160
+    return None if stream is not None and stream.isatty() else 160
 
 
 out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
