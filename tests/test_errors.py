@@ -35,7 +35,23 @@ def setup(dirs, corpus_file, tmp_path):
     (runs / "20200101-000000" / "config.json").write_text(json.dumps({"name": "x"}))
     not_a_dir = tmp_path / "file.txt"
     not_a_dir.write_text("x")
+    configs = {
+        "toml_string": 'n_layer = "4"\n',
+        "toml_float": "n_layer = 2.5\n",
+        "toml_list": "[model]\nn_layer = [1]\n",
+        "toml_huge": "seed = 1e400\n",
+        "toml_section": "[optim]\nlr = 1\n",
+        "bad_toml": "n_layer = = 3\n",
+    }
+    files = {}
+    for key, text in configs.items():
+        files[key] = tmp_path / f"{key}.toml"
+        files[key].write_text(text)
+    for key, text in (("json_list", "[1, 2]"), ("json_string", '"n_layer"')):
+        files[key] = tmp_path / f"{key}.json"
+        files[key].write_text(text)
     return {
+        **files,
         "corpus": corpus_file,
         "empty": empty,
         "latin1": binary,
@@ -52,23 +68,23 @@ CASES = [
     (
         "heads",
         [*TRAIN, "--n-embd", "30", "--n-head", "4"],
-        r"n_embd \(30\) must be divisible by n_head \(4\); try --n-head 3",
+        r"--n-embd \(30\) must be divisible by --n-head \(4\); try --n-head 3",
         2,
     ),
-    ("zero batch", [*TRAIN, "--batch-size", "0"], "batch_size must be greater than 0", 2),
-    ("negative lr", [*TRAIN, "--lr", "-0.1"], "learning_rate must be greater than 0", 2),
-    ("zero interval", [*TRAIN, "--eval-interval", "0"], "eval_interval must be greater than 0", 2),
-    ("negative iters", [*TRAIN, "--iters", "-3"], "iters must be greater than 0", 2),
-    ("zero block", [*TRAIN, "--block-size", "0"], "block_size must be greater than 0", 2),
+    ("zero batch", [*TRAIN, "--batch-size", "0"], "--batch-size must be greater than 0", 2),
+    ("negative lr", [*TRAIN, "--lr", "-0.1"], "--learning-rate must be greater than 0", 2),
+    ("zero interval", [*TRAIN, "--eval-interval", "0"], "--eval-interval must be greater", 2),
+    ("negative iters", [*TRAIN, "--iters", "-3"], "--iters must be 0 or more, got -3", 2),
+    ("zero block", [*TRAIN, "--block-size", "0"], "--block-size must be greater than 0", 2),
     ("dropout 1", [*TRAIN, "--dropout", "1.0"], r"dropout must be in \[0, 1\)", 2),
     ("beta2 1", [*TRAIN, "--beta2", "1"], r"beta2 must be in \[0, 1\), got 1.0", 2),
     (
         "block > val",
         [*TRAIN, "--block-size", "5000"],
-        r"block_size \(5000\) must be shorter than the val split",
+        r"--block-size \(5000\) must be shorter than the val split",
         2,
     ),
-    ("unknown device", [*TRAIN, "--device", "tpu"], "unknown device 'tpu'", 2),
+    ("unknown device", [*TRAIN, "--device", "tpu"], "--device must be auto, .*; got 'tpu'", 2),
     ("no cuda", [*TRAIN, "--device", "cuda"], "CUDA is not available", 1),
     ("no mps", [*TRAIN, "--device", "mps"], r"MPS \(Apple GPU\) is not available", 1),
     (
@@ -93,9 +109,47 @@ CASES = [
     ("temperature", ["sample", "--temperature", "0"], "--temperature must be greater than 0", 2),
     ("top-k", ["sample", "--top-k", "0"], "--top-k must be at least 1", 2),
     ("resume unknown", ["train", "--resume", "nope"], "no run 'nope'", 1),
-    ("resume arch", ["train", "--resume", "--n-layer", "3"], "n_layer is 2 in the run, 3 asked", 2),
+    (
+        "resume arch",
+        ["train", "--resume", "--n-layer", "3"],
+        "with --n-layer 3: it is 2 in the run, and --n-layer is fixed",
+        2,
+    ),
     ("resume steps", ["train", "--resume", "--steps", "0"], "--steps must be greater than 0", 2),
     ("eval split", ["eval", "--split", "test"], "--split must be train, val or both", 2),
+    # Numbers that are not numbers, and sizes that cannot fit: refused before any work.
+    ("nan lr", [*TRAIN, "--lr", "nan"], "--learning-rate must be a finite number, got nan", 2),
+    ("inf lr", [*TRAIN, "--lr", "inf"], "--learning-rate must be a finite number", 2),
+    ("nan decay", [*TRAIN, "--weight-decay", "nan"], "--weight-decay must be a finite", 2),
+    ("nan min-lr", [*TRAIN, "--min-lr", "nan"], "--min-lr must be a finite number", 2),
+    ("nan max-time", [*TRAIN, "--max-time", "nan"], "--max-time must be a finite number", 2),
+    ("huge seed", [*TRAIN, "--seed", "99999999999999999999999"], "--seed is out of range", 2),
+    ("tiny train split", [*TRAIN, "--val-fraction", "0.99999999"], "shorter than the train", 2),
+    ("huge width", [*TRAIN, "--n-embd", "1000000", "--n-head", "1"], "needs about .* GiB", 1),
+    ("huge batch", [*TRAIN, "--batch-size", "1000000000"], "needs about .* GiB", 1),
+    ("huge eval", [*TRAIN, "--eval-iters", "1000000000"], "needs about .* GiB", 1),
+    ("steps alone", [*TRAIN, "--steps", "5"], "--steps goes with --resume", 2),
+    ("resume seed", ["train", "--resume", "--seed", "7"], "--seed is fixed for the life of", 2),
+    ("resume split", ["train", "--resume", "--val-fraction", "0.2"], "--val-fraction is fixed", 2),
+    ("resume iters", ["train", "--resume", "--iters", "9"], "--iters is the length of a new", 2),
+    ("toml string", [*TRAIN, "--config", "{toml_string}"], "--n-layer must be an integer", 2),
+    (
+        "toml float",
+        [*TRAIN, "--config", "{toml_float}"],
+        "--n-layer must be an integer, got 2.5",
+        2,
+    ),
+    (
+        "toml list",
+        [*TRAIN, "--config", "{toml_list}"],
+        r"--n-layer must be an integer, got \[1\]",
+        2,
+    ),
+    ("toml huge", [*TRAIN, "--config", "{toml_huge}"], "--seed must be an integer, got inf", 2),
+    ("toml section", [*TRAIN, "--config", "{toml_section}"], r"unknown section \[optim\]", 2),
+    ("json list", [*TRAIN, "--config", "{json_list}"], "must hold a table of options", 2),
+    ("json string", [*TRAIN, "--config", "{json_string}"], "must hold a table of options", 2),
+    ("bad toml", [*TRAIN, "--config", "{bad_toml}"], "cannot parse config file", 2),
 ]
 
 
@@ -119,7 +173,7 @@ def test_bad_input(setup, case):
 
 
 def test_disk_full_during_save_keeps_previous_checkpoint(setup, monkeypatch):
-    run = sorted(p for p in setup["runs"].iterdir() if p.name.startswith("2026"))[-1]
+    run = sorted(p for p in setup["runs"].iterdir() if p.name != "20200101-000000")[-1]
     before = (run / "ckpt.pt").read_bytes()
     real_save = torch.save
 

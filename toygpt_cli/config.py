@@ -1,107 +1,244 @@
-"""Configuration dataclasses: one per concern, validated in one place, serialised to JSON.
+"""Configuration: every option declared once, validated in one place, serialised to JSON.
 
 `ModelConfig` is the architecture (fixed for the life of a run); `TrainConfig` is how it
-is trained (some fields may change when a run is resumed). Defaults are the seed project's.
+is trained. Each field carries an `Opt`: its help text, its flag, its help-panel, its
+bounds or choices and its resume policy. The command line (`toygpt train --help`), the
+README's option table and the resume check are all derived from these declarations, so
+adding a hyper-parameter means: the field here, the code that uses it, a test.
+Defaults are the seed project's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from toygpt_cli.errors import UsageError
+from toygpt_cli.errors import OptionError, UsageError
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-INITS = ("default", "normal")
-SCHEDULES = ("constant", "cosine")
+# Resume policies: FIXED fields define the run (refused on resume when they differ);
+# CHANGE fields may change on resume and do; STEPS is `iters`, which a resume sets from
+# the number of further steps it is asked for.
+FIXED, CHANGE, STEPS = "fixed", "change", "steps"
+MODEL, TRAINING, OPTIMIZER = "Model", "Training", "Schedule and optimizer"
+INT64_MAX = 2**63 - 1
+
+
+def parse_duration(value: Any) -> float:
+    """'90', '90s', '10m', '1.5h' (or a number of seconds) -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = str(value).strip().lower()
+    scale = units.get(text[-1:])
+    try:
+        return float(text[:-1] if scale else text) * (scale or 1)
+    except ValueError:
+        raise OptionError(
+            f"max_time must look like 90s, 10m or 1h, got {value!r}", "max_time"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Opt:
+    """How one configuration field appears to users and how it is checked."""
+
+    help: str
+    panel: str
+    resume: str = CHANGE
+    flag: str | None = None  # default: --field-name
+    aliases: tuple[str, ...] = ()
+    choices: tuple[str, ...] | None = None
+    min: float | None = None  # inclusive bound ...
+    above: float | None = None  # ... or exclusive bound from below
+    below: float | None = None  # exclusive bound from above
+    parse: Callable[[Any], Any] | None = None  # turns a string (flag, TOML) into the value
+    metavar: str | None = None
+    envvar: str | None = None
+    cli: bool = True  # False: derived, not an option
+
+
+def option(default: Any, help: str, panel: str, resume: str = CHANGE, **kw: Any) -> Any:
+    return field(default=default, metadata={"opt": Opt(help, panel, resume, **kw)})
 
 
 @dataclass
 class ModelConfig:
     """The transformer's shape. Changing any of these makes a different model."""
 
-    vocab_size: int = 65
-    block_size: int = 16  # context length in characters
-    n_embd: int = 384
-    n_layer: int = 4
-    n_head: int = 6
-    dropout: float = 0.2
+    vocab_size: int = option(65, "Vocabulary size (from the data).", MODEL, FIXED, cli=False)
+    block_size: int = option(16, "Context length in characters.", MODEL, FIXED, min=1)
+    n_embd: int = option(384, "Model width.", MODEL, FIXED, min=1)
+    n_layer: int = option(4, "Transformer blocks.", MODEL, FIXED, min=1)
+    n_head: int = option(6, "Attention heads (must divide n_embd).", MODEL, FIXED, min=1)
+    dropout: float = option(0.2, "Dropout probability.", MODEL, FIXED, min=0.0, below=1.0)
     # "default": PyTorch's own Linear/Embedding initialisation, which the seed's reported
     # losses depend on; "normal": N(0, 0.02) as in nanoGPT/GPT-2.
-    init: str = "default"
-    tie_weights: bool = False  # share the token embedding with the output layer
+    init: str = option(
+        "default",
+        "Weight init: default (PyTorch's own, as the seed) or normal (N(0, 0.02), nanoGPT's).",
+        MODEL,
+        FIXED,
+        choices=("default", "normal"),
+    )
+    tie_weights: bool = option(False, "Share input and output embeddings.", MODEL, FIXED)
 
     def validate(self) -> None:
-        _positive(self, "vocab_size", "block_size", "n_embd", "n_layer", "n_head")
+        _validate(self)
         if self.n_embd % self.n_head:
-            raise UsageError(
+            raise OptionError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
-                f"try --n-head {_divisor_near(self.n_embd, self.n_head)}"
+                f"try n_head {_divisor_near(self.n_embd, self.n_head)}",
+                "n_embd",
+                "n_head",
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise UsageError(f"dropout must be in [0, 1), got {self.dropout}")
-        _choice(self, "init", INITS)
 
 
 @dataclass
 class TrainConfig:
-    """How a model is trained. Every field is a `toygpt train` option."""
+    """How a model is trained."""
 
-    batch_size: int = 32
-    iters: int = 5100  # total optimizer steps planned for the run
-    eval_interval: int = 300
-    eval_iters: int = 200  # batches per split in each periodic eval
-    learning_rate: float = 1e-3
-    seed: int = 1337
-    device: str = "auto"
-    dtype: str = "auto"
-    val_fraction: float = 0.1
-    weight_decay: float = 0.01  # torch.optim.AdamW's default, as the seed used
-    beta2: float = 0.999  # AdamW's second-moment decay (torch's default, as the seed used)
-    decay_matrices_only: bool = False  # no decay on biases, LayerNorms and embeddings
-    lr_schedule: str = "constant"
-    warmup_iters: int = 0
-    min_lr: float = 0.0  # floor of the cosine schedule
-    grad_clip: float = 0.0  # 0 disables clipping
-    max_time: float = 0.0  # wall-clock budget in seconds; 0 = no budget
-    save_every: int = 0  # extra checkpoint every N steps; 0 = only at evals and the end
-    sample_chars: int = 200  # length of the sample written at each eval
-    compile: bool = False  # torch.compile the model
-    threads: int = 0  # CPU threads for torch; 0 = torch's choice
+    batch_size: int = option(32, "Sequences per step (per process).", TRAINING, min=1)
+    iters: int = option(
+        5100, "Optimizer steps of a new run (0: no limit, with max_time).", TRAINING, STEPS, min=0
+    )
+    eval_interval: int = option(300, "Steps between evals.", TRAINING, min=1)
+    eval_iters: int = option(200, "Batches per split in each periodic eval.", TRAINING, min=1)
+    seed: int = option(1337, "Random seed.", TRAINING, FIXED, min=0)
+    device: str = option(
+        "auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.", TRAINING
+    )
+    dtype: str = option(
+        "auto",
+        "auto, float32, bfloat16 or float16 (auto: bf16 where the hardware runs it fast).",
+        TRAINING,
+        choices=("auto", "float32", "bfloat16", "float16"),
+    )
+    val_fraction: float = option(
+        0.1, "Share of the text held out for validation.", TRAINING, FIXED, above=0.0, below=1.0
+    )
+    max_time: float = option(
+        0.0,
+        "Wall-clock budget, e.g. 90s, 10m, 1h (0: none); the schedule fits it.",
+        TRAINING,
+        min=0.0,
+        parse=parse_duration,
+        metavar="DURATION",
+    )
+    save_every: int = option(
+        0, "Extra checkpoint every N steps (0: only at evals and the end).", TRAINING, min=0
+    )
+    sample_chars: int = option(200, "Characters sampled at each eval (0: none).", TRAINING, min=0)
+    compile: bool = option(False, "torch.compile the model.", TRAINING)
+    threads: int = option(
+        0, "CPU threads (0: torch's choice).", TRAINING, min=0, envvar="TOYGPT_THREADS"
+    )
+    learning_rate: float = option(
+        1e-3, "Peak learning rate.", OPTIMIZER, flag="--learning-rate", aliases=("--lr",), above=0.0
+    )
+    lr_schedule: str = option(
+        "constant",
+        "constant, or cosine decay to min_lr.",
+        OPTIMIZER,
+        choices=("constant", "cosine"),
+    )
+    warmup_iters: int = option(0, "Linear warmup steps.", OPTIMIZER, min=0)
+    min_lr: float = option(0.0, "Floor of the cosine decay.", OPTIMIZER, min=0.0)
+    weight_decay: float = option(
+        0.01, "AdamW weight decay (torch's default, as the seed).", OPTIMIZER, min=0.0
+    )
+    beta2: float = option(
+        0.999,
+        "AdamW second-moment decay (torch's default, as the seed); 0.99 suits small batches.",
+        OPTIMIZER,
+        min=0.0,
+        below=1.0,
+    )
+    decay_matrices_only: bool = option(
+        False, "Decay only weight matrices, not biases, norms and embeddings.", OPTIMIZER
+    )
+    grad_clip: float = option(0.0, "Clip the gradient norm (0: off).", OPTIMIZER, min=0.0)
 
     def validate(self) -> None:
-        _positive(self, "batch_size", "iters", "eval_interval", "eval_iters", "learning_rate")
-        _non_negative(
-            self,
-            "warmup_iters",
-            "min_lr",
-            "grad_clip",
-            "max_time",
-            "save_every",
-            "sample_chars",
-            "weight_decay",
-            "threads",
-        )
-        if not 0.0 <= self.beta2 < 1.0:
-            raise UsageError(f"beta2 must be in [0, 1), got {self.beta2}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise UsageError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        _validate(self)
+        if self.iters == 0 and not self.max_time:
+            raise OptionError("iters must be greater than 0 (or give max_time)", "iters")
         if self.min_lr > self.learning_rate:
-            raise UsageError(
-                f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})"
+            raise OptionError(
+                f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})",
+                "min_lr",
+                "learning_rate",
             )
-        _choice(self, "dtype", DTYPES)
-        _choice(self, "lr_schedule", SCHEDULES)
         base = self.device.split(":")[0]
-        if base not in DEVICES:
-            raise UsageError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        if base not in ("auto", "cpu", "cuda", "mps"):
+            raise OptionError(
+                f"device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}", "device"
+            )
 
 
-# Architecture fields a resumed run must keep; everything in TrainConfig may change.
-ARCHITECTURE_FIELDS = tuple(f.name for f in fields(ModelConfig))
+CONFIG_CLASSES = (ModelConfig, TrainConfig)
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def declared_fields() -> list[tuple[type, dataclasses.Field, Opt]]:
+    """Every configuration field with its declaration, in declaration order."""
+    return [(cls, f, f.metadata["opt"]) for cls in CONFIG_CLASSES for f in fields(cls)]
+
+
+def field_type(f: dataclasses.Field) -> type:
+    return _TYPES[f.type if isinstance(f.type, str) else f.type.__name__]
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a configuration field (the name itself if it has none)."""
+    for _, f, opt in declared_fields():
+        if f.name == name:
+            return opt.flag or "--" + name.replace("_", "-")
+    return name
+
+
+def _validate(obj: Any) -> None:
+    """Types, finiteness, bounds and choices of every field, from its declaration."""
+    for f in fields(obj):
+        opt: Opt = f.metadata["opt"]
+        value = getattr(obj, f.name)
+        want = field_type(f)
+        if opt.parse is not None and isinstance(value, str):
+            value = opt.parse(value)
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+            raise OptionError(f"{f.name} must be {kind[want]}, got {value!r}", f.name)
+        setattr(obj, f.name, value)
+        if want is float and not math.isfinite(value):
+            raise OptionError(f"{f.name} must be a finite number, got {value}", f.name)
+        if want is int and abs(value) > INT64_MAX:
+            raise OptionError(f"{f.name} is out of range: {value}", f.name)
+        if opt.min is not None and value < opt.min:
+            rel = "greater than 0" if opt.min == 1 and want is int else f"at least {opt.min}"
+            if opt.min == 0:
+                rel = "0 or more"
+            raise OptionError(f"{f.name} must be {rel}, got {value}", f.name)
+        if opt.above is not None and not value > opt.above:
+            raise OptionError(f"{f.name} must be greater than {opt.above:g}, got {value}", f.name)
+        if opt.below is not None and not value < opt.below:
+            lo = f"[{opt.min:g}, {opt.below:g})" if opt.min is not None else None
+            lo = lo or f"({opt.above:g}, {opt.below:g})"
+            raise OptionError(f"{f.name} must be in {lo}, got {value}", f.name)
+        if opt.choices is not None and value not in opt.choices:
+            raise OptionError(
+                f"{f.name} must be one of {', '.join(opt.choices)}; got {value!r}", f.name
+            )
+
+
+def _divisor_near(n: int, k: int) -> int:
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - k), d))
 
 
 # The optimisation recipe of nanoGPT's character model: warmup then cosine decay, decay on
@@ -147,7 +284,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "beta2": 0.99,
         "weight_decay": 0.3,
         "learning_rate": 2e-3,
-        "iters": 1_000_000,  # the time budget ends the run
+        "iters": 0,  # no step limit: the time budget ends the run
         "max_time": 600.0,
         "eval_interval": 500,
         "eval_iters": 40,
@@ -159,30 +296,6 @@ def preset_options(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return dict(PRESETS[name])
-
-
-def _positive(obj: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if value <= 0:
-            raise UsageError(f"{name} must be greater than 0, got {value}")
-
-
-def _non_negative(obj: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if value < 0:
-            raise UsageError(f"{name} must not be negative, got {value}")
-
-
-def _choice(obj: Any, name: str, allowed: tuple[str, ...]) -> None:
-    value = getattr(obj, name)
-    if value not in allowed:
-        raise UsageError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _divisor_near(n: int, k: int) -> int:
-    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - k), d))
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -207,13 +320,62 @@ def build_configs(*layers: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
     for layer in layers:
         merged.update({k: v for k, v in layer.items() if v is not None})
     model_opts, train_opts = split_options(merged)
-    try:
-        model, train = ModelConfig(**model_opts), TrainConfig(**train_opts)
-    except TypeError as exc:  # pragma: no cover - split_options already checked names
-        raise UsageError(str(exc)) from exc
+    model, train = ModelConfig(**model_opts), TrainConfig(**train_opts)
     model.validate()
     train.validate()
     return model, train
+
+
+def resume_configs(
+    model: ModelConfig, train: TrainConfig, overrides: dict[str, Any], run: str = "the run"
+) -> tuple[TrainConfig, dict[str, list[Any]]]:
+    """The training configuration of a resumed run, by each field's resume policy.
+
+    FIXED fields must keep their value (refused naming both values); CHANGE fields take
+    the new value; STEPS (`iters`) is set by the caller from the number of further steps.
+    Returns the new TrainConfig and {field: [old, new]} for what changed.
+    """
+    model_names = {f.name for f in fields(ModelConfig)}
+    new_train: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        key = key.replace("-", "_")
+        opt = _opt_of(key)
+        if opt.resume == STEPS:
+            raise OptionError(
+                f"iters is the length of a new run; to continue {run}, say how many more "
+                "steps to take (--steps)",
+                key,
+            )
+        current = model if key in model_names else train
+        probe = dataclasses.replace(current, **{key: value})
+        probe.validate()  # the same checks (and type coercion) as for a new run
+        value, old = getattr(probe, key), getattr(current, key)
+        if opt.resume == FIXED:
+            if value != old:
+                raise OptionError(
+                    f"cannot resume {run} with {key} {value}: it is {old} in the run, "
+                    f"and {key} is fixed for the life of a run",
+                    key,
+                )
+            continue
+        new_train[key] = value
+    merged = dataclasses.replace(train, **new_train)
+    merged.validate()
+    changed = {
+        k: [getattr(train, k), getattr(merged, k)]
+        for k in new_train
+        if getattr(train, k) != getattr(merged, k)
+    }
+    return merged, changed
+
+
+def _opt_of(name: str) -> Opt:
+    for _, f, opt in declared_fields():
+        if f.name == name:
+            return opt
+    raise UsageError(f"unknown option {name!r}")
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -222,31 +384,48 @@ def load_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"config file not found: {path}")
     try:
+        text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
-            import json
-
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(text)
         else:
             try:
                 import tomllib
             except ModuleNotFoundError:  # Python 3.10
                 import tomli as tomllib
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot parse config file {path}: {exc}") from exc
+            raw = tomllib.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise UsageError(f"cannot parse config file {path}: {_first_line(exc)}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"config file {path} must hold a table of options")
     flat: dict[str, Any] = {}
     # A run's config.json nests {"model": {...}, "train": {...}, "data": {...}} beside
     # metadata (name, command, ...); a TOML file may use the same sections.
+    json_file = path.suffix == ".json"
     for key, value in raw.items():
-        if key in ("model", "train") and isinstance(value, dict):
+        if key in ("model", "train"):
+            if not isinstance(value, dict):
+                raise UsageError(f"[{key}] in {path} must be a table of options")
             flat.update(value)
-        elif key == "data" and isinstance(value, dict):
-            if value.get("path"):
-                flat["data"] = value["path"]
-        elif not isinstance(value, dict) and path.suffix != ".json":
+        elif key == "data":
+            path_value = value.get("path") if isinstance(value, dict) else value
+            if path_value is not None:
+                if not isinstance(path_value, str):
+                    raise UsageError(f"data in {path} must be a file path")
+                flat["data"] = path_value
+        elif isinstance(value, dict):
+            if not json_file:
+                raise UsageError(f"unknown section [{key}] in {path}; use [model] or [train]")
+        elif not json_file:
             flat[key] = value  # TOML may also give options at the top level
     flat.pop("vocab_size", None)  # always derived from the data
     return flat
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -259,6 +438,19 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def options_table() -> str:
+    """The README's option table, generated from the declarations."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for _, f, opt in declared_fields():
+        if not opt.cli:
+            continue
+        flags = ", ".join(f"`{x}`" for x in (opt.flag or flag_of(f.name), *opt.aliases))
+        default = f.default
+        shown = "off" if default is False else ("on" if default is True else f"{default}")
+        rows.append(f"| {flags} | {shown} | {opt.help} |")
+    return "\n".join(rows)
+
+
 @dataclass
 class Paths:
     """Where datasets and runs live (default: ./data and ./runs of the current directory)."""
@@ -268,8 +460,6 @@ class Paths:
 
     @classmethod
     def from_env(cls, data_dir: Path | None = None, runs_dir: Path | None = None) -> Paths:
-        import os
-
         return cls(
             data_dir=Path(data_dir or os.environ.get("TOYGPT_DATA_DIR") or "data"),
             runs_dir=Path(runs_dir or os.environ.get("TOYGPT_RUNS_DIR") or "runs"),

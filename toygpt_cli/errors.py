@@ -1,5 +1,10 @@
 """Errors a user can cause and fix. The CLI prints them as one line, never a traceback."""
 
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
 
 class ToygptError(Exception):
     """A problem with the user's input or environment (exit code 1)."""
@@ -11,3 +16,18 @@ class UsageError(ToygptError):
     """An invalid option or combination of options (exit code 2, like a CLI usage error)."""
 
     exit_code = 2
+
+
+class OptionError(UsageError):
+    """A bad value for configuration fields. The message names the fields as a library user
+    knows them (`n_embd`); the command line shows its flags instead (`--n-embd`)."""
+
+    def __init__(self, message: str, *fields: str):
+        super().__init__(message)
+        self.fields = fields
+
+    def render(self, name: Callable[[str], str]) -> str:
+        text = str(self)
+        for f in self.fields:
+            text = re.sub(rf"(?<![\w-]){re.escape(f)}(?![\w-])", name(f), text)
+        return text

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from toygpt_cli.errors import ToygptError
+from toygpt_cli.errors import OptionError, ToygptError
 
 # Results go to stdout; status, progress and errors to stderr, so output pipes cleanly.
 
@@ -29,8 +31,8 @@ RunsDir = Annotated[
     typer.Option(
         "--runs-dir",
         envvar="TOYGPT_RUNS_DIR",
-        help="Folder holding one sub-folder per run.",
-        show_default="./runs",
+        help="Folder holding one sub-folder per run. \\[default: ./runs]",
+        show_default=False,
     ),
 ]
 DataDir = Annotated[
@@ -38,8 +40,8 @@ DataDir = Annotated[
     typer.Option(
         "--data-dir",
         envvar="TOYGPT_DATA_DIR",
-        help="Folder where datasets are downloaded.",
-        show_default="./data",
+        help="Folder where datasets are downloaded. \\[default: ./data]",
+        show_default=False,
     ),
 ]
 RunRef = Annotated[
@@ -83,9 +85,24 @@ def handle_errors(func):
         try:
             return func(*args, **kwargs)
         except ToygptError as exc:
-            raise fail(str(exc).replace("[", r"\["), exc.exit_code) from None
+            text = str(exc)
+            if isinstance(exc, OptionError):  # the library names fields; show the flags
+                from toygpt_cli.config import flag_of
+
+                text = exc.render(flag_of)
+            if os.environ.get("RANK", "0") != "0":  # one line per launch, from rank 0
+                raise typer.Exit(exc.exit_code) from None
+            raise fail(text.replace("[", r"\["), exc.exit_code) from None
 
     return wrapper
+
+
+def emit(data, render: Callable[[], None], as_json: bool) -> None:
+    """The `--json` pattern: `data` as JSON on stdout, or else `render()` for people."""
+    if as_json:
+        out.print(json.dumps(data, indent=2), markup=False, highlight=False)
+    else:
+        render()
 
 
 def paths(data_dir: Path | None = None, runs_dir: Path | None = None):

@@ -1,4 +1,9 @@
-"""Rendering training events: a rich progress bar on a terminal, log lines elsewhere."""
+"""Rendering training events: a rich progress bar on a terminal, log lines elsewhere.
+
+Every phase the user waits on is visible: steps, each eval (with its own progress bar),
+the per-eval sample and the checkpoint. Under --max-time the bar measures the time budget
+(elapsed / budget, steps so far), never a step count the run will not reach.
+"""
 
 from __future__ import annotations
 
@@ -17,26 +22,26 @@ from toygpt_cli.cli.common import err
 
 
 def fmt_loss(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
+    return "-" if not isinstance(value, (int, float)) else f"{value:.4f}"
+
+
+def clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h:d}:{m:02d}:{s:02d}"
 
 
 def eval_line(record: dict, iters: int, max_time: float = 0.0) -> str:
     tps = record.get("tokens_per_sec")
-    # Under a time budget the step count is only an upper bound: show the budget instead.
-    total = "" if max_time else f"/{iters}"
-    budget = f" of {_clock(max_time)}" if max_time else ""
+    # Under a time budget the step count is not the goal: show the budget instead.
+    total = f"/{iters}" if iters and not max_time else ""
+    budget = f" of {clock(max_time)}" if max_time else ""
     return (
         f"step {record['step']:>6}{total}  train {fmt_loss(record['train_loss'])}  "
         f"val {fmt_loss(record['val_loss'])}  lr {record['lr']:.2e}  "
         + (f"{tps:,.0f} tok/s  " if tps else "")
-        + f"{_clock(record['elapsed'])}{budget}"
+        + f"{clock(record['elapsed'])}{budget}"
     )
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h:d}:{m:02d}:{s:02d}"
 
 
 class TrainDisplay:
@@ -46,10 +51,12 @@ class TrainDisplay:
         self.fancy = fancy
         self.progress: Progress | None = None
         self.task = None
+        self.eval_task = None
         self.iters = 0
         self.max_time = 0.0
         self._last_refresh = 0.0
         self._eval = "-"
+        self._budget_t0 = 0.0
 
     def __enter__(self):
         return self
@@ -58,64 +65,134 @@ class TrainDisplay:
         if self.progress is not None:
             self.progress.stop()
 
-    def __call__(self, event) -> None:
-        from toygpt_cli.train import EvalDone, SampleWritten, StepDone, TrainStarted
+    def _print(self, text: str) -> None:
+        (self.progress.console if self.progress else err).print(text, highlight=False)
 
-        if isinstance(event, TrainStarted):
-            self._started(event)
-        elif isinstance(event, StepDone):
-            self._step(event)
-        elif isinstance(event, EvalDone):
-            r = event.record
-            self._eval = f"{fmt_loss(r['train_loss'])}/{fmt_loss(r['val_loss'])}"
-            line = eval_line(r, self.iters, self.max_time)
-            (self.progress.console if self.progress else err).print(line, highlight=False)
-        elif isinstance(event, SampleWritten) and self.progress is not None:
-            self.progress.update(self.task, sample=event.text.replace("\n", " ")[:60])
+    def __call__(self, event) -> None:
+        from toygpt_cli import events as ev
+
+        handler = {
+            ev.TrainStarted: self._started,
+            ev.StepDone: self._step,
+            ev.EvalDone: self._eval_done,
+            ev.PhaseStarted: self._phase,
+            ev.PhaseProgress: self._phase_progress,
+            ev.SampleWritten: self._sample,
+            ev.EstimateReady: self._estimate,
+            ev.Notice: lambda e: self._print(f"note: {e.text}"),
+        }.get(type(event))
+        if handler is not None:
+            handler(event)
 
     def _started(self, e) -> None:
-        self.iters = e.iters
-        self.max_time = e.max_time
+        self.iters, self.max_time = e.iters, e.max_time
+        self._budget_t0 = time.monotonic()
         where = f" in {e.run.path}" if e.run else ""
         verb = "resuming at step" if e.resumed else "training from step"
-        goal = (
-            f"for {_clock(e.max_time)} (at most {e.iters} steps)" if e.max_time else f"to {e.iters}"
-        )
+        if e.max_time:
+            limit = f", at most to step {e.iters}" if e.iters else ""
+            goal = f"for {clock(e.max_time)}{limit}"
+        else:
+            goal = f"to {e.iters}"
         err.print(
             f"{verb} {e.step} {goal}: {e.n_params / 1e6:.2f}M parameters on {e.device} "
             f"({e.dtype}){where}",
             highlight=False,
         )
+        if e.last_eval:
+            self._eval = (
+                f"{fmt_loss(e.last_eval['train_loss'])}/{fmt_loss(e.last_eval['val_loss'])}"
+            )
+            err.print("last eval: " + eval_line(e.last_eval, e.iters, e.max_time), highlight=False)
         if not self.fancy:
             return
+        count = (
+            [TextColumn("{task.fields[clock]}"), TextColumn("step {task.fields[steps]}")]
+            if e.max_time
+            else [MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("<"), TimeRemainingColumn()]
+        )
         self.progress = Progress(
-            TextColumn("[bold]train"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("<"),
-            TimeRemainingColumn(),
+            *count,
             TextColumn("{task.fields[speed]}"),
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("eval {task.fields[eval]}"),
             console=err,
             transient=False,
         )
+        total, done = (e.max_time, 0) if e.max_time else (e.iters, e.step)
         self.task = self.progress.add_task(
-            "train", total=e.iters, completed=e.step, speed="", loss="-", eval=self._eval, sample=""
-        )
+            "train", total=total, completed=done, speed="", loss="-", eval=self._eval,
+            clock=self._clock(0.0), steps=e.step,
+        )  # fmt: skip
         self.progress.start()
+
+    def _clock(self, used: float) -> str:
+        return f"{clock(used)} / {clock(self.max_time)}"
+
+    def _advance(self, **fields) -> None:
+        if self.max_time:
+            used = min(time.monotonic() - self._budget_t0, self.max_time)
+            fields.update(completed=used, clock=self._clock(used))
+        self.progress.update(self.task, **fields)
 
     def _step(self, e) -> None:
         if self.progress is None:
             return
+        done = {} if self.max_time else {"completed": e.step}
         now = time.monotonic()
-        if now - self._last_refresh < 0.25 and e.step < e.iters:
-            self.progress.update(self.task, completed=e.step)
+        if now - self._last_refresh < 0.25 and e.step != e.iters:
+            self._advance(steps=e.step, description="train", **done)
             return
         self._last_refresh = now
         # Reading the loss synchronises with the device: only a few times a second.
         speed = f"{e.steps_per_sec:.1f} it/s {e.tokens_per_sec:,.0f} tok/s"
-        self.progress.update(
-            self.task, completed=e.step, loss=f"{e.loss.item():.4f}", speed=speed, eval=self._eval
+        self._advance(
+            steps=e.step, loss=f"{e.loss.item():.4f}", speed=speed, eval=self._eval,
+            description="train", **done,
+        )  # fmt: skip
+
+    def _phase(self, e) -> None:
+        if self.progress is None:
+            return
+        if e.phase == "eval":
+            if self.eval_task is None:
+                self.eval_task = self.progress.add_task(
+                    "eval", total=e.total, speed="", loss="", eval="", clock="", steps=""
+                )
+            self.progress.reset(self.eval_task, total=e.total, visible=True)
+            self.progress.update(self.eval_task, description=f"eval at step {e.step}")
+        else:
+            self._done_eval()
+            what = {"sample": "sampling", "checkpoint": "saving checkpoint"}.get(e.phase, e.phase)
+            self._advance(description=what)
+
+    def _phase_progress(self, e) -> None:
+        if self.progress is not None and self.eval_task is not None:
+            self.progress.update(self.eval_task, completed=e.done, total=e.total)
+            self._advance()
+
+    def _done_eval(self) -> None:
+        if self.progress is not None and self.eval_task is not None:
+            self.progress.update(self.eval_task, visible=False)
+
+    def _eval_done(self, e) -> None:
+        r = e.record
+        self._eval = f"{fmt_loss(r['train_loss'])}/{fmt_loss(r['val_loss'])}"
+        self._done_eval()
+        self._print(eval_line(r, self.iters, self.max_time))
+        if self.progress is not None:
+            self._advance(eval=self._eval)
+
+    def _sample(self, e) -> None:
+        if self.progress is not None:
+            self._advance(description="train")
+
+    def _estimate(self, e) -> None:
+        what = f"{e.steps:,} more steps" if e.steps else "the budget"
+        evals = f", evals {e.eval_seconds:.1f} s each" if e.eval_seconds else ""
+        self._print(
+            f"estimate: about {clock(e.seconds)} for {what} "
+            f"({e.sec_per_step * 1000:.0f} ms/step{evals})"
         )

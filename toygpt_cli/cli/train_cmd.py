@@ -1,16 +1,16 @@
-"""`toygpt train`: options map one-to-one onto ModelConfig/TrainConfig fields.
+"""`toygpt train`: its hyper-parameter options are generated from the configuration
+declarations (toygpt_cli/config.py), so each option is declared once.
 
-Every hyper-parameter option defaults to None ("not given") so that a preset, a config
-file and the command line can be layered: preset < --config/--like < command line. The
-defaults shown in --help are read from the dataclasses, the one place they are defined.
+Every generated option defaults to None ("not given") so that a preset, a config file and
+the command line can be layered: preset < --config/--like < command line. The defaults
+shown in --help are the dataclasses' own.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 import signal
-import subprocess
-import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,123 +26,51 @@ from toygpt_cli.cli.common import (
     out,
     paths,
 )
-from toygpt_cli.config import ModelConfig, TrainConfig
+from toygpt_cli.config import declared_fields, field_type, flag_of
 
-_DEFAULTS = {f.name: f.default for f in (*fields(ModelConfig), *fields(TrainConfig))}
-
-
-def _o(name: str, help: str, panel: str, *flags: str, **kw: Any):
-    flag = "--" + name.replace("_", "-")
-    return typer.Option(
-        flag, *flags, help=help, show_default=str(_DEFAULTS[name]), rich_help_panel=panel, **kw
-    )
+R = "Run"
 
 
-M, T, S, R = "Model", "Training", "Schedule and optimizer", "Run"
-
-
-@handle_errors
-def train(
-    # -- model
-    block_size: Annotated[int | None, _o("block_size", "Context length in characters.", M)] = None,
-    n_embd: Annotated[int | None, _o("n_embd", "Embedding width.", M)] = None,
-    n_layer: Annotated[int | None, _o("n_layer", "Transformer blocks.", M)] = None,
-    n_head: Annotated[int | None, _o("n_head", "Attention heads (must divide n_embd).", M)] = None,
-    dropout: Annotated[float | None, _o("dropout", "Dropout probability in [0, 1).", M)] = None,
-    init: Annotated[
-        str | None, _o("init", "Weight init: default (PyTorch's) or normal (N(0, 0.02)).", M)
-    ] = None,
-    tie_weights: Annotated[
-        bool | None, _o("tie_weights", "Share input and output embeddings.", M)
-    ] = None,
-    # -- training
-    iters: Annotated[int | None, _o("iters", "Optimizer steps for a new run.", T)] = None,
-    batch_size: Annotated[
-        int | None, _o("batch_size", "Sequences per step (per process).", T)
-    ] = None,
-    device: Annotated[
-        str | None, _o("device", "auto (cuda > mps > cpu), cpu, cuda[:N], mps.", T)
-    ] = None,
-    dtype: Annotated[
-        str | None, _o("dtype", "auto, float32, bfloat16 or float16 (auto: bf16 where fast).", T)
-    ] = None,
-    eval_interval: Annotated[int | None, _o("eval_interval", "Steps between evals.", T)] = None,
-    eval_iters: Annotated[
-        int | None, _o("eval_iters", "Batches per split in each eval.", T)
-    ] = None,
-    seed: Annotated[int | None, _o("seed", "Random seed.", T)] = None,
-    val_fraction: Annotated[
-        float | None, _o("val_fraction", "Share of the text held out.", T)
-    ] = None,
-    max_time: Annotated[
-        str | None,
-        typer.Option(
-            "--max-time",
-            help="Wall-clock budget, e.g. 90s, 10m, 1h; the schedule fits it.",
-            show_default="none",
-            rich_help_panel=T,
-        ),
-    ] = None,
-    save_every: Annotated[
-        int | None, _o("save_every", "Extra checkpoint every N steps (0: off).", T)
-    ] = None,
-    sample_chars: Annotated[
-        int | None, _o("sample_chars", "Characters sampled at each eval (0: none).", T)
-    ] = None,
-    compile: Annotated[bool | None, _o("compile", "torch.compile the model.", T)] = None,
-    threads: Annotated[int | None, _o("threads", "CPU threads (0: torch's choice).", T)] = None,
-    # -- schedule and optimizer
-    learning_rate: Annotated[
-        float | None, _o("learning_rate", "Peak learning rate.", S, "--lr")
-    ] = None,
-    lr_schedule: Annotated[str | None, _o("lr_schedule", "constant or cosine.", S)] = None,
-    warmup_iters: Annotated[int | None, _o("warmup_iters", "Linear warmup steps.", S)] = None,
-    min_lr: Annotated[float | None, _o("min_lr", "Floor of the cosine decay.", S)] = None,
-    weight_decay: Annotated[float | None, _o("weight_decay", "AdamW weight decay.", S)] = None,
-    beta2: Annotated[
-        float | None, _o("beta2", "AdamW second-moment decay (0.99 suits small batches).", S)
-    ] = None,
-    decay_matrices_only: Annotated[
-        bool | None, _o("decay_matrices_only", "Decay only weight matrices, not biases/norms.", S)
-    ] = None,
-    grad_clip: Annotated[float | None, _o("grad_clip", "Clip gradient norm (0: off).", S)] = None,
-    # -- run
+def _run_options(
     data: Annotated[
         Path | None,
         typer.Option(
-            "--data",
-            help="Train on this UTF-8 text file instead of Tiny Shakespeare.",
-            rich_help_panel=R,
+            help="Train on this UTF-8 text file instead of Tiny Shakespeare.", rich_help_panel=R
         ),
     ] = None,
     preset: Annotated[
         str | None,
-        typer.Option("--preset", help="seed, nanogpt-char or cpu.", rich_help_panel=R),
+        typer.Option(help="seed, nanogpt-char or cpu.", rich_help_panel=R),
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(
-            "--config", help="Options from a TOML file (or a run's config.json).", rich_help_panel=R
-        ),
+        typer.Option(help="Options from a TOML file (or a run's config.json).", rich_help_panel=R),
     ] = None,
     like: Annotated[
         str | None,
+        typer.Option(help="Start a new run with another run's configuration.", rich_help_panel=R),
+    ] = None,
+    name: Annotated[
+        str | None,
         typer.Option(
-            "--like", help="Start a new run with another run's configuration.", rich_help_panel=R
+            help="A label for the run, usable wherever a run is named.", rich_help_panel=R
         ),
     ] = None,
     resume: Annotated[
         str | None,
         typer.Option(
-            "--resume",
             metavar="[RUN]",
             help="Continue a run (default: latest) from its last checkpoint.",
             rich_help_panel=R,
         ),
     ] = None,
     steps: Annotated[
-        int, typer.Option("--steps", help="With --resume: how many more steps.", rich_help_panel=R)
-    ] = 5000,
+        int | None,
+        typer.Option(
+            help="With --resume: more steps (default: finish the plan, or 5000 more).",
+            rich_help_panel=R,
+        ),
+    ] = None,
     sample: Annotated[
         bool,
         typer.Option("--sample", help="Print a 500-character sample when done.", rich_help_panel=R),
@@ -155,68 +83,121 @@ def train(
     ] = False,
     nproc: Annotated[
         int,
-        typer.Option(
-            "--nproc", min=1, help="Processes to launch with torchrun (DDP).", rich_help_panel=R
-        ),
+        typer.Option(min=1, help="Processes to start on this machine (DDP).", rich_help_panel=R),
     ] = 1,
     runs_dir: RunsDir = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Train a model; each run gets its own folder under runs/."""
-    if nproc > 1:
-        raise typer.Exit(_launch_torchrun(nproc))
-    given = {k: v for k, v in locals().items() if k in _DEFAULTS and v is not None}
-    if max_time is not None:
-        given["max_time"] = parse_duration(max_time)
-    where = paths(data_dir, runs_dir)
+    """The run-level options of `toygpt train` (the signature is what matters)."""
 
-    from toygpt_cli.config import build_configs, load_config_file, preset_options
+
+def _fmt_default(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _field_parameters() -> list[inspect.Parameter]:
+    params = []
+    for _, f, opt in declared_fields():
+        if not opt.cli:
+            continue
+        kind = str if opt.parse else field_type(f)
+        flag = opt.flag or flag_of(f.name)
+        decls = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag, *opt.aliases]
+        option = typer.Option(
+            *decls,
+            help=f"{opt.help} \\[default: {_fmt_default(f.default)}]",
+            show_default=False,
+            rich_help_panel=opt.panel,
+            metavar=opt.metavar,
+            envvar=opt.envvar,
+        )
+        params.append(
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                annotation=Annotated[kind | None, option],
+            )
+        )  # fmt: skip
+    return params
+
+
+_RUN_PARAMS = [
+    p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+    for p in inspect.signature(_run_options, eval_str=True).parameters.values()
+]
+_FIELD_NAMES = {p.name for p in _field_parameters()}
+
+
+def train(**options: Any) -> None:
+    """Train a model; each run gets its own folder under runs/."""
+    _train(**options)
+
+
+train = handle_errors(train)
+train.__signature__ = inspect.Signature([*_field_parameters(), *_RUN_PARAMS])
+
+
+def _train(
+    *,
+    data,
+    preset,
+    config,
+    like,
+    name,
+    resume,
+    steps,
+    sample,
+    quiet,
+    nproc,
+    runs_dir,
+    data_dir,
+    **fields,
+) -> None:
     from toygpt_cli.errors import UsageError
 
-    layers: list[dict[str, Any]] = []
-    if preset is not None:
-        layers.append(preset_options(preset))
-    if config is not None and like is not None:
-        raise UsageError("use --config or --like, not both")
-    if config is not None:
-        layers.append(load_config_file(config))
-    if like is not None:
-        from toygpt_cli.runs import resolve_run
-
-        layers.append(load_config_file(resolve_run(like, where.runs_dir) / "config.json"))
+    given = {k: v for k, v in fields.items() if k in _FIELD_NAMES and v is not None}
+    where = paths(data_dir, runs_dir)
+    if steps is not None and resume is None:
+        raise UsageError("--steps goes with --resume; a new run's length is --iters")
+    layers = _layers(preset, config, like, where.runs_dir)
+    if resume is not None and (layers or name):
+        raise UsageError("--preset/--config/--like/--name make a new run; not with --resume")
     file_data = next((layer.pop("data") for layer in layers if "data" in layer), None)
+    if nproc > 1 and "RANK" not in os.environ:
+        _check_before_launch(layers, given, resume, steps, where)
+        from toygpt_cli.launch import launch_local
 
+        argv = _without_nproc(command_line()[1:])
+        err.print(f"starting {nproc} training processes", highlight=False)
+        raise typer.Exit(launch_local(nproc, argv))
+
+    from toygpt_cli import train as core
     from toygpt_cli.cli.progress import TrainDisplay
+    from toygpt_cli.config import build_configs
     from toygpt_cli.distributed import Distributed
 
-    dist = Distributed.from_env(given.get("device", "auto"))
+    if resume is None:
+        model_cfg, train_cfg = build_configs(*layers, given)
+        dist = Distributed.from_env(train_cfg.device)
+    else:
+        dist = Distributed.from_env(given.get("device", "auto"))
     display = TrainDisplay(fancy_output(quiet) and dist.is_main)
     callback = display if dist.is_main else None
-    from toygpt_cli import train as core
-
     try:
         if resume is not None:
-            if layers:
-                raise UsageError("--preset/--config/--like make a new run; not with --resume")
             from toygpt_cli.runs import open_run
 
-            run = open_run(resume, where.runs_dir)
-            overrides = dict(given, data=data)
             trainer = core.resume_training(
-                run, steps, overrides, callback=callback, command=command_line(), dist=dist
-            )
+                open_run(resume, where.runs_dir), steps, given, callback=callback,
+                command=command_line(), dist=dist, data=data,
+            )  # fmt: skip
         else:
-            model_cfg, train_cfg = build_configs(*layers, given)
-            data_path = data or file_data or _default_dataset(where.data_dir)
+            data_path = data or file_data or _dataset_for_ranks(where.data_dir, dist)
             trainer = core.start_training(
-                model_cfg,
-                train_cfg,
-                data_path,
-                where.runs_dir,
-                callback=callback,
-                command=command_line(),
-                dist=dist,
-            )
+                model_cfg, train_cfg, data_path, where.runs_dir, callback=callback,
+                command=command_line(), dist=dist, label=name,
+            )  # fmt: skip
         with display, core.stop_on_signals(trainer):
             result = trainer.run()
         if result.status == "interrupted":
@@ -227,9 +208,56 @@ def train(
         raise typer.Exit(130) from None
     finally:
         dist.close()
-    if not dist.is_main:
+    if dist.is_main:
+        _report(result, sample, trainer)
+
+
+def _layers(preset, config, like, runs_dir) -> list[dict[str, Any]]:
+    from toygpt_cli.config import load_config_file, preset_options
+    from toygpt_cli.errors import UsageError
+
+    layers: list[dict[str, Any]] = []
+    if preset is not None:
+        layers.append(preset_options(preset))
+    if config is not None and like is not None:
+        raise UsageError("use --config or --like, not both")
+    if config is not None:
+        layers.append(load_config_file(config))
+    if like is not None:
+        from toygpt_cli.config import load_config_file
+        from toygpt_cli.runs import resolve_run
+
+        layers.append(load_config_file(resolve_run(like, runs_dir) / "config.json"))
+    return layers
+
+
+def _check_before_launch(layers, given, resume, steps, where) -> None:
+    """Every usage error the workers would hit, found once, before anything starts."""
+    from toygpt_cli.config import build_configs, resume_configs
+
+    if resume is None:
+        build_configs(*layers, given)
         return
-    _report(result, sample, trainer)
+    from toygpt_cli.checkpoint import load_checkpoint
+    from toygpt_cli.config import ModelConfig, TrainConfig, from_dict
+    from toygpt_cli.runs import CKPT_LAST, open_run
+
+    run = open_run(resume, where.runs_dir)
+    ckpt = load_checkpoint(run.file(CKPT_LAST))
+    model = from_dict(ModelConfig, ckpt["model_config"])
+    resume_configs(model, from_dict(TrainConfig, ckpt["train_config"]), given, run.name)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    cleaned, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            cleaned.append(a)
+    return cleaned
 
 
 def _ignore_signals() -> None:
@@ -238,18 +266,26 @@ def _ignore_signals() -> None:
 
 
 def _report(result, sample: bool, trainer) -> None:
+    from toygpt_cli.errors import ToygptError
+
     run = result.run
     if result.status == "interrupted":
         err.print(
-            f"interrupted at step {result.step}/{result.iters}; checkpoint saved in {run.path}\n"
+            f"interrupted at step {result.step}; checkpoint saved in {run.path}\n"
             f"resume with: {result.resume_command}",
             highlight=False,
         )
         raise typer.Exit(128 + (result.signal or signal.SIGINT))
+    if result.steps_this_session == 0:
+        raise ToygptError(
+            f"no steps were taken: run {run.name} is at step {result.step}, which its plan "
+            "or budget does not go past; give --steps N or --max-time"
+        )
     last = result.last_eval or {}
+    best = result.best_val if result.best_val is not None else float("nan")
     err.print(
         f"done: step {result.step}, train loss {last.get('train_loss', float('nan')):.4f}, "
-        f"val loss {last.get('val_loss', float('nan')):.4f} (best {result.best_val:.4f})\n"
+        f"val loss {last.get('val_loss', float('nan')):.4f} (best {best:.4f})\n"
         f"run folder: {run.path}",
         highlight=False,
     )
@@ -262,12 +298,37 @@ def _report(result, sample: bool, trainer) -> None:
         out.print(text, markup=False, highlight=False)
 
 
+def _dataset_for_ranks(data_dir: Path, dist) -> Path:
+    """Tiny Shakespeare in the data folder; under torchrun one process per node fetches it
+    while the others wait, and a failure ends every rank with one line (from rank 0)."""
+    from toygpt_cli.errors import ToygptError
+
+    if not dist.active:
+        return _default_dataset(data_dir)
+    error, path = None, None
+    if dist.local_rank == 0:
+        try:
+            path = _default_dataset(data_dir)
+        except ToygptError as exc:
+            error = exc
+    if dist.agree_any(error is not None):  # also the barrier the other ranks wait at
+        raise error or ToygptError("the dataset could not be fetched (see rank 0)")
+    return path or _default_dataset(data_dir)
+
+
 def _default_dataset(data_dir: Path) -> Path:
-    """Tiny Shakespeare in the data folder, fetched first if it is missing."""
+    """Tiny Shakespeare in the data folder (under any name), fetched first if missing."""
     from toygpt_cli.download import TINY_SHAKESPEARE_FILE, fetch
     from toygpt_cli.errors import ToygptError
 
+    try:
+        from toygpt_cli.download import find_tiny_shakespeare
+    except ImportError:  # TEMP until download.py has it
+        find_tiny_shakespeare = None
+    found = find_tiny_shakespeare(data_dir) if find_tiny_shakespeare else None
     path = data_dir / TINY_SHAKESPEARE_FILE
+    if found is not None:
+        return found
     if path.exists():
         return path
     err.print(f"{path} is missing; fetching Tiny Shakespeare first")
@@ -278,47 +339,3 @@ def _default_dataset(data_dir: Path) -> Path:
             f"{exc}. Run `toygpt data fetch --data-dir {data_dir}` when online, or train on "
             "any text file with --data FILE"
         ) from None
-
-
-def parse_duration(text: str) -> float:
-    """'90', '90s', '10m', '1.5h' -> seconds."""
-    from toygpt_cli.errors import UsageError
-
-    units = {"s": 1, "m": 60, "h": 3600}
-    t = text.strip().lower()
-    scale = units.get(t[-1:])
-    number = t[:-1] if scale else t
-    try:
-        seconds = float(number) * (scale or 1)
-    except ValueError:
-        raise UsageError(f"--max-time must look like 90s, 10m or 1h, got {text!r}") from None
-    if seconds <= 0:
-        raise UsageError(f"--max-time must be greater than 0, got {text!r}")
-    return seconds
-
-
-def _launch_torchrun(nproc: int) -> int:
-    """Re-run this command under torchrun with `nproc` processes; returns its exit code."""
-    cleaned, skip = [], False
-    for a in sys.argv[1:]:
-        if skip:
-            skip = False
-            continue
-        if a == "--nproc":
-            skip = True
-            continue
-        if a.startswith("--nproc="):
-            continue
-        cleaned.append(a)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "toygpt_cli",
-        *cleaned,
-    ]
-    err.print("launching: " + " ".join(cmd[2:]), highlight=False)
-    return subprocess.call(cmd)

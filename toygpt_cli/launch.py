@@ -1,0 +1,87 @@
+"""`toygpt train --nproc N`: start N training processes on this machine and look after them.
+
+The launcher is the parent of every worker, so it can do what a supervisor must: a SIGINT
+or SIGTERM it receives is forwarded once to each worker (which then checkpoints and stops
+as a one-process run does), it waits for all of them, and its exit code is theirs. Workers
+run in their own process group, so a Ctrl-C in the terminal reaches them only through the
+launcher (once, not twice), and they get SIGTERM if the launcher itself dies.
+For several machines, use torchrun directly (README: multi-node).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux)
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def launch_local(nproc: int, argv: list[str]) -> int:
+    """Run `python -m toygpt_cli <argv>` as ranks 0..nproc-1 of one job; its exit code."""
+    port = _free_port()
+    procs = []
+    for rank in range(nproc):
+        env = dict(
+            os.environ,
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            WORLD_SIZE=str(nproc),
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            LOCAL_WORLD_SIZE=str(nproc),
+        )
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "toygpt_cli", *argv],
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        )
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        for p in procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        failed_at = None
+        while any(p.poll() is None for p in procs):
+            time.sleep(0.1)
+            bad = [p for p in procs if p.poll() not in (None, 0)]
+            if bad and not received and failed_at is None:
+                failed_at = time.monotonic()
+            # A rank that failed leaves the others waiting in a collective: end them.
+            if failed_at is not None and time.monotonic() - failed_at > 30:
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    codes = [p.returncode for p in procs]
+    if codes[0] and codes[0] > 0:
+        return codes[0]
+    worst = next((c for c in codes if c), 0)
+    return 128 - worst if worst < 0 else worst

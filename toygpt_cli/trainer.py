@@ -1,0 +1,333 @@
+"""The Trainer: steps, evals, budgets and stop requests, reported as events.
+
+    trainer = Trainer(run, model_cfg, train_cfg, corpus, listeners=[print])
+    result = trainer.run()
+
+It writes nothing itself: listeners (the run recorder, the CLI's display) receive every
+event. Resuming is exact: the checkpoint state carries the model, optimizer, step, best val
+loss, the batch-sampling generators and the dropout RNG, so N steps + resume M steps gives
+the same weights as N + M steps in one go (bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from toygpt_cli.config import ModelConfig, TrainConfig, to_dict
+from toygpt_cli.data import Corpus, sample_batch
+from toygpt_cli.device import autocast, resolve_device, resolve_dtype, set_threads
+from toygpt_cli.distributed import Distributed
+from toygpt_cli.errors import ToygptError
+from toygpt_cli.evaluate import estimate_loss, fixed_windows
+from toygpt_cli.events import (
+    CheckpointDue,
+    EstimateReady,
+    EvalDone,
+    Notice,
+    PhaseProgress,
+    PhaseStarted,
+    SampleWritten,
+    StepDone,
+    TrainEnded,
+    TrainResult,
+    TrainStarted,
+)
+from toygpt_cli.model import GPT
+from toygpt_cli.optim import apply_hparams, learning_rate, load_optimizer_state, make_optimizer
+from toygpt_cli.optim import set_lr as _set_lr
+from toygpt_cli.sample import sample_text
+from toygpt_cli.stopwatch import Budget
+
+EVAL_CHUNK = 64  # windows per forward pass in periodic evals
+
+
+class Diverged(ToygptError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class State:
+    """What decides the future of a run, beyond the model and optimizer (loop state)."""
+
+    step: int = 0
+    best_val: float | None = None
+    last_eval_step: int = -1
+    wall_seconds: float = 0.0  # whole-run wall time, carried across resumes
+    budget_start: float = 0.0  # wall_seconds when the current max_time budget began
+
+
+class Trainer:
+    def __init__(
+        self,
+        run,
+        model_cfg: ModelConfig,
+        train_cfg: TrainConfig,
+        corpus: Corpus,
+        *,
+        checkpoint: dict[str, Any] | None = None,
+        listeners: list | None = None,
+        dist: Distributed | None = None,
+        last_eval: dict[str, Any] | None = None,
+    ):
+        self.run_dir, self.model_cfg, self.cfg, self.corpus = run, model_cfg, train_cfg, corpus
+        self.listeners = [x for x in (listeners or []) if x is not None]
+        self.dist = dist or Distributed.single()
+        self.device = self.dist.device or resolve_device(train_cfg.device)
+        self.dtype = resolve_dtype(train_cfg.dtype, self.device)
+        set_threads(train_cfg.threads)
+        self._stop_signal: int | None = None
+        self.last_eval = last_eval
+        train, val = corpus.splits()
+        self.data = {"train": train.to(self.device), "val": val.to(self.device)}
+        # Fixed eval windows, drawn from their own generators so evals never disturb the
+        # training RNG streams (that is what makes resume exact).
+        n = train_cfg.eval_iters * train_cfg.batch_size
+        self.eval_windows = {
+            s: fixed_windows(len(d), n, model_cfg.block_size, train_cfg.seed + i + 1)
+            for i, (s, d) in enumerate(self.data.items())
+        }
+        torch.manual_seed(train_cfg.seed)  # model init and dropout draw from the global RNG
+        self.model = GPT(model_cfg).to(self.device)
+        self.optimizer = make_optimizer(self.model, train_cfg, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == "float16")
+        # Each rank draws its own batches; rank 0 keeps the plain seed, so one process
+        # samples exactly what a non-distributed run does.
+        self.batch_gen = torch.Generator().manual_seed(train_cfg.seed + 1000 * self.dist.rank)
+        self.state = State()
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.step_model = self.dist.wrap(self.model)
+        if train_cfg.compile:
+            self.step_model = torch.compile(self.step_model)
+        self.critical = False  # True while a checkpoint is being handed out to be written
+        self.after_critical = None  # called when that ends (a deferred second Ctrl-C)
+        self.run_lock = None  # the run's exclusive lock, held while this trainer exists
+
+    def emit(self, event) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    # -- state ------------------------------------------------------------------------
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        load_optimizer_state(self.optimizer, ckpt["optimizer"], self.model)
+        apply_hparams(self.optimizer, self.cfg)  # options changed on resume must win
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = State(**{k: v for k, v in ckpt["state"].items() if k in State.__annotations__})
+        ranks = ckpt["rng"]["batches"]
+        if self.dist.rank < len(ranks):
+            self.batch_gen.set_state(ranks[self.dist.rank])
+        torch.set_rng_state(ckpt["rng"]["cpu"])
+        if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything needed to resume exactly. Every rank must call it (collective)."""
+        cuda = self.device.type == "cuda"
+        return {
+            "model": self.model.state_dict(),
+            "model_config": to_dict(self.model_cfg),
+            "train_config": to_dict(self.cfg),
+            "vocab": self.corpus.tokenizer.chars,
+            "state": vars(self.state).copy(),
+            "dtype": self.dtype,
+            "torch_version": str(torch.__version__),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": {
+                "batches": self.dist.gather_generator_states(self.batch_gen),
+                "cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
+            },
+        }
+
+    def save(self, best: bool = False) -> None:
+        state = self.checkpoint_state()
+        if self.dist.is_main:
+            self.emit(PhaseStarted("checkpoint", self.state.step))
+            with self._critical_section():
+                self.emit(CheckpointDue(state, self.state.step, best))
+
+    @contextlib.contextmanager
+    def _critical_section(self):
+        self.critical = True
+        try:
+            yield
+        finally:
+            self.critical = False
+            if self.after_critical is not None:
+                self.after_critical()
+
+    def request_stop(self, signum: int) -> None:
+        """Stop after the current step, saving a checkpoint (safe from a signal handler)."""
+        self._stop_signal = signum
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        try:
+            return self._run()
+        finally:  # the run may be resumed as soon as this returns
+            if self.run_lock is not None:
+                self.run_lock.release()
+                self.run_lock = None
+
+    def _run(self) -> TrainResult:
+        cfg, st = self.cfg, self.state
+        start_step = st.step
+        budget = Budget(cfg.max_time, st.wall_seconds, st.budget_start)
+        self.emit(
+            TrainStarted(
+                self.run_dir, st.step, cfg.iters, self.model.num_params(), str(self.device),
+                self.dtype, st.step > 0, cfg.max_time, st.wall_seconds, self.last_eval,
+            )
+        )  # fmt: skip
+        tokens_per_step = cfg.batch_size * self.model_cfg.block_size * self.dist.world_size
+        window = [0, 0.0]  # steps and seconds since the last eval
+        try:
+            while True:
+                st.wall_seconds = budget.wall()
+                at_end = (cfg.iters and st.step >= cfg.iters) or self.dist.agree_any(
+                    budget.must_stop()
+                )
+                if (st.step % cfg.eval_interval == 0 or at_end) and st.last_eval_step != st.step:
+                    tps = tokens_per_step * window[0] / window[1] if window[1] else None
+                    self._evaluate(tps, budget, final=bool(at_end))
+                    window = [0, 0.0]
+                if at_end or self.dist.agree_any(self._stop_signal is not None):
+                    break
+                t0 = time.perf_counter()
+                loss, lr = self.train_step(budget.progress(st.step, cfg))
+                window[0] += 1
+                window[1] += time.perf_counter() - t0
+                budget.step_took(time.perf_counter() - t0)
+                if cfg.save_every and st.step % cfg.save_every == 0:
+                    self._check_finite(loss.item(), "train")
+                    self.save()
+                self.emit(
+                    StepDone(
+                        st.step, cfg.iters, loss, lr, budget.wall(), window[0] / window[1],
+                        tokens_per_step * window[0] / window[1], budget.used(),
+                    )
+                )  # fmt: skip
+                if budget.estimate_due(st.step - start_step):
+                    self.emit(EstimateReady(*budget.estimate(st.step, cfg)))
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            message = str(exc) if isinstance(exc, ToygptError) else f"{type(exc).__name__}: {exc}"
+            self.emit(TrainEnded(status, st.step, cfg.iters, budget.wall(), message))
+            raise
+        st.wall_seconds = budget.wall()
+        stopped = self._stop_signal is not None and not (cfg.iters and st.step >= cfg.iters)
+        if stopped:
+            self.save()
+        status = "interrupted" if stopped else "completed"
+        if not stopped and not cfg.iters:  # a budget-only run is complete when it ends
+            self.cfg = replace(cfg, iters=st.step)
+        self.emit(TrainEnded(status, st.step, self.cfg.iters, st.wall_seconds))
+        signal = self._stop_signal if stopped else None
+        return TrainResult(
+            status, st.step, self.cfg.iters, self.last_eval, st.best_val, self.run_dir, signal,
+            st.step - start_step,
+        )  # fmt: skip
+
+    def train_step(self, progress: float = 0.0) -> tuple[torch.Tensor, float]:
+        """One optimizer step on a fresh batch; returns the loss (on the device) and the lr."""
+        cfg, st = self.cfg, self.state
+        lr = learning_rate(cfg, st.step, progress)
+        _set_lr(self.optimizer, lr)
+        x, y = sample_batch(
+            self.data["train"], cfg.batch_size, self.model_cfg.block_size, self.batch_gen,
+            self.device,
+        )  # fmt: skip
+        with autocast(self.device, self.dtype):
+            _, loss, _ = self.step_model(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        st.step += 1
+        return loss.detach(), lr
+
+    def _evaluate(self, tokens_per_sec: float | None, budget: Budget, final: bool) -> None:
+        st, cfg = self.state, self.cfg
+        t0 = time.perf_counter()
+        planned = len(self.eval_windows["train"])
+        if budget.max_time and budget.eval_rate is None:  # time one chunk to size the eval
+            probe = self.eval_windows["train"][:EVAL_CHUNK]
+            estimate_loss(self.model, self.data["train"], probe, self.model_cfg.block_size,
+                          self.dtype)  # fmt: skip
+            budget.eval_took(time.perf_counter() - t0, len(probe) / 2)
+        count = budget.eval_windows(planned, EVAL_CHUNK * self.dist.world_size)
+        if count < planned and not budget.told_shrunk:
+            budget.told_shrunk = True
+            self.emit(
+                Notice(
+                    f"evals cut to {count} of {planned} windows per split to fit the "
+                    f"{budget.max_time:g} s budget"
+                )
+            )
+        if self.dist.is_main:
+            self.emit(PhaseStarted("eval", st.step, 2 * count))
+        losses = {s: self._split_loss(s, count, done=i * count) for i, s in enumerate(self.data)}
+        budget.eval_took(time.perf_counter() - t0, count)
+        for split, value in losses.items():
+            self._check_finite(value, split)
+        record = {
+            "step": st.step,
+            "train_loss": round(losses["train"], 5),
+            "val_loss": round(losses["val"], 5),
+            "lr": learning_rate(cfg, st.step, budget.progress(st.step, cfg)),
+            "tokens_per_sec": round(tokens_per_sec, 1) if tokens_per_sec else None,
+            "elapsed": round(budget.wall(), 2),
+        }
+        improved = st.best_val is None or losses["val"] < st.best_val
+        if improved:
+            st.best_val = losses["val"]
+        st.last_eval_step = st.step
+        self.last_eval = record
+        if self.dist.is_main:
+            self.emit(EvalDone(record, improved))
+            if cfg.sample_chars and budget.sample_allowed(final):
+                self.emit(PhaseStarted("sample", st.step))
+                t1 = time.perf_counter()
+                text = sample_text(
+                    self.model, self.corpus.tokenizer, max_new_tokens=cfg.sample_chars,
+                    seed=cfg.seed, dtype=self.dtype,
+                )[0]  # fmt: skip
+                if budget.sample_took(time.perf_counter() - t1):
+                    self.emit(Notice("per-eval samples skipped from now on: they cost too much "
+                                     "of the time budget"))  # fmt: skip
+                self.emit(SampleWritten(st.step, cfg.seed, text))
+        self.save(best=improved)
+        self.model.train()
+
+    def _split_loss(self, split: str, count: int, done: int) -> float:
+        windows = self.dist.shard(self.eval_windows[split][:count])
+        block, total, n = self.model_cfg.block_size, 0.0, 0
+        for i in range(0, len(windows), EVAL_CHUNK * 4):
+            part = windows[i : i + EVAL_CHUNK * 4]
+            total += estimate_loss(self.model, self.data[split], part, block, self.dtype) * len(
+                part
+            )
+            n += len(part)
+            if self.dist.is_main:
+                self.emit(PhaseProgress("eval", done + i + len(part), 2 * count))
+        return self.dist.mean(total / max(n, 1))
+
+    def _check_finite(self, loss: float, split: str) -> None:
+        if not math.isfinite(loss):
+            raise Diverged(
+                f"training diverged: the {split} loss is {loss} at step {self.state.step}; "
+                f"the last good checkpoint (step {self.state.last_eval_step}) is kept. "
+                "Try a lower learning rate or gradient clipping"
+            )
