@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from toygpt_cli.config import PRESETS, ModelConfig, TrainConfig, build_configs, load_config_file
+from toygpt_cli.config import ModelConfig, TrainConfig, build_configs, load_config_file
 from toygpt_cli.errors import UsageError
+from toygpt_cli.presets import PRESETS
 
 from .cli_helpers import toygpt
 from .conftest import TINY_ARGS
@@ -75,4 +76,4 @@ def test_presets_apply_and_the_command_line_wins():
     assert t.lr_schedule == "cosine" and t.warmup_iters > 0 and t.iters == 7
     assert build_configs(PRESETS["seed"]) == (ModelConfig(), TrainConfig())
     _, t = build_configs(PRESETS["cpu"])  # raises if invalid: heads divide width, lr >= min_lr
-    assert t.max_time == 600.0 and t.lr_schedule == "cosine"
+    assert t.max_time == 600.0 and t.lr_schedule == "cosine" and t.iters == 0  # no step limit

@@ -7,6 +7,7 @@ the model was wrapped (torch.compile, DDP): weights are saved from the bare modu
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,18 @@ FORMAT = "toygpt-checkpoint/1"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write through a temporary file and a rename: the previous checkpoint survives a crash."""
-    write_atomic(Path(path), lambda f: torch.save({"format": FORMAT, **state}, f))
+    """Write through a temporary file and a rename: the previous checkpoint survives a crash.
+
+    torch.save serialises into memory first: writing straight to a file, a full disk
+    surfaces as a cryptic RuntimeError ("unexpected pos"); a plain write says ENOSPC.
+    """
+    buffer = io.BytesIO()
+
+    def write(f) -> None:
+        torch.save({"format": FORMAT, **state}, buffer)
+        f.write(buffer.getbuffer())
+
+    write_atomic(Path(path), write)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -213,8 +213,9 @@ def _train(
 
 
 def _layers(preset, config, like, runs_dir) -> list[dict[str, Any]]:
-    from toygpt_cli.config import load_config_file, preset_options
+    from toygpt_cli.config import load_config_file
     from toygpt_cli.errors import UsageError
+    from toygpt_cli.presets import preset_options
 
     layers: list[dict[str, Any]] = []
     if preset is not None:
@@ -224,7 +225,6 @@ def _layers(preset, config, like, runs_dir) -> list[dict[str, Any]]:
     if config is not None:
         layers.append(load_config_file(config))
     if like is not None:
-        from toygpt_cli.config import load_config_file
         from toygpt_cli.runs import resolve_run
 
         layers.append(load_config_file(resolve_run(like, runs_dir) / "config.json"))
