@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from toygpt_cli.cli import bench_cmd, data_cmd, eval_cmd, runs_cmd, sample_cmd
+from toygpt_cli.cli import bench_cmd, data_cmd, eval_cmd, export_cmd, runs_cmd, sample_cmd
 from toygpt_cli.cli.common import (
     out,
 )
@@ -22,7 +22,7 @@ app = typer.Typer(
     help="Train a small character-level GPT on Tiny Shakespeare (or any text), watch it "
     "learn, and sample from it.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     # A real bug shows a normal, short traceback without local variables.
     pretty_exceptions_show_locals=False,
     pretty_exceptions_short=True,
@@ -34,6 +34,7 @@ app.command(no_args_is_help=False)(train)
 app.command()(sample_cmd.sample)
 app.command("eval")(eval_cmd.eval_)
 app.command()(bench_cmd.bench)
+app.command()(export_cmd.export)
 
 
 def _version(value: bool) -> None:
