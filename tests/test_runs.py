@@ -1,9 +1,22 @@
+import json
+import os
+import socket
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import pytest
 
 from toygpt_cli.errors import ToygptError
-from toygpt_cli.runs import Run, create_run_dir, list_run_dirs, resolve_run
+from toygpt_cli.runs import (
+    DamagedRun,
+    Run,
+    create_run_dir,
+    list_run_dirs,
+    resolve_run,
+)
+
+from .fake_runs import make_run
 
 
 def _run(runs, when, **status):
@@ -42,10 +55,156 @@ def test_unknown_run_lists_existing(tmp_path):
         resolve_run("latest", tmp_path / "empty")
 
 
-def test_dead_running_run_shows_as_interrupted(tmp_path):
-    import socket
+def test_hidden_folders_are_not_runs(tmp_path):
+    make_run(tmp_path, "20261123-201501")
+    make_run(tmp_path, ".staging-123")  # a run still being set up
+    assert [p.name for p in list_run_dirs(tmp_path)] == ["20261123-201501"]
+    assert resolve_run("latest", tmp_path).name == "20261123-201501"
 
+
+def test_labels_name_the_newest_run_and_folder_names_win(tmp_path):
+    make_run(tmp_path, "20261123-201501", {"label": "baseline"})
+    make_run(tmp_path, "20261123-201502", {"label": "baseline"})
+    make_run(tmp_path, "20261123-201503", {"label": "20261123-201501"})
+    assert resolve_run("baseline", tmp_path).name == "20261123-201502"
+    assert resolve_run("20261123-201501", tmp_path).name == "20261123-201501"
+    assert Run(tmp_path / "20261123-201502").summary()["label"] == "baseline"
+    assert Run(tmp_path / "20261123-201501").summary()["data"] == "tiny.txt"
+
+
+def _damage(run, file, content):
+    path = run / file
+    if content is None:
+        path.unlink()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+
+
+DAMAGE = [
+    # (id, file, content, reason)
+    ("truncated config", "config.json", '{"model": {"n_la', "config.json is not valid JSON"),
+    ("config list", "config.json", "[1, 2]", "config.json is not a JSON object"),
+    ("config data", "config.json", '{"data": "x.txt"}', 'config.json: data is "x.txt"'),
+    ("config path", "config.json", '{"data": {"path": 5}}', "config.json: data.path is 5"),
+    ("config latin-1", "config.json", b'{"label": "caf\xe9"}', "config.json is not UTF-8"),
+    ("deep config", "config.json", "[" * 100_000 + "]" * 100_000, "config.json is not valid"),
+    ("metric 5", "metrics.jsonl", '{"step": 0}\n5\n', "metrics.jsonl line 2: not a record: 5"),
+    ("metric abc", "metrics.jsonl", '{"step": 0, "val_loss": "abc"}\n', 'val_loss is "abc"'),
+    ("metric step", "metrics.jsonl", '{"step": "ten"}\n', 'line 1: step is "ten"'),
+    ("sample text", "samples.jsonl", '{"step": 0, "text": 7}\n', "samples.jsonl line 1: text"),
+    ("status list", "status.json", "[]", r"status.json is not a JSON object: \[\]"),
+    ("status huge pid", "status.json", '{"pid": ' + "1" * 31 + "}", "pid 1111111111111.*not a"),
+    ("status pid str", "status.json", '{"pid": "12"}', 'pid "12" is not a process id'),
+    ("status step", "status.json", '{"step": 1.5}', "status.json: step is 1.5"),
+    ("status empty", "status.json", "", "status.json is not valid JSON"),
+    ("no checkpoint", "ckpt.pt", None, "no ckpt.pt"),
+]
+
+
+@pytest.mark.parametrize("case", DAMAGE, ids=[c[0] for c in DAMAGE])
+def test_one_damaged_run_is_shown_as_damaged_and_the_others_list(tmp_path, case):
+    _, file, content, reason = case
+    make_run(tmp_path, "20261123-201501")
+    bad = make_run(tmp_path, "20261123-201502")
+    make_run(tmp_path, "20261123-201503")
+    _damage(bad, file, content)
+    rows = {r["name"]: r for r in (Run(p).summary() for p in list_run_dirs(tmp_path))}
+    assert len(rows) == 3
+    assert rows["20261123-201502"]["status"] == "damaged"
+    import re
+
+    assert re.search(reason, rows["20261123-201502"]["problem"]), rows["20261123-201502"]
+    assert "\n" not in rows["20261123-201502"]["problem"]
+    for good in ("20261123-201501", "20261123-201503"):
+        assert rows[good]["status"] == "completed" and rows[good]["problem"] is None
+    json.dumps(list(rows.values()))  # the listing still serialises
+
+
+def test_reading_a_damaged_file_is_one_clear_error(tmp_path):
+    run = make_run(tmp_path, "20261123-201501")
+    (run / "config.json").write_text('{"data": {"pa')
+    with pytest.raises(DamagedRun, match="run 20261123-201501 is damaged: config.json is not"):
+        Run(run).config()
+    (run / "metrics.jsonl").write_text("5\n")
+    with pytest.raises(DamagedRun, match="metrics.jsonl line 1"):
+        Run(run).metrics()
+    (run / "status.json").write_text("[]")
+    assert Run(run).raw_status() == {}  # update_status can still rewrite it
+    Run(run).update_status(status="interrupted")
+    assert Run(run).status()["status"] == "interrupted"
+
+
+def test_a_torn_last_line_is_not_damage(tmp_path):
+    run = make_run(tmp_path, "20261123-201501")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 30, "train_lo')  # a crash mid-append
+    assert [m["step"] for m in Run(run).metrics()] == [0, 10, 20]
+    assert Run(run).summary()["status"] == "completed"
+
+
+def test_dead_running_run_shows_as_interrupted(tmp_path):
     path = _run(tmp_path, 1, status="running", pid=2**22 + 12345, host=socket.gethostname())
     assert Run(path).status()["status"] == "interrupted"
     with pytest.raises(ToygptError, match="no ckpt.pt checkpoint"):
         Run(path).checkpoint_path("last")
+
+
+def test_a_reused_pid_is_not_the_trainer(tmp_path):
+    """A live pid that belongs to another process (pid reuse after a restart) must not
+    keep a run `running` for ever: without a lock file, its start time tells."""
+    me = os.getpid()
+    host = socket.gethostname()
+    recorded = make_run(tmp_path, "a", status="running", pid=me, pid_start=1, host=host)
+    assert Run(recorded).status()["status"] == "interrupted"  # other start time
+    long_ago = "2000-01-01T00:00:00+00:00"
+    old = make_run(tmp_path, "b", status="running", pid=me, host=host, updated=long_ago)
+    assert Run(old).status()["status"] == "interrupted"  # started after the run was last seen
+    live = make_run(tmp_path, "c", status="running", host=host, updated=long_ago)
+    Run(live).mark_running(3, 20)  # records this process, with its start time
+    assert Run(live).status()["status"] == "running"
+
+
+def test_lock_decides_running_and_is_released_by_any_death(tmp_path):
+    run = make_run(tmp_path, "20261123-201501", status="running", pid=os.getpid())
+    (run / ".lock").touch()  # a lock file nobody holds: not running, whatever the pid says
+    assert Run(run).is_locked() is False
+    assert Run(run).status()["status"] == "interrupted"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from toygpt_cli.runs import Run; "
+            f"h = Run(__import__('pathlib').Path({str(run)!r})).lock(); "
+            "print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert Run(run).is_locked() is True
+        st = Run(run).status()
+        assert st["status"] == "running" and st["pid"] == holder.pid
+        held = rf"being trained by another process \(pid {holder.pid}\)"
+        with pytest.raises(ToygptError, match=held):
+            Run(run).lock()
+    finally:
+        holder.kill()  # SIGKILL: no chance to clean up
+        holder.wait()
+    assert Run(run).is_locked() is False
+    assert Run(run).status()["status"] == "interrupted"
+    with Run(run).lock() as handle:  # free again
+        assert handle.held
+
+
+def test_the_lock_holder_sees_its_own_recorded_status(tmp_path):
+    run = Run(make_run(tmp_path, "20261123-201501"))
+    handle = run.lock()
+    assert run.status()["status"] == "completed"  # what this process recorded
+    assert run.is_locked() is True
+    with pytest.raises(ToygptError, match="being trained by another process"):
+        run.lock()  # a second lock, even from the same process, is refused
+    handle.release()
+    assert run.is_locked() is False

@@ -1,8 +1,10 @@
-"""`loss.png` in a run folder, when matplotlib is installed (the optional `plot` extra)."""
+"""`loss.png` in a run folder, when matplotlib is installed (the optional `plot` extra):
+train and val loss against step, and the learning rate on a second axis."""
 
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,15 @@ def plotting_available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
+def _series(metrics: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) where the value is recorded and finite (a NaN cannot be drawn)."""
+    pairs = [(m["step"], m.get(key)) for m in metrics]
+    kept = [(s, v) for s, v in pairs if isinstance(v, (int, float)) and math.isfinite(v)]
+    return [s for s, _ in kept], [v for _, v in kept]
+
+
 def write_loss_png(path: Path, metrics: list[dict[str, Any]], title: str = "") -> bool:
-    """Train and val loss against step; False (and nothing written) without matplotlib."""
+    """Draw the curves into `path`; False (and nothing written) without matplotlib."""
     if not plotting_available() or not metrics:
         return False
     import matplotlib
@@ -22,16 +31,26 @@ def write_loss_png(path: Path, metrics: list[dict[str, Any]], title: str = "") -
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
-    steps = [m["step"] for m in metrics]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.plot(steps, [m["train_loss"] for m in metrics], label="train", marker=".")
-    ax.plot(steps, [m["val_loss"] for m in metrics], label="val", marker=".")
+    for key, label in (("train_loss", "train"), ("val_loss", "val")):
+        ax.plot(*_series(metrics, key), label=label, marker=".")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/char)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    lr_steps, lrs = _series(metrics, "lr")
+    if lrs:
+        lr_ax = ax.twinx()  # the learning rate has its own scale, on the right
+        (line,) = lr_ax.plot(lr_steps, lrs, color="grey", linestyle="--", label="learning rate")
+        lr_ax.set_ylabel("learning rate")
+        lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+        handles.append(line)
+        labels.append("learning rate")
+    ax.legend(handles, labels)
     fig.tight_layout()
-    write_atomic(Path(path), lambda f: fig.savefig(f, format="png"))
-    plt.close(fig)
+    try:
+        write_atomic(Path(path), lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)
     return True

@@ -1,23 +1,38 @@
-"""Run folders: creating them, naming them, finding them, and reading what they hold.
+"""Run folders: creating them, naming them, finding them, reading what they hold, locking
+one while it trains, and removing one (toygpt's own files only).
 
 A run is one folder under the runs directory, named by its UTC start time
 (`20261123-201502`, then `20261123-201502-2` if that name is taken). Everything needed to
-sample, evaluate, resume or reproduce the run is inside it.
+sample, evaluate, resume or reproduce the run is inside it. A damaged file makes its run
+`damaged`, with a one-line reason (DamagedRun), and never stops other runs from listing.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from toygpt_cli import locking
 from toygpt_cli.errors import ToygptError
-from toygpt_cli.fileio import append_jsonl, read_json, read_jsonl, write_json
+from toygpt_cli.fileio import append_jsonl, write_json
+from toygpt_cli.locking import pid_alive  # noqa: F401 (part of this module's API)
+from toygpt_cli.run_files import (
+    CONFIG_FIELDS,
+    METRIC_FIELDS,
+    SAMPLE_FIELDS,
+    STATUS_FIELDS,
+    DamagedRun,
+    check_fields,
+    load_json,
+    read_records,
+    short,
+)
 
 CONFIG = "config.json"
 STATUS = "status.json"
@@ -27,6 +42,17 @@ EVAL = "eval.json"
 CKPT_LAST = "ckpt.pt"
 CKPT_BEST = "best.pt"
 LOSS_PNG = "loss.png"
+EXPORT = "model.safetensors"
+LOCK = ".lock"
+TENSORBOARD = "tb"
+
+# Everything toygpt writes in a run folder: `runs rm` deletes these and refuses a folder
+# that holds anything else. One place: a new file a run gets must be added here.
+RUN_FILES = frozenset(
+    {CONFIG, STATUS, METRICS, SAMPLES, EVAL, CKPT_LAST, CKPT_BEST, LOSS_PNG, EXPORT, LOCK}
+)
+RUN_FILE_PATTERNS = (".*.tmp",)  # fileio's temporary files, left by a kill mid-write
+RUN_SUBDIRS = {TENSORBOARD: ("events.out.tfevents.*",)}  # sub-folder: what may be in it
 
 _NAME = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?$")
 
@@ -40,7 +66,11 @@ def _sort_key(path: Path) -> tuple[str, int, str]:
     if m:
         return (m.group(1), int(m.group(2) or 1), path.name)
     # Folders not named by toygpt sort by modification time among themselves.
-    stamp = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y%m%d-%H%M%S")
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = 0
+    stamp = datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y%m%d-%H%M%S")
     return (stamp, 0, path.name)
 
 
@@ -68,19 +98,36 @@ def create_run_dir(runs_dir: Path, now: datetime | None = None) -> Path:
     raise ToygptError(f"too many runs started at {stamp} in {runs_dir}")
 
 
+def _is_run_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and (path / CONFIG).exists()
+    except (OSError, ValueError):  # a name too long for the system, a NUL byte
+        return False
+
+
 def list_run_dirs(runs_dir: Path) -> list[Path]:
-    """Run folders (those holding a config.json), newest first."""
+    """Run folders (those holding a config.json), newest first. Hidden folders (a run
+    still being set up, say) are not runs."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
-    dirs = [p for p in runs_dir.iterdir() if p.is_dir() and (p / CONFIG).exists()]
+    try:
+        entries = list(runs_dir.iterdir())
+    except OSError as exc:
+        raise ToygptError(f"cannot read runs directory {runs_dir}: {exc.strerror}") from None
+    dirs = [p for p in entries if not p.name.startswith(".") and _is_run_dir(p)]
     return sorted(dirs, key=_sort_key, reverse=True)
 
 
-def resolve_run(ref: str, runs_dir: Path) -> Path:
-    """The run folder named by `latest`, `latest~N`, a folder name or a path.
+def _looks_like_path(ref: str) -> bool:
+    return os.sep in ref or ref.startswith((".", "~"))
 
-    Every command that takes a run goes through here, so they all accept the same names.
+
+def resolve_run(ref: str, runs_dir: Path) -> Path:
+    """The run folder named by `latest`, `latest~N`, a folder name, a label or a path.
+
+    A folder name wins over a label; a label names the newest run that carries it. Every
+    command that takes a run goes through here, so they all accept the same names.
     """
     runs = list_run_dirs(runs_dir)
     m = re.fullmatch(r"latest(?:~(\d+))?", ref)
@@ -91,22 +138,21 @@ def resolve_run(ref: str, runs_dir: Path) -> Path:
         if not runs:
             raise ToygptError(f"no runs in {runs_dir}; start one with `toygpt train`")
         raise ToygptError(f"{ref!r}: there are only {len(runs)} runs in {runs_dir}")
-    for candidate in (Path(runs_dir) / ref, Path(ref)):
-        if candidate.is_dir() and (candidate / CONFIG).exists():
-            return candidate
+    if _is_run_dir(Path(runs_dir) / ref):
+        return Path(runs_dir) / ref
+    if _looks_like_path(ref) and _is_run_dir(Path(ref).expanduser()):
+        return Path(ref).expanduser()
+    for path in runs:
+        if Run(path).label() == ref:
+            return path
+    if _is_run_dir(Path(ref)):
+        return Path(ref)
     names = ", ".join(p.name for p in runs[:10]) + (" ..." if len(runs) > 10 else "")
     known = f"runs in {runs_dir}: {names}" if runs else f"there are no runs in {runs_dir}"
     raise ToygptError(f"no run {ref!r}; {known}")
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+# -- reading and checking what a run holds ---------------------------------------------------
 
 
 @dataclass
@@ -122,25 +168,92 @@ class Run:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def _load(self, name: str) -> Any:
+        return load_json(self.path / name, self.name)
+
     # -- configuration and status ------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        return read_json(self.path / CONFIG)
+        """config.json, checked for the shape toygpt writes (DamagedRun otherwise)."""
+        cfg = self._load(CONFIG)
+        if not isinstance(cfg, dict):
+            raise DamagedRun(self.name, f"{CONFIG} is not a JSON object: {short(cfg)}")
+        problem = check_fields(cfg, CONFIG_FIELDS)
+        if problem is None and "data" in cfg and not isinstance(cfg["data"].get("path"), str):
+            problem = f"data.path is {short(cfg['data'].get('path'))}"
+        if problem:
+            raise DamagedRun(self.name, f"{CONFIG}: {problem}")
+        return cfg
+
+    def label(self) -> str | None:
+        """The run's label (`toygpt train --name`), None when it has none or is damaged."""
+        try:
+            return self.config().get("label")
+        except DamagedRun:
+            return None
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_json(self.path / CONFIG, config)
 
     def raw_status(self) -> dict[str, Any]:
+        """status.json as recorded; {} when it is missing or damaged."""
         try:
-            return read_json(self.path / STATUS)
-        except (OSError, ValueError):
+            st = self._load(STATUS)
+        except DamagedRun:
             return {}
+        return st if isinstance(st, dict) else {}
+
+    def _checked_status(self) -> tuple[dict[str, Any], str | None]:
+        if not (self.path / STATUS).exists():
+            return {}, None
+        try:
+            st = self._load(STATUS)
+        except DamagedRun as exc:
+            return {}, exc.reason
+        if not isinstance(st, dict):
+            return {}, f"{STATUS} is not a JSON object: {short(st)}"
+        problem = check_fields(st, STATUS_FIELDS)
+        if problem is None and "pid" in st and not locking.valid_pid(st["pid"]):
+            problem = f"pid {short(st['pid'])} is not a process id"
+        return st, (f"{STATUS}: {problem}" if problem else None)
+
+    def is_locked(self) -> bool | None:
+        """True while a process trains the run (holds its lock), False when none does, None
+        for a run without a lock file (made by an older toygpt)."""
+        return locking.is_locked(self.path / LOCK)
+
+    def lock(self) -> locking.FileLock:
+        """Take the run's exclusive training lock; keep the returned handle for the whole
+        training. The OS releases it when the process ends, however it ends. Raises
+        ToygptError when another process holds it."""
+        try:
+            return locking.acquire(self.path / LOCK)
+        except locking.LockHeld as exc:
+            raise ToygptError(
+                f"run {self.name} is being trained by another process (pid {exc.pid or '?'})"
+            ) from None
 
     def status(self) -> dict[str, Any]:
-        """The recorded status, with a run whose process is gone shown as interrupted."""
-        st = self.raw_status()
-        if st.get("status") == "running" and st.get("host") == socket.gethostname():
-            pid = st.get("pid")
-            if isinstance(pid, int) and not pid_alive(pid):
+        """The recorded status, corrected by what can be observed: `running` exactly while
+        the run's lock is held; a run marked running whose process is gone (or whose pid
+        now belongs to another process) is `interrupted`; an unreadable status.json is
+        `damaged`, with the reason as `message`. Never raises."""
+        st, problem = self._checked_status()
+        locked = self.is_locked()
+        if locked and locking.held_here(self.path / LOCK):
+            return {**st, "status": st.get("status", "unknown")}  # what this process recorded
+        if locked:
+            owner = locking.lock_owner(self.path / LOCK)
+            return {**st, "status": "running", "pid": owner or st.get("pid"), "message": None}
+        if problem:
+            return {"status": "damaged", "message": problem}
+        if st.get("status") == "running":
+            gone = locked is False or (
+                st.get("host") == socket.gethostname()
+                and not locking.same_process_alive(
+                    st.get("pid"), st.get("pid_start"), st.get("updated")
+                )
+            )
+            if gone:
                 st = {**st, "status": "interrupted", "message": "the training process died"}
         st.setdefault("status", "unknown")
         return st
@@ -155,6 +268,7 @@ class Run:
         self.update_status(
             status="running",
             pid=os.getpid(),
+            pid_start=locking.process_start_ticks(os.getpid()),  # tells a reused pid apart
             host=socket.gethostname(),
             step=step,
             planned_steps=planned,
@@ -165,13 +279,13 @@ class Run:
 
     # -- metrics and samples --------------------------------------------------------------
     def metrics(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.path / METRICS)
+        return read_records(self.path / METRICS, self.name, METRIC_FIELDS)
 
     def append_metric(self, record: dict[str, Any]) -> None:
         append_jsonl(self.path / METRICS, record)
 
     def samples(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.path / SAMPLES)
+        return read_records(self.path / SAMPLES, self.name, SAMPLE_FIELDS)
 
     def append_sample(self, record: dict[str, Any]) -> None:
         append_jsonl(self.path / SAMPLES, record)
@@ -194,40 +308,60 @@ class Run:
         return path
 
     def summary(self) -> dict[str, Any]:
-        """One row of `toygpt runs list`: what a user compares runs by."""
-        cfg = self.config()
+        """One row of `toygpt runs list`: what a user compares runs by. Never raises: a run
+        that cannot be read has status `damaged` and the reason in `problem`."""
         st = self.status()
-        metrics = self.metrics()
+        row: dict[str, Any] = {"name": self.name, "path": str(self.path), "label": None}
+        row.update(dict.fromkeys(("data", "started", "step", "planned_steps")))
+        row.update(dict.fromkeys(("best_val_loss", "last_val_loss", "last_train_loss")))
+        row.update(dict.fromkeys(("params", "device", "dtype", "wall_seconds")))
+        row.update(status=st["status"], problem=None, started=st.get("started"))
+        try:
+            cfg, metrics = self.config(), self.metrics()
+            self.samples()  # read only to be checked: `runs show` prints them
+        except DamagedRun as exc:
+            return {**row, "status": "damaged", "problem": exc.reason}
         vals = [m["val_loss"] for m in metrics if m.get("val_loss") is not None]
-        return {
-            "name": self.name,
-            "path": str(self.path),
-            "started": st.get("started") or cfg.get("created"),
-            "status": st["status"],
-            "step": st.get("step", metrics[-1]["step"] if metrics else 0),
-            "planned_steps": st.get("planned_steps", cfg.get("train", {}).get("iters")),
-            "best_val_loss": min(vals) if vals else None,
-            "last_val_loss": vals[-1] if vals else None,
-            "last_train_loss": metrics[-1].get("train_loss") if metrics else None,
-            "params": cfg.get("n_params"),
-            "device": cfg.get("resolved", {}).get("device"),
-            "dtype": cfg.get("resolved", {}).get("dtype"),
-            "wall_seconds": st.get("wall_seconds"),
-        }
+        row.update(
+            label=cfg.get("label"),
+            data=Path(cfg["data"]["path"]).name if "data" in cfg else None,
+            started=st.get("started") or cfg.get("created"),
+            step=st.get("step", metrics[-1]["step"] if metrics else 0),
+            planned_steps=st.get("planned_steps", cfg.get("train", {}).get("iters")),
+            best_val_loss=min(vals) if vals else None,
+            last_val_loss=vals[-1] if vals else None,
+            last_train_loss=metrics[-1].get("train_loss") if metrics else None,
+            params=cfg.get("n_params"),
+            device=cfg.get("resolved", {}).get("device"),
+            dtype=cfg.get("resolved", {}).get("dtype"),
+            wall_seconds=st.get("wall_seconds"),
+        )
+        if st["status"] == "damaged":
+            row["problem"] = st.get("message")
+        elif st["status"] != "running" and not (self.path / CKPT_LAST).exists():
+            row.update(status="damaged", problem=f"no {CKPT_LAST}: it stopped before saving one")
+        return row
 
     def remove_stale_temp_files(self) -> None:
         """Temporary files a killed process left mid-write (the real files are intact)."""
         for tmp in self.path.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
 
-    def remove(self) -> None:
-        st = self.status()
-        if st["status"] == "running":
-            raise ToygptError(
-                f"run {self.name} is still training (pid {st.get('pid')}); stop it first"
-            )
-        shutil.rmtree(self.path)
+    def remove(self, force: bool = False) -> None:
+        """Delete the run: its known files, then the empty folder. See run_removal."""
+        from toygpt_cli.run_removal import remove_run
+
+        remove_run(self, force)
 
 
 def open_run(ref: str, runs_dir: Path) -> Run:
     return Run(resolve_run(ref, runs_dir))
+
+
+def is_run_file(relative: str) -> bool:
+    """Is `relative` (a path inside a run folder, '/'-separated) a file toygpt writes?"""
+    parts = relative.split("/")
+    if len(parts) == 1:
+        return parts[0] in RUN_FILES or any(fnmatchcase(parts[0], p) for p in RUN_FILE_PATTERNS)
+    patterns = RUN_SUBDIRS.get(parts[0], ())
+    return any(fnmatchcase(parts[-1], p) for p in patterns)

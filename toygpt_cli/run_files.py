@@ -1,0 +1,117 @@
+"""Reading a run's JSON files and checking they have the shape toygpt writes.
+
+Whatever is in a run folder (a truncated config.json, a metrics line `5`, a loss of
+"abc", a status of `[]`) comes back either as data of the expected types or as one
+DamagedRun error with a one-line reason; never as an exception from deep inside a caller.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from toygpt_cli.errors import ToygptError
+
+
+class DamagedRun(ToygptError):
+    """A run folder whose files cannot be read as toygpt wrote them."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"run {name} is damaged: {reason}")
+        self.reason = reason
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_TESTS = {
+    "int": _is_int,
+    "num": _is_num,
+    "str": lambda v: isinstance(v, str),
+    "dict": lambda v: isinstance(v, dict),
+}
+
+# The fields each file may hold, and their kinds (a missing field or null is always fine).
+METRIC_FIELDS = {"step": "int", "train_loss": "num", "val_loss": "num", "lr": "num"}
+METRIC_FIELDS.update(tokens_per_sec="num", elapsed="num")
+SAMPLE_FIELDS = {"step": "int", "text": "str"}
+STATUS_FIELDS = {"status": "str", "host": "str", "started": "str", "updated": "str"}
+STATUS_FIELDS.update(step="int", planned_steps="int", wall_seconds="num")
+STATUS_FIELDS.update(best_val="num", last_val="num", last_train="num")
+CONFIG_FIELDS = dict.fromkeys(("model", "train", "resolved", "data"), "dict")
+CONFIG_FIELDS.update(label="str", created="str", vocab="str", n_params="int")
+
+
+def short(v: Any) -> str:
+    """A value as JSON, cut to fit in a one-line message."""
+    try:
+        text = json.dumps(v)
+    except (ValueError, TypeError):
+        text = "a huge number"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_fields(record: dict, kinds: dict[str, str]) -> str | None:
+    """The first field whose value is not of its kind, as a message; None when all are."""
+    for key, kind in kinds.items():
+        value = record.get(key)
+        if value is not None and not _TESTS[kind](value):
+            return f"{key} is {short(value)}"
+    return None
+
+
+def load_json(path: Path, run_name: str) -> Any:
+    """A JSON file of run `run_name`; DamagedRun when it cannot be read or parsed."""
+    name = path.name
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DamagedRun(run_name, f"{name} is missing") from None
+    except OSError as exc:
+        raise DamagedRun(run_name, f"cannot read {name}: {exc.strerror}") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise DamagedRun(run_name, f"{name} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        why = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise DamagedRun(run_name, f"{name} is not valid JSON ({why})") from None
+    except (ValueError, RecursionError) as exc:  # too deep, an integer of 5,000 digits
+        raise DamagedRun(run_name, f"{name} is not valid JSON ({exc})") from None
+
+
+def read_records(path: Path, run_name: str, kinds: dict[str, str]) -> list[dict[str, Any]]:
+    """A JSON-lines file's records, each with an integer `step`. A line torn by a crash
+    mid-write is skipped (the last one, or one a later append ran into), as fileio does;
+    a whole record of the wrong shape is a DamagedRun naming its line."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise DamagedRun(run_name, f"cannot read {path.name}: {exc.strerror}") from None
+    records = []
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if not line.endswith(b"\n"):
+                break
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if not isinstance(record, dict):
+                problem: str | None = f"not a record: {short(record)}"
+            elif not _is_int(record.get("step")):
+                problem = f"step is {short(record.get('step'))}"
+            else:
+                problem = check_fields(record, kinds)
+            if problem:
+                raise DamagedRun(run_name, f"{path.name} line {lineno}: {problem}")
+            records.append(record)
+    return records
