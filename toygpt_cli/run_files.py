@@ -80,7 +80,7 @@ def load_json(path: Path, run_name: str) -> Any:
     except UnicodeDecodeError:
         raise DamagedRun(run_name, f"{name} is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        why = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        why = f"{exc.msg}: line {exc.lineno} column {exc.colno}"
         raise DamagedRun(run_name, f"{name} is not valid JSON ({why})") from None
     except (ValueError, RecursionError) as exc:  # too deep, an integer of 5,000 digits
         raise DamagedRun(run_name, f"{name} is not valid JSON ({exc})") from None
