@@ -1,5 +1,4 @@
 import json
-import os
 
 import pytest
 
@@ -7,6 +6,7 @@ from toygpt_cli import plot
 
 from .cli_helpers import toygpt
 from .conftest import TINY_ARGS
+from .fake_runs import make_run
 
 
 @pytest.fixture
@@ -79,14 +79,6 @@ def test_rm_asks_and_respects_the_answer(two_runs):
     assert r.exit_code == 0 and not two_runs[1].exists()
 
 
-def test_rm_refuses_a_running_run(two_runs):
-    status = two_runs[0] / "status.json"
-    data = json.loads(status.read_text())
-    status.write_text(json.dumps(data | {"status": "running", "pid": os.getpid()}))
-    r = toygpt("runs", "rm", "--yes", two_runs[0].name)
-    assert r.exit_code == 1 and "still training" in r.stderr and two_runs[0].exists()
-
-
 def test_checkpoint_best_and_last(two_runs):
     for which in ("best", "last"):
         r = toygpt("sample", "--checkpoint", which, "-n", "5", "--seed", "1")
@@ -114,3 +106,105 @@ def toygpt_input(text, *args):
     from toygpt_cli.cli.app import app
 
     return CliRunner().invoke(app, list(args), input=text)
+
+
+# -- listing what users and crashes leave behind (hand-made run folders, no training) ----------
+
+
+@pytest.fixture
+def odd_runs(dirs):
+    """A good run, runs with damaged files, and user text that looks like rich markup."""
+    _, runs = dirs
+    make_run(runs, "20261123-201501", {"label": "base"})
+    markup = make_run(runs, "20261123-201502", {"label": "[bold]x[/]"}, status="[]unknown[/]")
+    (make_run(runs, "20261123-201503") / "metrics.jsonl").write_text("5\n")
+    (make_run(runs, "20261123-201504") / "config.json").write_text('{"model": {"n_la')
+    (make_run(runs, "20261123-201505") / "status.json").write_text('{"pid": ' + "9" * 31 + "}")
+    return runs, markup
+
+
+def test_one_odd_run_never_breaks_the_listing(odd_runs):
+    r = toygpt("runs")
+    assert r.exit_code == 0, r.stderr
+    assert "[]unknown[/]" in r.stdout and "[bold]x[/]" in r.stdout  # shown, not parsed
+    assert "20261123-201503: damaged: metrics.jsonl line 1: not a record: 5" in r.stdout
+    assert "20261123-201504: damaged: config.json is not valid JSON" in r.stdout
+    assert "20261123-201505: damaged: status.json: pid 9999" in r.stdout
+    assert "base" in r.stdout and "tiny.txt" in r.stdout  # label and data columns
+    rows = {row["name"]: row for row in json.loads(toygpt("runs", "list", "--json").stdout)}
+    assert len(rows) == 5
+    assert rows["20261123-201501"]["status"] == "completed"
+    assert rows["20261123-201501"]["label"] == "base"
+    assert rows["20261123-201501"]["data"] == "tiny.txt"
+    assert [rows[n]["status"] for n in ("20261123-201503", "20261123-201504")] == ["damaged"] * 2
+
+
+def test_show_of_a_damaged_run_says_why(odd_runs):
+    r = toygpt("runs", "show", "20261123-201503")
+    assert r.exit_code == 0, r.stderr
+    assert "damaged: metrics.jsonl line 1: not a record: 5" in r.stdout
+    shown = json.loads(toygpt("runs", "show", "20261123-201504", "--json").stdout)
+    assert shown["config"] is None and shown["summary"]["status"] == "damaged"
+    r = toygpt("runs", "show", "[bold]x[/]")  # a label names a run too
+    assert r.exit_code == 0 and "20261123-201502" in r.stdout and "[]unknown[/]" in r.stdout
+
+
+def test_compare_of_a_damaged_run_is_one_line(odd_runs):
+    r = toygpt("runs", "compare", "20261123-201501", "20261123-201504")
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "run 20261123-201504 is damaged: config.json" in r.stderr
+
+
+def test_compare_warns_when_runs_differ_in_data_or_vocabulary(dirs):
+    _, runs = dirs
+    make_run(runs, "20261123-201501")
+    make_run(runs, "20261123-201502", {"label": "same"})
+    make_run(
+        runs,
+        "20261123-201503",
+        {"data": {"path": "/d/other.txt", "sha256": "cd" * 32, "chars": 9}, "vocab": "xyz"},
+    )
+    same = toygpt("runs", "compare", "20261123-201501", "same", "--json")
+    assert same.exit_code == 0 and json.loads(same.stdout)["warnings"] == []
+    assert "warning" not in same.stderr
+    r = toygpt("runs", "compare", "20261123-201501", "20261123-201503", "--json")
+    (warning,) = json.loads(r.stdout)["warnings"]
+    assert "different data" in warning and "other.txt" in warning
+    assert "different vocabularies" in warning and "not comparable" in warning
+    assert r.stderr.strip() == f"warning: {warning}"
+    table = toygpt("runs", "compare", "20261123-201501", "20261123-201503")
+    assert table.exit_code == 0 and "warning: " in table.stderr
+
+
+def test_plot_without_matplotlib_names_the_extra(dirs, monkeypatch):
+    _, runs = dirs
+    make_run(runs, "20261123-201501")
+    monkeypatch.setattr(plot, "plotting_available", lambda: False)
+    r = toygpt("runs", "plot", "latest")
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1
+    assert "pip install 'toygpt[plot]'" in r.stderr
+    assert not (runs / "20261123-201501" / "loss.png").exists()
+
+
+@pytest.mark.skipif(not plot.plotting_available(), reason="matplotlib not installed")
+def test_plot_redraws_loss_png_with_the_learning_rate(dirs, tmp_path):
+    _, runs = dirs
+    run = make_run(runs, "20261123-201501")
+    r = toygpt("runs", "plot", "latest")
+    assert r.exit_code == 0, r.stderr
+    assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = tmp_path / "curves.png"
+    assert toygpt("runs", "plot", run.name, "--output", out).exit_code == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.pyplot as plt
+
+    image = plt.imread(out)
+    assert image.shape[0] > 100  # a real picture, not an empty file
+
+
+def test_plot_of_a_run_without_evals_is_one_line(dirs, monkeypatch):
+    _, runs = dirs
+    (make_run(runs, "20261123-201501") / "metrics.jsonl").write_text("")
+    monkeypatch.setattr(plot, "plotting_available", lambda: True)
+    r = toygpt("runs", "plot", "latest")
+    assert r.exit_code == 1 and "has no evals yet" in r.stderr

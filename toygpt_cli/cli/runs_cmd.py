@@ -302,7 +302,8 @@ def plot(
     target = output or r.file(LOSS_PNG)
     if target.is_dir():
         raise ToygptError(f"--output {target} is a folder; give a file name")
-    write_loss_png(target, metrics, r.name)
+    label = r.label()
+    write_loss_png(target, metrics, f"{r.name} ({label})" if label else r.name)
     err.print(Text(f"wrote {target}"))
 
 
