@@ -1,0 +1,135 @@
+"""`toygpt export`: safetensors files that sample like the run, with tied embeddings, and
+one-line errors for damaged files and a missing extra."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from toygpt_cli.config import ModelConfig, TrainConfig
+from toygpt_cli.export import load_export
+from toygpt_cli.inference import load_for_inference
+from toygpt_cli.train import start_training
+
+from .cli_helpers import toygpt
+from .conftest import FIXTURE_CORPUS
+
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["untied", "tied"])
+def run_dir(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    corpus = root / "tiny.txt"
+    corpus.write_text(FIXTURE_CORPUS.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    model = ModelConfig(
+        block_size=16, n_embd=32, n_layer=2, n_head=4, dropout=0.0, tie_weights=request.param
+    )
+    train = TrainConfig(iters=20, eval_interval=20, eval_iters=2, batch_size=8, sample_chars=0)
+    return start_training(model, train, corpus, root / "runs").run().run.path
+
+
+def _sample(ref, *args):
+    return toygpt("sample", "--run", ref, "--dtype", "float32", "-n", 60, "--seed", 5, *args)
+
+
+def test_export_then_sample_gives_the_runs_text(run_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    r = toygpt("export", run_dir, "--output", out)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == str(out) and out.exists()
+    from_run = _sample(run_dir, "-p", "ROMEO:", "--num-samples", 2)
+    from_file = _sample(out, "-p", "ROMEO:", "--num-samples", 2)
+    assert from_run.exit_code == 0 and from_file.exit_code == 0, from_file.stderr
+    assert from_file.stdout == from_run.stdout
+    assert "step 20" in from_file.stderr and run_dir.name in from_file.stderr
+
+
+def test_the_file_holds_config_vocabulary_and_each_tensor_once(run_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    assert toygpt("export", run_dir, "-o", out).exit_code == 0
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="pt") as f:
+        meta, keys = f.metadata(), set(f.keys())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert json.loads(meta["model_config"]) == config["model"]
+    assert json.loads(meta["vocab"]) == config["vocab"]
+    assert json.loads(meta["data"])["path"] == config["data"]["path"]
+    tied = config["model"]["tie_weights"]
+    assert ("tok_emb.weight" in keys) is not tied and "lm_head.weight" in keys
+    assert json.loads(meta["tied"]) == ({"tok_emb.weight": "lm_head.weight"} if tied else {})
+
+    model, tokenizer, info = load_export(out)
+    ckpt = torch.load(run_dir / "best.pt", weights_only=True)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, ckpt["model"][name]), name
+    if tied:
+        assert model.tok_emb.weight is model.lm_head.weight  # tied again, not two copies
+    assert tokenizer.chars == config["vocab"] and info.step == 20
+
+
+def test_loaded_export_knows_the_data_to_evaluate_on(run_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    assert toygpt("export", run_dir, "-o", out).exit_code == 0
+    from_run = load_for_inference(str(run_dir), run_dir.parent)
+    from_file = load_for_inference(str(out), tmp_path)
+    assert from_file.run is None and from_file.name == from_run.name == run_dir.name
+    assert from_file.data_path == from_run.data_path and from_file.data_path.exists()
+    assert from_file.val_fraction == from_run.val_fraction
+    assert from_file.data_sha256 == from_run.data_sha256
+
+
+def test_default_output_is_in_the_run_folder(run_dir):
+    r = toygpt("export", run_dir, "--json")
+    assert r.exit_code == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["output"] == str(run_dir / "model.safetensors") and result["step"] == 20
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message", "code"),
+    [
+        (None, ["export", "{run}", "-o", "{tmp}/m.bin"], "--output must end in .safetensors", 2),
+        (None, ["export", "{run}", "-o", "{tmp}/no/m.safetensors"], "folder .* does not exist", 1),
+        ("garbage", ["sample", "--run", "{tmp}/g.safetensors"], "not a readable safetensors", 1),
+        ("foreign", ["sample", "--run", "{tmp}/g.safetensors"], "not a toygpt export", 1),
+        (None, ["sample", "--run", "{tmp}/none.safetensors"], "file not found", 1),
+        ("export", ["sample", "--run", "{tmp}/g.safetensors", "--checkpoint", "last"], "run fo", 2),
+    ],
+)
+def test_bad_files_and_options_are_one_line(run_dir, tmp_path, setup, args, message, code):
+    target = tmp_path / "g.safetensors"
+    if setup == "garbage":
+        target.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    elif setup == "foreign":
+        safetensors_torch.save_file({"w": torch.zeros(2)}, str(target))
+    elif setup == "export":
+        assert toygpt("export", run_dir, "-o", target).exit_code == 0
+    r = toygpt(*[a.format(run=run_dir, tmp=tmp_path) for a in args])
+    assert r.exit_code == code, (r.stdout, r.stderr)
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("error: ")
+    import re
+
+    assert re.search(message, line), line
+
+
+def test_missing_extra_names_it(run_dir, tmp_path, monkeypatch):
+    out = tmp_path / "m.safetensors"
+    assert toygpt("export", run_dir, "-o", out).exit_code == 0
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    for args in (["export", run_dir, "-o", out], ["sample", "--run", out]):
+        r = toygpt(*args)
+        assert r.exit_code == 1
+        (line,) = r.stderr.strip().splitlines()
+        assert "pip install 'toygpt[export]'" in line, line
+    monkeypatch.setitem(sys.modules, "numpy", None)  # safetensors writes through NumPy
+    monkeypatch.delitem(sys.modules, "safetensors")
+    monkeypatch.delitem(sys.modules, "safetensors.torch")
+    r = toygpt("export", run_dir, "-o", out)
+    assert r.exit_code == 1 and "toygpt[export]' (numpy is missing)" in r.stderr
