@@ -44,10 +44,26 @@ DataDir = Annotated[
         show_default=False,
     ),
 ]
+
+
+def complete_run(incomplete: str) -> list[str]:
+    """Shell completion for a run: `latest` and the run folders' names, newest first."""
+    from toygpt_cli.runs import list_run_dirs
+
+    try:
+        names = [p.name for p in list_run_dirs(paths().runs_dir)]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [n for n in ("latest", *names) if n.startswith(incomplete)]
+
+
 RunRef = Annotated[
     str,
     typer.Option(
-        "--run", "-r", help="A run: latest, latest~1 (the one before), a folder name or a path."
+        "--run",
+        "-r",
+        help="A run: latest, latest~1 (the one before), a folder name or a path.",
+        autocompletion=complete_run,
     ),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
