@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from toygpt_cli.config import ModelConfig, TrainConfig, build_configs, load_config_file
+from toygpt_cli.config import ModelConfig, TrainConfig, build_configs
 from toygpt_cli.errors import UsageError
-from toygpt_cli.presets import PRESETS
+from toygpt_cli.presets import PRESETS, load_config_file
 
 from .cli_helpers import toygpt
 from .conftest import TINY_ARGS

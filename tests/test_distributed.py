@@ -2,8 +2,11 @@
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 from toygpt_cli.checkpoint import load_checkpoint
 
@@ -66,4 +69,62 @@ def test_two_process_training_matches_one_process_with_the_same_effective_batch(
     r = toygpt("sample", "--run", str(run), "-n", "20", "--seed", "1")
     assert r.exit_code == 0 and len(r.stdout) == 21
     r = toygpt("train", "--resume", str(run), "--steps", "10")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((run / "config.json").read_text())["resolved"]["world_size"] == 1
+
+
+def _ddp_cmd(corpus, *extra):
+    return [sys.executable, "-m", "toygpt_cli", "train", "--data", str(corpus), *ARGS, *extra]
+
+
+def test_two_torchrun_agents_with_a_c10d_rendezvous_train_one_run(dirs, corpus_file):
+    """Two 'nodes' on 127.0.0.1, one process each, as a multi-node launch would be."""
+    _, runs = dirs
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, TOYGPT_RUNS_DIR=str(runs), OMP_NUM_THREADS="1", CI="1")
+    launcher = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "toygpt",
+        "--max-restarts", "0", "-m", "toygpt_cli", "train", "--data", str(corpus_file), *ARGS,
+        "--iters", "60", "--eval-interval", "30", "--batch-size", "8",
+    ]  # fmt: skip
+    agents = [
+        subprocess.Popen(launcher, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outputs = [a.communicate(timeout=300) for a in agents]
+    assert [a.returncode for a in agents] == [0, 0], outputs
+    (run,) = runs.iterdir()
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 30, 60]
+    assert json.loads((run / "config.json").read_text())["resolved"]["world_size"] == 2
+    r = toygpt("sample", "--run", str(run), "-n", "10", "--seed", "1")
+    assert r.exit_code == 0 and len(r.stdout) == 11
+    r = toygpt("train", "--resume", str(run), "--steps", "5")
+    assert r.exit_code == 0, r.stderr
+
+
+def test_sigterm_to_the_launcher_stops_every_worker_with_a_checkpoint(dirs, corpus_file):
+    _, runs = dirs
+    env = dict(os.environ, TOYGPT_RUNS_DIR=str(runs), OMP_NUM_THREADS="1", CI="1")
+    cmd = _ddp_cmd(corpus_file, "--nproc", "2", "--iters", "100000", "--eval-interval", "20")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = list(runs.glob("2*/metrics.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 2:
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    run = found[0].parent
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "interrupted"
+    assert load_checkpoint(run / "ckpt.pt")["state"]["step"] == status["step"] > 0
+    # No worker outlived the launcher: the run's lock is free again.
+    r = toygpt("train", "--resume", str(run), "--steps", "2")
     assert r.exit_code == 0, r.stderr

@@ -188,45 +188,17 @@ class Trainer:
                 self.dtype, st.step > 0, cfg.max_time, st.wall_seconds, self.last_eval,
             )
         )  # fmt: skip
-        tokens_per_step = cfg.batch_size * self.model_cfg.block_size * self.dist.world_size
-        window = [0, 0.0]  # steps and seconds since the last eval
         try:
-            while True:
-                st.wall_seconds = budget.wall()
-                at_end = (cfg.iters and st.step >= cfg.iters) or self.dist.agree_any(
-                    budget.must_stop()
-                )
-                if (st.step % cfg.eval_interval == 0 or at_end) and st.last_eval_step != st.step:
-                    tps = tokens_per_step * window[0] / window[1] if window[1] else None
-                    self._evaluate(tps, budget, final=bool(at_end))
-                    window = [0, 0.0]
-                if at_end or self.dist.agree_any(self._stop_signal is not None):
-                    break
-                t0 = time.perf_counter()
-                loss, lr = self.train_step(budget.progress(st.step, cfg))
-                window[0] += 1
-                window[1] += time.perf_counter() - t0
-                budget.step_took(time.perf_counter() - t0)
-                if cfg.save_every and st.step % cfg.save_every == 0:
-                    self._check_finite(loss.item(), "train")
-                    self.save()
-                self.emit(
-                    StepDone(
-                        st.step, cfg.iters, loss, lr, budget.wall(), window[0] / window[1],
-                        tokens_per_step * window[0] / window[1], budget.used(),
-                    )
-                )  # fmt: skip
-                if budget.estimate_due(st.step - start_step):
-                    self.emit(EstimateReady(*budget.estimate(st.step, cfg)))
+            self._loop(budget, start_step)
+            st.wall_seconds = budget.wall()
+            stopped = self._stop_signal is not None and not (cfg.iters and st.step >= cfg.iters)
+            if stopped:
+                self.save()
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             message = str(exc) if isinstance(exc, ToygptError) else f"{type(exc).__name__}: {exc}"
             self.emit(TrainEnded(status, st.step, cfg.iters, budget.wall(), message))
             raise
-        st.wall_seconds = budget.wall()
-        stopped = self._stop_signal is not None and not (cfg.iters and st.step >= cfg.iters)
-        if stopped:
-            self.save()
         status = "interrupted" if stopped else "completed"
         if not stopped and not cfg.iters:  # a budget-only run is complete when it ends
             self.cfg = replace(cfg, iters=st.step)
@@ -236,6 +208,40 @@ class Trainer:
             status, st.step, self.cfg.iters, self.last_eval, st.best_val, self.run_dir, signal,
             st.step - start_step,
         )  # fmt: skip
+
+    def _loop(self, budget: Budget, start_step: int) -> None:
+        """Steps and evals until the plan, the budget or a stop request ends the session."""
+        cfg, st = self.cfg, self.state
+        tokens_per_step = cfg.batch_size * self.model_cfg.block_size * self.dist.world_size
+        window = [0, 0.0]  # steps and seconds since the last eval
+        while True:
+            st.wall_seconds = budget.wall()
+            at_end = bool(cfg.iters and st.step >= cfg.iters)
+            at_end = self.dist.agree_any(at_end or budget.must_stop())
+            if (st.step % cfg.eval_interval == 0 or at_end) and st.last_eval_step != st.step:
+                tps = tokens_per_step * window[0] / window[1] if window[1] else None
+                self._evaluate(tps, budget, final=at_end)
+                window = [0, 0.0]
+            if at_end or self.dist.agree_any(self._stop_signal is not None):
+                return
+            t0 = time.perf_counter()
+            loss, lr = self.train_step(budget.progress(st.step, cfg))
+            took = time.perf_counter() - t0
+            window[0] += 1
+            window[1] += took
+            budget.step_took(took)
+            if cfg.save_every and st.step % cfg.save_every == 0:
+                self._check_finite(loss.item(), "train")
+                self.save()
+            rate = window[0] / window[1]
+            self.emit(
+                StepDone(
+                    st.step, cfg.iters, loss, lr, budget.wall(), rate,
+                    tokens_per_step * rate, budget.used(),
+                )
+            )  # fmt: skip
+            if budget.estimate_due(st.step - start_step):
+                self.emit(EstimateReady(*budget.estimate(st.step, cfg)))
 
     def train_step(self, progress: float = 0.0) -> tuple[torch.Tensor, float]:
         """One optimizer step on a fresh batch; returns the loss (on the device) and the lr."""

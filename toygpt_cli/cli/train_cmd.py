@@ -213,9 +213,8 @@ def _train(
 
 
 def _layers(preset, config, like, runs_dir) -> list[dict[str, Any]]:
-    from toygpt_cli.config import load_config_file
     from toygpt_cli.errors import UsageError
-    from toygpt_cli.presets import preset_options
+    from toygpt_cli.presets import load_config_file, preset_options
 
     layers: list[dict[str, Any]] = []
     if preset is not None:
