@@ -25,7 +25,7 @@ def synthetic_corpus(chars: int = 200_000, seed: int = 0) -> Corpus:
     alphabet = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
     rng = random.Random(seed)
     text = "".join(rng.choice(alphabet) for _ in range(chars))
-    return Corpus(Path("<synthetic>"), text, "", CharTokenizer(alphabet))
+    return Corpus.from_text(text, CharTokenizer(alphabet), path=Path("<synthetic>"))
 
 
 def _timed(fn, seconds: float, min_reps: int = 3) -> float:

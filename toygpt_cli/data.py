@@ -1,12 +1,18 @@
-"""Text corpora: reading them, the character tokenizer, the train/val split and batches."""
+"""Text corpora: the character tokenizer, a corpus as ids with its train/val split, and
+batches. The ids of a file come from the token cache in tokens.py."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toygpt_cli.errors import ToygptError
+
+if TYPE_CHECKING:
+    import torch
+
+    from toygpt_cli.tokens import Progress
 
 
 class CharTokenizer:
@@ -41,14 +47,11 @@ class CharTokenizer:
 
 def read_text(path: Path) -> str:
     """The file as UTF-8 text, or a one-line error saying what is wrong with it."""
+    from toygpt_cli.tokens import check_file
+
     path = Path(path)
-    if not path.exists():
-        raise ToygptError(f"data file not found: {path}")
-    if not path.is_file():
-        raise ToygptError(f"data path is not a file: {path}")
+    check_file(path)
     raw = path.read_bytes()
-    if not raw:
-        raise ToygptError(f"data file is empty: {path}")
     if b"\x00" in raw:
         raise ToygptError(f"data file is not text (it contains NUL bytes): {path}")
     try:
@@ -59,56 +62,95 @@ def read_text(path: Path) -> str:
         ) from None
 
 
+def train_chars(n_chars: int, val_fraction: float = 0.1) -> int:
+    """Where the train split ends: the first (1 - val_fraction) of the text."""
+    return int(n_chars * (1 - val_fraction))
+
+
 @dataclass
 class Corpus:
-    """A text file encoded to ids and split into train and val (the first 90% / the rest)."""
+    """A text as ids split into train and val (the first 90% / the rest).
+
+    `tokens` is a 1-D tensor of ids in the narrowest width that holds them (uint8 up to
+    256 characters, 2 bytes up to 65,536, int32 beyond), memory-mapped from the token cache
+    (see tokens.py); the splits are views into it, and only gathered windows become int64.
+    """
 
     path: Path
-    text: str
     sha256: str
     tokenizer: CharTokenizer
+    tokens: torch.Tensor
     val_fraction: float = 0.1
 
     @classmethod
     def load(
-        cls, path: Path, val_fraction: float = 0.1, tokenizer: CharTokenizer | None = None
+        cls,
+        path: Path,
+        val_fraction: float = 0.1,
+        tokenizer: CharTokenizer | None = None,
+        progress: Progress | None = None,
     ) -> Corpus:
-        text = read_text(path)
+        """The file's ids under `tokenizer` (default: its own characters), encoded once and
+        cached; `progress(phase, bytes_done, bytes_total)` hears about long passes."""
+        from toygpt_cli.tokens import load_tokens, text_facts
+
+        path = Path(path)
+        facts = text_facts(path, progress)
         if tokenizer is not None:
-            missing = tokenizer.unknown(text)
+            missing = sorted(set(facts.vocab) - set(tokenizer.chars))
             if missing:
                 raise ToygptError(
                     f"{path} has characters the run's vocabulary lacks: "
                     + " ".join(repr(c) for c in missing[:10])
                 )
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        return cls(
-            Path(path), text, digest, tokenizer or CharTokenizer.from_text(text), val_fraction
-        )
+        tokenizer = tokenizer or CharTokenizer(facts.vocab)
+        tokens = load_tokens(path, facts, tokenizer.chars, progress)
+        return cls(path, facts.sha256, tokenizer, tokens, val_fraction)
+
+    @classmethod
+    def from_text(
+        cls,
+        text: str,
+        tokenizer: CharTokenizer | None = None,
+        val_fraction: float = 0.1,
+        path: Path = Path("<text>"),
+    ) -> Corpus:
+        """A corpus held in memory (no file, no cache), encoded the same way."""
+        from toygpt_cli.tokens import encode_text, facts_of_text
+
+        facts = facts_of_text(text)
+        tokenizer = tokenizer or CharTokenizer(facts.vocab)
+        missing = sorted(set(facts.vocab) - set(tokenizer.chars))
+        if missing:
+            raise ToygptError(
+                "characters not in the vocabulary: " + " ".join(repr(c) for c in missing[:10])
+            )
+        tokens = encode_text(text, tokenizer.chars)
+        return cls(Path(path), facts.sha256, tokenizer, tokens, val_fraction)
 
     @property
     def n_chars(self) -> int:
-        return len(self.text)
+        return len(self.tokens)
 
     @property
     def n_train(self) -> int:
-        return int(self.n_chars * (1 - self.val_fraction))
+        return train_chars(self.n_chars, self.val_fraction)
 
-    def splits(self):
-        """(train, val) as 1-D int64 tensors of token ids."""
-        import torch
-
-        ids = torch.tensor(self.tokenizer.encode(self.text), dtype=torch.long)
-        return ids[: self.n_train], ids[self.n_train :]
+    def splits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train, val): views of the ids, split at n_train (nothing is copied)."""
+        return self.tokens[: self.n_train], self.tokens[self.n_train :]
 
 
 def sample_batch(data, batch_size: int, block_size: int, generator, device):
-    """Random windows of `data` as (x, y), y shifted by one; one vectorised gather.
+    """Random windows of `data` as (x, y) int64 ids, y shifted by one; one vectorised gather.
 
     Offsets come from `generator` on the CPU so the batch sequence is the same on any
-    device and can be saved and restored exactly.
+    device and can be saved and restored exactly. `data` may hold ids in any width (a
+    memory-mapped corpus): only the gathered windows are widened.
     """
     import torch
+
+    from toygpt_cli.tokens import gather_ids
 
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     idx = starts[:, None] + torch.arange(block_size + 1)
@@ -116,5 +158,5 @@ def sample_batch(data, batch_size: int, block_size: int, generator, device):
         idx = idx.pin_memory().to(data.device, non_blocking=True)
     elif data.device.type != "cpu":
         idx = idx.to(data.device)
-    window = data[idx]
+    window = gather_ids(data, idx)
     return window[:, :-1].to(device, non_blocking=True), window[:, 1:].to(device, non_blocking=True)

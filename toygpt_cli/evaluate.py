@@ -1,23 +1,30 @@
 """Loss measurement: the quick periodic estimate used while training, and the exact
-whole-split evaluation behind `toygpt eval` (every position scored once)."""
+whole-split evaluation behind `toygpt eval` (every position scored once, or an evenly
+spread subset of windows). Corpora may hold ids in 1, 2 or 4 bytes: windows are widened to
+int64 only once gathered."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from toygpt_cli.device import autocast
+from toygpt_cli.tokens import gather_ids, to_ids
 
 
 @torch.inference_mode()
 def _window_losses_sum(model, x: torch.Tensor, y: torch.Tensor, dtype: str) -> float:
+    # x and y may hold ids in any width (views of a memory-mapped corpus): widen them here,
+    # after the narrow copy to the device.
     device = next(model.parameters()).device
+    x, y = to_ids(x.to(device)), to_ids(y.to(device))
     with autocast(device, dtype):
-        logits, _, _ = model(x.to(device))
+        logits, _, _ = model(x)
     loss = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(), y.to(device).reshape(-1), reduction="sum"
+        logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), reduction="sum"
     )
     return loss.item()
 
@@ -39,34 +46,81 @@ def estimate_loss(
     total, count = 0.0, 0
     offsets = torch.arange(block_size + 1)
     for i in range(0, len(starts), chunk):
-        window = data[starts[i : i + chunk, None] + offsets]
+        window = gather_ids(data, starts[i : i + chunk, None] + offsets)
         total += _window_losses_sum(model, window[:, :-1], window[:, 1:], dtype)
         count += window[:, 1:].numel()
     model.train(was_training)
     return total / count
 
 
-def split_loss(model, data: torch.Tensor, block_size: int, dtype: str, chunk: int = 64) -> float:
-    """Mean next-character loss over a whole split, deterministically.
+def subset_windows(n_data: int, block_size: int, max_chars: int | None) -> torch.Tensor | None:
+    """Starts of the windows that score at most `max_chars` positions of a split, or None
+    when the whole split fits in that (or no limit is asked).
+
+    The subset is max_chars // block_size windows of block_size predictions (at least one),
+    spaced evenly from the start of the split to its end: deterministic, spread over all of
+    the split, and never overlapping.
+    """
+    if max_chars is None:
+        return None
+    count = max(1, max_chars // block_size)
+    if count * block_size >= n_data - 1:
+        return None
+    return torch.arange(count) * (n_data - 1 - block_size) // max(1, count - 1)
+
+
+def scored_chars(n_data: int, block_size: int, max_chars: int | None = None) -> int:
+    """How many positions `split_loss` scores."""
+    starts = subset_windows(n_data, block_size, max_chars)
+    return n_data - 1 if starts is None else len(starts) * block_size
+
+
+def split_loss(
+    model,
+    data: torch.Tensor,
+    block_size: int,
+    dtype: str,
+    chunk: int = 64,
+    max_chars: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> float:
+    """Mean next-character loss over a whole split (or a subset, see `subset_windows`),
+    deterministically; `progress(done, total)` counts scored positions.
 
     The split is cut into consecutive windows of block_size; each window predicts its next
     block_size characters, so every position after the first is scored exactly once.
     """
     was_training = model.training
     model.eval()
-    n_full = (len(data) - 1) // block_size
+    total_chars = scored_chars(len(data), block_size, max_chars)
+    starts = subset_windows(len(data), block_size, max_chars)
     total, count = 0.0, 0
+    if starts is not None:
+        offsets = torch.arange(block_size + 1)
+        for i in range(0, len(starts), chunk):
+            window = gather_ids(data, starts[i : i + chunk, None] + offsets)
+            total += _window_losses_sum(model, window[:, :-1], window[:, 1:], dtype)
+            count += window[:, 1:].numel()
+            if progress is not None:
+                progress(count, total_chars)
+        model.train(was_training)
+        return total / count
+    n_full = (len(data) - 1) // block_size
     body = data[: n_full * block_size + 1]
     xs = body[:-1].view(n_full, block_size)
     ys = body[1:].view(n_full, block_size)
     for i in range(0, n_full, chunk):
         total += _window_losses_sum(model, xs[i : i + chunk], ys[i : i + chunk], dtype)
         count += ys[i : i + chunk].numel()
+        if progress is not None:
+            progress(count, total_chars)
     rest = len(data) - 1 - n_full * block_size
     if rest:
         tail = data[n_full * block_size :]
         total += _window_losses_sum(model, tail[None, :-1], tail[None, 1:], dtype)
         count += rest
+        if progress is not None:
+            progress(count, total_chars)
     model.train(was_training)
     return total / count
 

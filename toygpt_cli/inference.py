@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,8 @@ from toygpt_cli.checkpoint import load_checkpoint, model_from_checkpoint
 from toygpt_cli.data import CharTokenizer, Corpus
 from toygpt_cli.device import resolve_device, resolve_dtype
 from toygpt_cli.errors import ToygptError, UsageError
-from toygpt_cli.evaluate import loss_report, split_loss
-from toygpt_cli.fileio import write_json
+from toygpt_cli.evaluate import loss_report, scored_chars, split_loss
+from toygpt_cli.fileio import read_json, write_json
 from toygpt_cli.model import GPT
 from toygpt_cli.runs import EVAL, Run, open_run, utc_now
 
@@ -86,33 +88,69 @@ def load_for_inference(
     )
 
 
-def evaluate_run(loaded: LoadedRun, splits: tuple[str, ...] = ("train", "val")) -> dict[str, Any]:
-    """Whole-split losses of a loaded run, also saved as the run's eval.json."""
-    data_path = Path(loaded.run.config()["data"]["path"])
+def evaluate_run(
+    loaded: LoadedRun,
+    splits: tuple[str, ...] = ("train", "val"),
+    max_chars: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Losses of a loaded run on its splits, merged into the run's eval.json.
+
+    Each split is scored whole, or on `max_chars` of its positions (evenly spaced windows,
+    see `evaluate.subset_windows`). `progress(split, done, total)` counts scored positions.
+    Results kept from eval.json: the splits not scored now, when they were scored from the
+    same checkpoint file at the same step on the same text (sha256).
+    """
+    if loaded.data_path is None:
+        raise ToygptError(f"cannot evaluate {loaded.name}: it does not record its training text")
     try:
-        corpus = Corpus.load(data_path, loaded.val_fraction, loaded.tokenizer)
+        corpus = Corpus.load(loaded.data_path, loaded.val_fraction, loaded.tokenizer)
     except ToygptError as exc:
-        raise ToygptError(f"cannot evaluate {loaded.run.name}: {exc}") from None
-    train, val = corpus.splits()
+        raise ToygptError(f"cannot evaluate {loaded.name}: {exc}") from None
     block = loaded.model.config.block_size
+    train, val = corpus.splits()
     data = {"train": train, "val": val}
-    results = {
-        s: {
-            **loss_report(split_loss(loaded.model, data[s].to(loaded.device), block, loaded.dtype)),
+    now = utc_now()
+    scored = {}
+    for s in splits:
+        tick = None if progress is None else functools.partial(progress, s)
+        loss = split_loss(
+            loaded.model, data[s].to(loaded.device), block, loaded.dtype, max_chars=max_chars,
+            progress=tick,
+        )  # fmt: skip
+        scored[s] = {
+            **loss_report(loss),
             "chars": len(data[s]),
+            "scored_chars": scored_chars(len(data[s]), block, max_chars),
+            "max_chars": max_chars,
+            "device": str(loaded.device),
+            "dtype": loaded.dtype,
+            "evaluated": now,
         }
-        for s in splits
-    }
     result = {
-        "run": loaded.run.name,
+        "run": loaded.name,
         "checkpoint": loaded.checkpoint.name,
         "step": loaded.step,
         "device": str(loaded.device),
         "dtype": loaded.dtype,
-        "data": str(data_path),
+        "data": str(loaded.data_path),
         "data_sha256": corpus.sha256,
-        "evaluated": utc_now(),
-        "splits": results,
+        "data_matches_run": loaded.data_sha256 in (None, corpus.sha256),
+        "evaluated": now,
+        "splits": scored,
     }
-    write_json(loaded.run.file(EVAL), result)
+    if loaded.run is not None:
+        path = loaded.run.file(EVAL)
+        result["splits"] = {**_kept_splits(path, result), **scored}
+        write_json(path, result)
     return result
+
+
+def _kept_splits(path: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """The split results of an earlier eval.json that still describe the same weights."""
+    try:
+        earlier = read_json(path)
+        same = all(earlier.get(k) == result[k] for k in ("checkpoint", "step", "data_sha256"))
+        return dict(earlier["splits"]) if same else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}

@@ -8,9 +8,21 @@ from typing import Annotated
 
 import typer
 
-from toygpt_cli.cli.common import DataDir, JsonFlag, err, fancy_output, handle_errors, out, paths
+from toygpt_cli.cli.common import (
+    DataDir,
+    JsonFlag,
+    emit,
+    err,
+    fancy_output,
+    handle_errors,
+    out,
+    paths,
+)
+from toygpt_cli.cli.meter import Meter
 
 app = typer.Typer(help="Download and inspect datasets.", no_args_is_help=True)
+
+VOCAB_SHOWN = 200  # characters of the vocabulary shown in the table (--json has them all)
 
 
 @app.command()
@@ -23,21 +35,47 @@ def fetch(
         str | None, typer.Option("--sha256", help="Expected sha256 of the file (hex).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Download again even if present.")] = False,
+    max_bytes: Annotated[
+        str,
+        typer.Option(
+            "--max-bytes", help="Refuse a file larger than this once decompressed (e.g. 500M, 4G)."
+        ),
+    ] = "1G",
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", help="Seconds the whole download may take, retries included."),
+    ] = 600.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    json_: JsonFlag = False,
     data_dir: DataDir = None,
 ) -> None:
     """Download Tiny Shakespeare (or --url) into the data folder, checking its sha256."""
-    from toygpt_cli.download import TINY_SHAKESPEARE_URL, fetch
+    from toygpt_cli.download import TINY_SHAKESPEARE_URL, fetch, parse_size
 
     target = paths(data_dir=data_dir).data_dir
     source = url or TINY_SHAKESPEARE_URL
-    with _download_progress(not fancy_output(quiet)) as progress:
-        result = fetch(source, target, sha256=sha256, force=force, progress=progress)
+    limit = parse_size(max_bytes)
+    with _download_progress(not fancy_output(quiet or json_)) as progress:
+        result = fetch(
+            source,
+            target,
+            sha256=sha256,
+            force=force,
+            timeout=timeout,
+            max_bytes=limit,
+            progress=progress,
+        )
     if result.downloaded:
-        err.print(f"downloaded {result.size:,} bytes to {result.path}", highlight=False)
+        err.print(f"downloaded {result.size:,} bytes to {result.path}", markup=False)
     else:
-        err.print(f"{result.path} is already there and intact; nothing to do", highlight=False)
-    err.print(f"sha256 {result.sha256}", highlight=False)
+        err.print(f"{result.path} is already there and intact; nothing to do", markup=False)
+    data = {
+        "path": str(result.path),
+        "bytes": result.size,
+        "sha256": result.sha256,
+        "downloaded": result.downloaded,
+    }
+    emit(data, lambda: err.print(f"sha256 {result.sha256}", highlight=False), json_)
 
 
 class _download_progress:
@@ -83,24 +121,28 @@ def info(
     json_: JsonFlag = False,
 ) -> None:
     """Show a dataset: path, size, characters, vocabulary, train/val split."""
-    from toygpt_cli.data import Corpus
+    from toygpt_cli.data import train_chars
     from toygpt_cli.download import TINY_SHAKESPEARE_FILE, read_checksums
     from toygpt_cli.errors import ToygptError
+    from toygpt_cli.tokens import text_facts
 
     folder = paths(data_dir=data_dir).data_dir
     path = file or folder / TINY_SHAKESPEARE_FILE
     if not path.exists() and file is None:
         raise ToygptError(f"no dataset at {path}; run `toygpt data fetch` first")
-    corpus = Corpus.load(path)
+    # The facts come from the token cache after the first look (the file is only hashed).
+    with Meter(fancy_output(json_), "bytes") as meter:
+        facts = text_facts(path, meter)
+    n_train = train_chars(facts.n_chars)  # at the default --val-fraction
     info = {
         "path": str(path),
-        "bytes": path.stat().st_size,
-        "chars": len(corpus.text),
-        "vocab_size": corpus.tokenizer.vocab_size,
-        "vocab": corpus.tokenizer.chars,
-        "train_chars": corpus.n_train,
-        "val_chars": len(corpus.text) - corpus.n_train,
-        "sha256": corpus.sha256,
+        "bytes": facts.n_bytes,
+        "chars": facts.n_chars,
+        "vocab_size": len(facts.vocab),
+        "vocab": facts.vocab,
+        "train_chars": n_train,
+        "val_chars": facts.n_chars - n_train,
+        "sha256": facts.sha256,
         "recorded_sha256": read_checksums(path.parent).get(path.name),
     }
     if json_:
@@ -112,10 +154,9 @@ def info(
     table.add_column(style="bold")
     table.add_column()
     for key, value in info.items():
-        shown = (
-            repr(value)
-            if key == "vocab"
-            else (f"{value:,}" if isinstance(value, int) else str(value))
-        )
+        if key == "vocab":  # a CJK vocabulary has thousands of characters: show its start
+            shown = repr(value[:VOCAB_SHOWN]) + (" ..." if len(value) > VOCAB_SHOWN else "")
+        else:
+            shown = f"{value:,}" if isinstance(value, int) else str(value)
         table.add_row(key, shown)
     out.print(table)

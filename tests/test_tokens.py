@@ -1,0 +1,244 @@
+"""The token cache: ids identical to the old per-character encoding, any UTF-8 text,
+encoded once and reused, rebuilt when the text changes, never half-written."""
+
+import hashlib
+
+import pytest
+import torch
+
+from toygpt_cli import tokens
+from toygpt_cli.data import CharTokenizer, Corpus, sample_batch
+from toygpt_cli.errors import ToygptError
+from toygpt_cli.evaluate import fixed_windows
+
+from .conftest import FIXTURE_CORPUS
+
+
+def _old_splits(text: str, val_fraction: float = 0.1):
+    """The corpus as toygpt encoded it before the cache: a Python list, then int64."""
+    tok = CharTokenizer.from_text(text)
+    ids = torch.tensor(tok.encode(text), dtype=torch.long)
+    n = int(len(ids) * (1 - val_fraction))
+    return tok, ids[:n], ids[n:]
+
+
+def _old_sample_batch(data, batch_size, block_size, generator):
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    window = data[starts[:, None] + torch.arange(block_size + 1)]
+    return window[:, :-1], window[:, 1:]
+
+
+def _cache_files(folder):
+    cache = folder / tokens.CACHE_DIR
+    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+
+
+@pytest.fixture
+def shakespeare(tmp_path):
+    path = tmp_path / "shakespeare.txt"
+    path.write_bytes(FIXTURE_CORPUS.read_bytes())
+    return path
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_tiny_shakespeare_batches_are_unchanged_bit_for_bit(shakespeare, cached):
+    text = shakespeare.read_text(encoding="utf-8")
+    old_tok, old_train, old_val = _old_splits(text)
+    if cached:
+        Corpus.load(shakespeare)  # the second load reads the memory-mapped cache
+    corpus = Corpus.load(shakespeare)
+    train, val = corpus.splits()
+    assert corpus.tokenizer.chars == old_tok.chars
+    assert train.dtype == torch.uint8  # 1 byte per character, not 8
+    assert torch.equal(train.long(), old_train) and torch.equal(val.long(), old_val)
+    old_gen, new_gen = torch.Generator().manual_seed(1337), torch.Generator().manual_seed(1337)
+    for _ in range(50):
+        x_old, y_old = _old_sample_batch(old_train, 32, 16, old_gen)
+        x, y = sample_batch(train, 32, 16, new_gen, torch.device("cpu"))
+        assert x.dtype == y.dtype == torch.long
+        assert torch.equal(x, x_old) and torch.equal(y, y_old)
+    assert torch.equal(old_gen.get_state(), new_gen.get_state())
+    # the eval windows are drawn from the split lengths, which are unchanged
+    assert torch.equal(
+        fixed_windows(len(val), 64, 16, 1339), fixed_windows(len(old_val), 64, 16, 1339)
+    )
+
+
+def test_splits_are_views_of_one_memory_map(shakespeare):
+    corpus = Corpus.load(shakespeare)
+    train, val = corpus.splits()
+    base = corpus.tokens.data_ptr()
+    assert train.data_ptr() == base
+    assert val.data_ptr() == base + corpus.n_train * corpus.tokens.element_size()
+    assert len(corpus.tokens) == corpus.n_chars == len(train) + len(val)
+
+
+TEXTS = {
+    "latin": "Zoë's café: naïve façade, 1½ crème brûlée.\n" * 20,
+    "cjk and emoji": "春眠不覺曉，處處聞啼鳥。🌸🐦 spring\n" * 20 + "😀 end",
+    "mixed scripts": "Ω≈ç√∫ Привет мир עברית العربية हिन्दी 🇫🇷\n" * 10,
+}
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 1 << 20])
+@pytest.mark.parametrize("name", list(TEXTS))
+def test_any_utf8_text_encodes_like_the_tokenizer(tmp_path, monkeypatch, name, chunk):
+    monkeypatch.setattr(tokens, "CHUNK", chunk)  # chunks that cut characters apart
+    text = TEXTS[name]
+    path = tmp_path / "t.txt"
+    path.write_text(text, encoding="utf-8")
+    corpus = Corpus.load(path)
+    tok = CharTokenizer.from_text(text)
+    assert corpus.tokenizer.chars == tok.chars
+    assert tokens.to_ids(corpus.tokens).tolist() == tok.encode(text)
+    assert corpus.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    memory = Corpus.from_text(text)
+    assert torch.equal(memory.tokens, corpus.tokens) and memory.sha256 == corpus.sha256
+
+
+@pytest.mark.parametrize("n_distinct, width", [(300, 2), (40_000, 2), (70_000, 4)])
+def test_large_vocabularies_use_wider_ids(tmp_path, n_distinct, width):
+    chars = [chr(c) for c in range(0x20, 0x20 + n_distinct + 2048) if not 0xD800 <= c < 0xE000]
+    text = "".join(chars[:n_distinct]) * 2
+    path = tmp_path / "wide.txt"
+    path.write_text(text, encoding="utf-8")
+    corpus = Corpus.load(path)
+    assert corpus.tokens.element_size() == width and corpus.tokenizer.vocab_size == n_distinct
+    ids = list(range(n_distinct)) * 2  # the text lists its vocabulary in code-point order
+    assert tokens.to_ids(corpus.tokens).tolist() == ids
+    idx = torch.tensor([[n_distinct - 1, 0, n_distinct + 5]])
+    assert tokens.gather_ids(corpus.tokens, idx).tolist() == [[ids[i] for i in idx[0]]]
+
+
+def test_second_load_reuses_the_cache(shakespeare, monkeypatch):
+    first = Corpus.load(shakespeare)
+    files = _cache_files(shakespeare.parent)
+    assert len(files) == 2 and files[0].endswith(".json") is not files[1].endswith(".json")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("read the whole text again")
+
+    monkeypatch.setattr(tokens, "_scan", fail)
+    monkeypatch.setattr(tokens, "_encode", fail)
+    again = Corpus.load(shakespeare)
+    assert torch.equal(again.tokens, first.tokens) and again.sha256 == first.sha256
+    assert _cache_files(shakespeare.parent) == files
+
+
+def test_changed_text_is_encoded_again_and_the_old_cache_removed(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("abcabc" * 10, encoding="utf-8")
+    before = Corpus.load(path)
+    old_files = _cache_files(tmp_path)
+    path.write_text("xyz" * 20, encoding="utf-8")
+    after = Corpus.load(path)
+    assert after.tokenizer.chars == "xyz" and after.sha256 != before.sha256
+    assert tokens.to_ids(after.tokens).tolist() == [0, 1, 2] * 20
+    new_files = _cache_files(tmp_path)
+    assert len(new_files) == 2 and not set(new_files) & set(old_files)
+
+
+def test_a_run_vocabulary_gets_its_own_ids(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("bca" * 10, encoding="utf-8")
+    corpus = Corpus.load(path, tokenizer=CharTokenizer("abcd"))
+    assert tokens.to_ids(corpus.tokens).tolist() == [1, 2, 0] * 10
+    with pytest.raises(ToygptError, match="has characters the run's vocabulary lacks: 'c'"):
+        Corpus.load(path, tokenizer=CharTokenizer("ab"))
+
+
+def test_damaged_cache_files_are_rebuilt(shakespeare):
+    good = Corpus.load(shakespeare).tokens.clone()
+    cache = shakespeare.parent / tokens.CACHE_DIR
+    (ids_file,) = cache.glob("*.tokens")
+    (facts_file,) = cache.glob("*.json")
+    ids_file.write_bytes(ids_file.read_bytes()[:100])  # truncated
+    facts_file.write_text("{not json")
+    assert torch.equal(Corpus.load(shakespeare).tokens, good)
+
+
+def test_an_interrupted_encoding_leaves_nothing(shakespeare, monkeypatch):
+    def interrupted(pieces, vocab, write):
+        write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tokens, "_encode", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Corpus.load(shakespeare)
+    assert [n for n in _cache_files(shakespeare.parent) if not n.endswith(".json")] == []
+
+
+def test_unwritable_folder_falls_back_to_the_user_cache(shakespeare, tmp_path, monkeypatch):
+    (shakespeare.parent / tokens.CACHE_DIR).write_text("in the way")  # mkdir fails here
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    corpus = Corpus.load(shakespeare)
+    files = sorted(p.name for p in (tmp_path / "home-cache" / "toygpt").iterdir())
+    assert len(files) == 2 and all(n.startswith("shakespeare.txt-") for n in files)
+    assert Corpus.load(shakespeare).tokens.data_ptr() != corpus.tokens.data_ptr()  # mapped again
+
+
+def test_no_writable_cache_keeps_the_ids_in_memory(tmp_path, monkeypatch):
+    path = tmp_path / "t.txt"
+    path.write_text("hello world\n" * 5, encoding="utf-8")
+    (tmp_path / tokens.CACHE_DIR).write_text("in the way")
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
+    corpus = Corpus.load(path)
+    tok = CharTokenizer.from_text(path.read_text())
+    assert tokens.to_ids(corpus.tokens).tolist() == tok.encode(path.read_text())
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "data file not found"),
+        (b"", "data file is empty"),
+        (b"abc\x00def", r"not text \(it contains NUL bytes\)"),
+        (b"caf\xe9 cr\xe8me", r"not UTF-8 text: .* \(invalid byte at offset 3\)"),
+        ("日本語".encode() + b"\xff", r"invalid byte at offset 9\)"),
+        ("日本語".encode()[:-1], r"invalid byte at offset 6\)"),  # cut inside a character
+    ],
+)
+@pytest.mark.parametrize("chunk", [2, 1 << 20])
+def test_bad_text_is_one_clear_error(tmp_path, monkeypatch, content, message, chunk):
+    monkeypatch.setattr(tokens, "CHUNK", chunk)
+    path = tmp_path / "bad.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ToygptError, match=message):
+        Corpus.load(path)
+    assert _cache_files(tmp_path) == []
+
+
+def test_a_folder_is_not_a_data_file(tmp_path):
+    with pytest.raises(ToygptError, match="data path is not a file"):
+        Corpus.load(tmp_path)
+
+
+def test_text_changing_while_read_is_refused(shakespeare, monkeypatch):
+    monkeypatch.setattr(tokens, "file_sha256", lambda path, progress=None: "0" * 64)
+    with pytest.raises(ToygptError, match="changed while it was being read"):
+        Corpus.load(shakespeare)
+
+
+def test_progress_reports_every_pass(shakespeare, monkeypatch):
+    monkeypatch.setattr(tokens, "CHUNK", 50_000)
+    seen = []
+    Corpus.load(shakespeare, progress=lambda *event: seen.append(event))
+    size = shakespeare.stat().st_size
+    for phase in ("hashing", "scanning", "encoding"):
+        done = [d for p, d, total in seen if p == phase and total == size]
+        assert done == sorted(done) and done[-1] == size and len(done) > 1, phase
+
+
+def test_text_changing_before_it_is_encoded_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "t.txt"
+    path.write_text("abc" * 10, encoding="utf-8")
+    old_sha = Corpus.load(path).sha256
+    for ids_file in (tmp_path / tokens.CACHE_DIR).glob("*.tokens"):
+        ids_file.unlink()
+    path.write_text("cab" * 10, encoding="utf-8")  # same size and vocabulary, other text
+    monkeypatch.setattr(tokens, "file_sha256", lambda path, progress=None: old_sha)
+    with pytest.raises(ToygptError, match="changed while it was being read"):
+        Corpus.load(path)
+    assert list((tmp_path / tokens.CACHE_DIR).glob("*.tokens")) == []
