@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,7 @@ def dirs(tmp_path, monkeypatch):
 class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     hits: dict[str, int] = {}
+    encoded: set[str] = set()  # routes whose body is gzip-compressed (Content-Encoding)
 
     def log_message(self, *args):  # keep test output clean
         pass
@@ -97,11 +100,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
+        if path in self.encoded:
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))  # what is sent: compressed
         self.end_headers()
         if path == "/cut.txt":
             self.wfile.write(body[: len(body) // 2])  # then close: a cut-off transfer
             self.wfile.flush()
+            self.close_connection = True
+            return
+        if path == "/drip.txt":  # one byte at a time, slowly, until the client gives up
+            for byte in body[:100]:
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.2)
             self.close_connection = True
             return
         self.wfile.write(body)
@@ -111,12 +126,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def http_server(tiny_text):
     """A server on 127.0.0.1 serving the tiny corpus as /input.txt, plus misbehaving routes:
     /flaky.txt (500 once, then the file), /always500.txt, /cut.txt (closes mid-body),
-    /wrong.txt (other bytes than /input.txt)."""
+    /wrong.txt (other bytes than /input.txt), /gzip.txt (the corpus gzip-encoded, with the
+    compressed Content-Length), /bomb.txt (8 KB of gzip that inflates to 8 MiB of text),
+    /latin1.txt (not UTF-8), /nul.txt (NUL bytes), /drip.txt (a byte every 0.2 s)."""
     body = tiny_text.encode()
-    _Handler.files = {"/input.txt": body, "/cut.txt": body, "/wrong.txt": body[::-1]}
+    _Handler.files = {
+        "/input.txt": body,
+        "/cut.txt": body,
+        "/wrong.txt": body[::-1],
+        "/gzip.txt": gzip.compress(body),
+        "/bomb.txt": gzip.compress(b"a" * (8 << 20)),
+        "/latin1.txt": "caf\xe9 cr\xe8me\n".encode("latin-1") * 100,
+        "/nul.txt": b"text\x00more\n" * 100,
+        "/drip.txt": body,
+    }
+    _Handler.encoded = {"/gzip.txt", "/bomb.txt"}
     _Handler.hits = {}
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     yield {
