@@ -108,6 +108,7 @@ def test_json_lists_every_sample_with_its_settings(run_dir, loaded):
     assert [row["sample"] for row in rows] == [1, 2]
     assert rows[0]["prompt"] == "To" and rows[0]["completion"] == expected[0][2:]
     assert rows[0]["seed"] == 9 and rows[0]["step"] == 30 and rows[0]["num_samples"] == 2
+    assert rows[0]["dtype"] == "float32"
 
 
 def test_temperature_zero_is_greedy(run_dir, loaded):

@@ -8,13 +8,24 @@ from typing import Annotated
 
 import typer
 
-from toygpt_cli.cli.common import CheckpointOpt, JsonFlag, RunsDir, err, handle_errors, paths
+from toygpt_cli.cli.common import (
+    CheckpointOpt,
+    JsonFlag,
+    RunsDir,
+    complete_run,
+    err,
+    handle_errors,
+    paths,
+)
 
 
 @handle_errors
 def export(
     run: Annotated[
-        str, typer.Argument(help="A run: latest, latest~1, a folder name or a path.")
+        str,
+        typer.Argument(
+            help="A run: latest, latest~1, a folder name or a path.", autocompletion=complete_run
+        ),
     ] = "latest",
     output: Annotated[
         Path | None,

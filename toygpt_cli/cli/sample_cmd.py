@@ -212,6 +212,7 @@ def _records(loaded, prompt, texts, settings, seed) -> list[dict[str, Any]]:
             "max_new_tokens": settings["max_new_tokens"],
             "temperature": settings["temperature"],
             "top_k": settings["top_k"],
+            "dtype": settings["dtype"],
             "run": loaded.name,
             "checkpoint": loaded.checkpoint.name,
             "step": loaded.step,
