@@ -287,7 +287,9 @@ def _download(job: _Job, progress: ProgressFn | None) -> tuple[str, int]:
     try:
         h = hashlib.sha256()
         text = codecs.getincrementaldecoder("utf-8")()
-        per_op = max(min(READ_TIMEOUT, job.left()), 0.05)
+        # A read may wait at most a tenth of the budget, so a stalled or dripping server
+        # overruns the deadline by little (the deadline is checked between reads).
+        per_op = max(min(READ_TIMEOUT, max(job.timeout / 10, 1.0), job.left()), 0.05)
         with (
             os.fdopen(fd, "wb") as out,
             httpx.Client(timeout=per_op, follow_redirects=True) as client,
