@@ -281,3 +281,11 @@ def test_a_changed_copy_is_not_tiny_shakespeare(tmp_path, fake_tiny_shakespeare)
     changed[0] ^= 1
     (tmp_path / "input.txt").write_bytes(bytes(changed))
     assert find_tiny_shakespeare(tmp_path) is None
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_target_that_is_not_a_file_is_one_line(tmp_path, http_server, kind):
+    target = tmp_path / "input.txt"
+    target.mkdir() if kind == "folder" else os.mkfifo(target)
+    with pytest.raises(ToygptError, match="is not a regular file"):
+        fetch(http_server["base"] + "/input.txt", tmp_path, retries=0)

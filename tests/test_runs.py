@@ -76,6 +76,9 @@ def _damage(run, file, content):
     path = run / file
     if content is None:
         path.unlink()
+    elif content == "FIFO":
+        path.unlink()
+        os.mkfifo(path)
     elif isinstance(content, bytes):
         path.write_bytes(content)
     else:
@@ -100,6 +103,9 @@ DAMAGE = [
     ("status step", "status.json", '{"step": 1.5}', "status.json: step is 1.5"),
     ("status empty", "status.json", "", "status.json is not valid JSON"),
     ("no checkpoint", "ckpt.pt", None, "no ckpt.pt"),
+    ("config fifo", "config.json", "FIFO", "config.json is not a regular file"),
+    ("metrics fifo", "metrics.jsonl", "FIFO", "metrics.jsonl is not a regular file"),
+    ("status fifo", "status.json", "FIFO", "status.json is not a regular file"),
 ]
 
 

@@ -185,8 +185,8 @@ def fetch(
     name = name or file_name_for(url)
     _check_name(name, url)
     dest = data_dir / name
-    if dest.is_dir():
-        raise ToygptError(f"{dest} is a folder; cannot save {url} there")
+    if dest.exists() and not dest.is_file():  # a folder, or a FIFO that would block
+        raise ToygptError(f"{dest} is not a regular file; cannot save {url} there")
     if dest.exists() and not force:
         expected = sha256 or read_checksums(data_dir).get(name)
         try:
@@ -221,7 +221,7 @@ def _sweep_stale_parts(dest: Path) -> None:
     """Remove `.part` files of `dest` that no live fetch holds (their fetch was killed)."""
     for part in glob.glob(_part_pattern(dest)):
         try:
-            fd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
             continue
         try:

@@ -118,7 +118,7 @@ def is_locked(path: Path) -> bool | None:
     """True while some process holds the lock on `path`, False when none does, None when
     there is no such file (or it cannot be opened): then nothing can be said."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:
@@ -135,7 +135,7 @@ def is_locked(path: Path) -> bool | None:
 def lock_owner(path: Path) -> int | None:
     """The pid recorded in a lock file (None when unknown)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:

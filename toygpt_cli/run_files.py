@@ -8,6 +8,8 @@ DamagedRun error with a one-line reason; never as an exception from deep inside 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,8 @@ def load_json(path: Path, run_name: str) -> Any:
     """A JSON file of run `run_name`; DamagedRun when it cannot be read or parsed."""
     name = path.name
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the reader
+            raise DamagedRun(run_name, f"{name} is not a regular file")
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DamagedRun(run_name, f"{name} is missing") from None
@@ -91,6 +95,8 @@ def read_records(path: Path, run_name: str, kinds: dict[str, str]) -> list[dict[
     mid-write is skipped (the last one, or one a later append ran into), as fileio does;
     a whole record of the wrong shape is a DamagedRun naming its line."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise DamagedRun(run_name, f"{path.name} is not a regular file")
         f = open(path, "rb")  # noqa: SIM115 (closed below)
     except FileNotFoundError:
         return []
