@@ -47,7 +47,8 @@ from toygpt_cli.events import (  # noqa: F401  (re-exported: the library's publi
 )
 from toygpt_cli.fileio import truncate_jsonl
 from toygpt_cli.recorder import RunRecorder
-from toygpt_cli.runs import CKPT_LAST, METRICS, SAMPLES, Run, pid_alive, utc_now
+from toygpt_cli.runs import CKPT_LAST, METRICS, SAMPLES, TENSORBOARD, Run, pid_alive, utc_now
+from toygpt_cli.tblog import TensorBoardLogger, require_tensorboard
 from toygpt_cli.trainer import Trainer
 
 DEFAULT_RESUME_STEPS = 5000
@@ -138,6 +139,7 @@ def start_training(
     command: list[str] | None = None,
     dist: Distributed | None = None,
     label: str | None = None,
+    tensorboard: bool = False,
 ) -> Trainer:
     """Check everything, then create the run folder and a Trainer ready to `run()`.
 
@@ -146,6 +148,8 @@ def start_training(
     """
     model_cfg.validate()
     train_cfg.validate()
+    if tensorboard:
+        require_tensorboard()
     dist = dist or Distributed.single()
     device = dist.device or resolve_device(train_cfg.device)
     corpus = _load_corpus(Path(data), model_cfg, train_cfg.val_fraction)
@@ -161,7 +165,8 @@ def start_training(
         try:
             run = Run(staging)
             lock = run.lock()
-            run.write_config(run_config(run, model_cfg, train_cfg, corpus, trainer, command, label))
+            config = run_config(run, model_cfg, train_cfg, corpus, trainer, command, label)
+            run.write_config({**config, "tensorboard": tensorboard})
             run.mark_running(0, train_cfg.iters)
             # A checkpoint from the first moment: a visible run can always be resumed.
             save_checkpoint(run.file(CKPT_LAST), state)
@@ -176,10 +181,12 @@ def start_training(
 
 
 def _attach_run(trainer: Trainer, run: Run, callback) -> None:
+    """The listeners of a run with a folder: the display, the recorder, TensorBoard."""
     trainer.run_dir = run
     if trainer.dist.is_main:
         recorder = RunRecorder(run, notify=callback)
-        trainer.listeners = [x for x in (callback, recorder) if x is not None]
+        tb = TensorBoardLogger(run.file(TENSORBOARD)) if run.config().get("tensorboard") else None
+        trainer.listeners = [x for x in (callback, recorder, tb) if x is not None]
 
 
 def _make_staging(runs_dir: Path) -> Path:
@@ -228,6 +235,7 @@ def resume_training(
     command: list[str] | None = None,
     dist: Distributed | None = None,
     data: Path | None = None,
+    tensorboard: bool = False,
 ) -> Trainer:
     """Continue `run` from its last checkpoint.
 
@@ -239,6 +247,8 @@ def resume_training(
     dist = dist or Distributed.single()
     if steps is not None and steps <= 0:
         raise UsageError(f"--steps must be greater than 0, got {steps}")
+    if tensorboard:
+        require_tensorboard()
     lock = run.lock() if dist.is_main else None
     status = run.status()["status"]
     ckpt_path = run.file(CKPT_LAST)
@@ -295,6 +305,9 @@ def resume_training(
         last_eval=last[-1] if last else None,
     )  # fmt: skip
     trainer.run_lock = lock
+    if dist.is_main and tensorboard and not config.get("tensorboard"):
+        config["tensorboard"] = True
+        run.write_config(config)
     _attach_run(trainer, run, callback)
     if dist.is_main:
         run.remove_stale_temp_files()

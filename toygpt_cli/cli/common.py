@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -24,7 +25,20 @@ def _width(stream) -> int | None:
 
 
 out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
+
+
+class _StatusConsole(Console):
+    """stderr: when its reader goes away (`toygpt train 2>&1 | head`), the work goes on
+    quietly instead of ending (rich's default raises SystemExit(1) mid-training)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.file.fileno())
+
+
+err = _StatusConsole(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
 
 RunsDir = Annotated[
     Path | None,

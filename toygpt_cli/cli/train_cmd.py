@@ -71,6 +71,14 @@ def _run_options(
             rich_help_panel=R,
         ),
     ] = None,
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            "--tensorboard",
+            help="Also write TensorBoard event files to <run>/tb (the tensorboard extra).",
+            rich_help_panel=R,
+        ),
+    ] = False,
     sample: Annotated[
         bool,
         typer.Option("--sample", help="Print a 500-character sample when done.", rich_help_panel=R),
@@ -145,6 +153,7 @@ def _train(
     config,
     like,
     name,
+    tensorboard,
     resume,
     steps,
     sample,
@@ -190,13 +199,13 @@ def _train(
 
             trainer = core.resume_training(
                 open_run(resume, where.runs_dir), steps, given, callback=callback,
-                command=command_line(), dist=dist, data=data,
+                command=command_line(), dist=dist, data=data, tensorboard=tensorboard,
             )  # fmt: skip
         else:
             data_path = data or file_data or _dataset_for_ranks(where.data_dir, dist)
             trainer = core.start_training(
                 model_cfg, train_cfg, data_path, where.runs_dir, callback=callback,
-                command=command_line(), dist=dist, label=name,
+                command=command_line(), dist=dist, label=name, tensorboard=tensorboard,
             )  # fmt: skip
         with display, core.stop_on_signals(trainer):
             result = trainer.run()
