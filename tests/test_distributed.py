@@ -128,3 +128,15 @@ def test_sigterm_to_the_launcher_stops_every_worker_with_a_checkpoint(dirs, corp
     # No worker outlived the launcher: the run's lock is free again.
     r = toygpt("train", "--resume", str(run), "--steps", "2")
     assert r.exit_code == 0, r.stderr
+
+
+def test_nproc_with_the_dataset_missing_offline_is_one_line_and_leaves_nothing(dirs):
+    data, runs = dirs
+    env = dict(os.environ, CI="1", https_proxy="http://127.0.0.1:9", HTTPS_PROXY="")
+    cmd = [sys.executable, "-m", "toygpt_cli", "train", "--nproc", "2", *ARGS]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "download failed" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not data.exists() and not runs.exists()

@@ -175,6 +175,8 @@ def _train(
     file_data = next((layer.pop("data") for layer in layers if "data" in layer), None)
     if nproc > 1 and "RANK" not in os.environ:
         _check_before_launch(layers, given, resume, steps, where)
+        if resume is None and data is None and file_data is None:
+            _default_dataset(where.data_dir)  # fetched once, here, not by every worker
         from toygpt_cli.launch import launch_local
 
         argv = _without_nproc(command_line()[1:])
@@ -326,19 +328,13 @@ def _dataset_for_ranks(data_dir: Path, dist) -> Path:
 
 def _default_dataset(data_dir: Path) -> Path:
     """Tiny Shakespeare in the data folder (under any name), fetched first if missing."""
-    from toygpt_cli.download import TINY_SHAKESPEARE_FILE, fetch
+    from toygpt_cli.download import TINY_SHAKESPEARE_FILE, fetch, find_tiny_shakespeare
     from toygpt_cli.errors import ToygptError
 
-    try:
-        from toygpt_cli.download import find_tiny_shakespeare
-    except ImportError:  # TEMP until download.py has it
-        find_tiny_shakespeare = None
-    found = find_tiny_shakespeare(data_dir) if find_tiny_shakespeare else None
-    path = data_dir / TINY_SHAKESPEARE_FILE
+    found = find_tiny_shakespeare(data_dir)
     if found is not None:
         return found
-    if path.exists():
-        return path
+    path = data_dir / TINY_SHAKESPEARE_FILE
     err.print(f"{path} is missing; fetching Tiny Shakespeare first")
     try:
         return fetch(data_dir=data_dir).path
