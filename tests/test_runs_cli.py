@@ -153,6 +153,9 @@ def test_compare_of_a_damaged_run_is_one_line(odd_runs):
     r = toygpt("runs", "compare", "20261123-201501", "20261123-201504")
     assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "run 20261123-201504 is damaged: config.json" in r.stderr
+    r = toygpt("runs", "compare", "20261123-201501", "20261123-201503")
+    assert r.exit_code == 1 and r.stdout == "", r.stdout  # refused before any output
+    assert "run 20261123-201503 is damaged: metrics.jsonl line 1" in r.stderr
 
 
 def test_compare_warns_when_runs_differ_in_data_or_vocabulary(dirs):

@@ -200,6 +200,7 @@ def compare(
     folder = paths(runs_dir=runs_dir).runs_dir
     opened = [open_run(ref, folder) for ref in runs]
     configs = [r.config() for r in opened]
+    curves = {r.name: _curve(r.metrics(), "val_loss") for r in opened}  # damage shows here
     options: dict[str, list] = {}
     for i, cfg in enumerate(configs):
         for section in ("model", "train", "resolved"):
@@ -218,7 +219,7 @@ def compare(
         "summaries": summaries,
         "warnings": warnings,
     }
-    emit(result, lambda: _compare_table(opened, options, differing, summaries), json_)
+    emit(result, lambda: _compare_table(opened, options, differing, summaries, curves), json_)
 
 
 def _comparability(opened, configs: list[dict]) -> list[str]:
@@ -248,7 +249,7 @@ def _comparability(opened, configs: list[dict]) -> list[str]:
     return []
 
 
-def _compare_table(opened, options, differing, summaries) -> None:
+def _compare_table(opened, options, differing, summaries, curves) -> None:
     table = Table(title="configuration (differences highlighted)")
     table.add_column("option", style="bold")
     for r in opened:
@@ -274,9 +275,7 @@ def _compare_table(opened, options, differing, summaries) -> None:
         ]
         table.add_row(label, *shown, style="bold")
     out.print(table)
-    out.print(
-        line_chart({r.name: _curve(r.metrics(), "val_loss") for r in opened}, y_label="val loss")
-    )
+    out.print(line_chart(curves, y_label="val loss"))
 
 
 @app.command()
