@@ -106,8 +106,9 @@ class TrainDisplay:
             err.print("last eval: " + eval_line(e.last_eval, e.iters, e.max_time), highlight=False)
         if not self.fancy:
             return
+        # Columns are shared by the train row and the eval row: each row fills its own text.
         count = (
-            [TextColumn("{task.fields[clock]}"), TextColumn("step {task.fields[steps]}")]
+            [TextColumn("{task.fields[count]}")]
             if e.max_time
             else [MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("<"), TimeRemainingColumn()]
         )
@@ -115,43 +116,41 @@ class TrainDisplay:
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             *count,
-            TextColumn("{task.fields[speed]}"),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("eval {task.fields[eval]}"),
+            TextColumn("{task.fields[info]}"),
             console=err,
             transient=False,
         )
         total, done = (e.max_time, 0) if e.max_time else (e.iters, e.step)
+        self._steps, self._speed, self._loss = e.step, "", "-"
         self.task = self.progress.add_task(
-            "train", total=total, completed=done, speed="", loss="-", eval=self._eval,
-            clock=self._clock(0.0), steps=e.step,
-        )  # fmt: skip
+            "train", total=total, completed=done, count=self._count(0.0), info=self._info()
+        )
         self.progress.start()
 
-    def _clock(self, used: float) -> str:
-        return f"{clock(used)} / {clock(self.max_time)}"
+    def _count(self, used: float) -> str:
+        return f"{clock(used)} / {clock(self.max_time)}  step {self._steps}"
+
+    def _info(self) -> str:
+        return f"{self._speed}  loss {self._loss}  eval {self._eval}".strip()
 
     def _advance(self, **fields) -> None:
         if self.max_time:
             used = min(time.monotonic() - self._budget_t0, self.max_time)
-            fields.update(completed=used, clock=self._clock(used))
-        self.progress.update(self.task, **fields)
+            fields.update(completed=used, count=self._count(used))
+        self.progress.update(self.task, info=self._info(), **fields)
 
     def _step(self, e) -> None:
         if self.progress is None:
             return
+        self._steps = e.step
         done = {} if self.max_time else {"completed": e.step}
         now = time.monotonic()
-        if now - self._last_refresh < 0.25 and e.step != e.iters:
-            self._advance(steps=e.step, description="train", **done)
-            return
-        self._last_refresh = now
-        # Reading the loss synchronises with the device: only a few times a second.
-        speed = f"{e.steps_per_sec:.1f} it/s {e.tokens_per_sec:,.0f} tok/s"
-        self._advance(
-            steps=e.step, loss=f"{e.loss.item():.4f}", speed=speed, eval=self._eval,
-            description="train", **done,
-        )  # fmt: skip
+        if now - self._last_refresh >= 0.25 or e.step == e.iters:
+            self._last_refresh = now
+            # Reading the loss synchronises with the device: only a few times a second.
+            self._speed = f"{e.steps_per_sec:.1f} it/s {e.tokens_per_sec:,.0f} tok/s"
+            self._loss = f"{e.loss.item():.4f}"
+        self._advance(description="train", **done)
 
     def _phase(self, e) -> None:
         if self.progress is None:
@@ -159,9 +158,9 @@ class TrainDisplay:
         if e.phase == "eval":
             if self.eval_task is None:
                 self.eval_task = self.progress.add_task(
-                    "eval", total=e.total, speed="", loss="", eval="", clock="", steps=""
+                    "eval", total=e.total, count="", info="windows"
                 )
-            self.progress.reset(self.eval_task, total=e.total, visible=True)
+            self.progress.reset(self.eval_task, total=e.total, visible=True, count=f"0/{e.total:,}")
             self.progress.update(self.eval_task, description=f"eval at step {e.step}")
         else:
             self._done_eval()
@@ -170,7 +169,8 @@ class TrainDisplay:
 
     def _phase_progress(self, e) -> None:
         if self.progress is not None and self.eval_task is not None:
-            self.progress.update(self.eval_task, completed=e.done, total=e.total)
+            count = f"{e.done:,}/{e.total:,}"
+            self.progress.update(self.eval_task, completed=e.done, total=e.total, count=count)
             self._advance()
 
     def _done_eval(self) -> None:
@@ -183,7 +183,7 @@ class TrainDisplay:
         self._done_eval()
         self._print(eval_line(r, self.iters, self.max_time))
         if self.progress is not None:
-            self._advance(eval=self._eval)
+            self._advance()
 
     def _sample(self, e) -> None:
         if self.progress is not None:
