@@ -86,6 +86,26 @@ class ModelConfig:
         choices=("default", "normal"),
     )
     tie_weights: bool = option(False, "Share input and output embeddings.", MODEL, FIXED)
+    pos: str = option(
+        "learned",
+        "Positions: learned (embeddings, as the seed) or rope (rotary; sampling past "
+        "block_size keeps a rolling key/value cache).",
+        MODEL,
+        FIXED,
+        choices=("learned", "rope"),
+    )
+    # "modern": the small-GPT speedrun recipe (modded-nanogpt, nanochat) in one choice.
+    arch: str = option(
+        "gpt2",
+        "gpt2 (LayerNorm, ReLU MLP, biases: the seed's) or modern (RMSNorm, ReLU-squared MLP, "
+        "normalised queries and keys, no biases, zero-initialised output projections).",
+        MODEL,
+        FIXED,
+        choices=("gpt2", "modern"),
+    )
+    logit_softcap: float = option(
+        0.0, "Soft-cap the logits: cap * tanh(logits / cap) (0: off).", MODEL, FIXED, min=0.0
+    )
 
     def validate(self) -> None:
         _validate(self)
@@ -93,6 +113,15 @@ class ModelConfig:
             raise OptionError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                 f"try n_head {_divisor_near(self.n_embd, self.n_head)}",
+                "n_embd",
+                "n_head",
+            )
+        head_size = self.n_embd // self.n_head
+        if self.pos == "rope" and head_size % 2:
+            raise OptionError(
+                f"pos rope needs an even head size (n_embd / n_head), got "
+                f"{self.n_embd}/{self.n_head} = {head_size}",
+                "pos",
                 "n_embd",
                 "n_head",
             )
@@ -162,6 +191,23 @@ class TrainConfig:
         False, "Decay only weight matrices, not biases, norms and embeddings.", OPTIMIZER
     )
     grad_clip: float = option(0.0, "Clip the gradient norm (0: off).", OPTIMIZER, min=0.0)
+    # Fixed: AdamW's moments and Muon's momentum cannot stand in for each other, so a run
+    # that switched would continue neither run exactly.
+    optimizer: str = option(
+        "adamw",
+        "adamw, or muon: Muon for the weight matrices inside the blocks, AdamW (at "
+        "learning_rate) for embeddings, head and vectors.",
+        OPTIMIZER,
+        FIXED,
+        choices=("adamw", "muon"),
+    )
+    muon_lr: float = option(
+        0.02, "Muon's peak learning rate (the schedule scales it like lr).", OPTIMIZER, above=0.0
+    )
+    muon_momentum: float = option(0.95, "Muon's Nesterov momentum.", OPTIMIZER, min=0.0, below=1.0)
+    muon_weight_decay: float = option(
+        0.0, "Muon's decoupled weight decay (weight_decay is AdamW's).", OPTIMIZER, min=0.0
+    )
 
     def validate(self) -> None:
         _validate(self)
@@ -332,14 +378,15 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 def options_table() -> str:
     """The README's option table, generated from the declarations."""
-    rows = ["| option | default | meaning |", "|---|---|---|"]
+    rows = ["| option | default | on resume | meaning |", "|---|---|---|---|"]
+    policy = {FIXED: "fixed", CHANGE: "may change", STEPS: "use --steps"}
     for _, f, opt in declared_fields():
         if not opt.cli:
             continue
         flags = ", ".join(f"`{x}`" for x in (opt.flag or flag_of(f.name), *opt.aliases))
         default = f.default
         shown = "off" if default is False else ("on" if default is True else f"{default}")
-        rows.append(f"| {flags} | {shown} | {opt.help} |")
+        rows.append(f"| {flags} | {shown} | {policy[opt.resume]} | {opt.help} |")
     return "\n".join(rows)
 
 
