@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from toygpt_cli import tokens
+from toygpt_cli import encoding
 from toygpt_cli.cli import meter
 from toygpt_cli.evaluate import scored_chars, split_loss, subset_windows
 from toygpt_cli.model import GPT, ModelConfig
@@ -28,8 +28,8 @@ def _no_rereading(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("read the whole text again")
 
-    monkeypatch.setattr(tokens, "_scan", fail)
-    monkeypatch.setattr(tokens, "_encode", fail)
+    monkeypatch.setattr(encoding, "scan", fail)
+    monkeypatch.setattr(encoding, "encode", fail)
 
 
 def test_subset_windows_are_spread_and_disjoint():

@@ -2,11 +2,12 @@
 encoded once and reused, rebuilt when the text changes, never half-written."""
 
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
 
-from toygpt_cli import tokens
+from toygpt_cli import encoding, tokens
 from toygpt_cli.data import CharTokenizer, Corpus, sample_batch
 from toygpt_cli.errors import ToygptError
 from toygpt_cli.evaluate import fixed_windows
@@ -75,15 +76,19 @@ def test_splits_are_views_of_one_memory_map(shakespeare):
 
 TEXTS = {
     "latin": "Zoë's café: naïve façade, 1½ crème brûlée.\n" * 20,
+    "mostly ascii": ("plain words " * 40 + "and 語 or ÿ\n") * 5 + "Ω",
     "cjk and emoji": "春眠不覺曉，處處聞啼鳥。🌸🐦 spring\n" * 20 + "😀 end",
     "mixed scripts": "Ω≈ç√∫ Привет мир עברית العربية हिन्दी 🇫🇷\n" * 10,
 }
 
 
-@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 1 << 20])
+@pytest.mark.parametrize(
+    "chunk, sub_block", [(1, 4), (2, 4), (3, 4), (5, 4), (64, 5), (1 << 20, 7)]
+)
 @pytest.mark.parametrize("name", list(TEXTS))
-def test_any_utf8_text_encodes_like_the_tokenizer(tmp_path, monkeypatch, name, chunk):
-    monkeypatch.setattr(tokens, "CHUNK", chunk)  # chunks that cut characters apart
+def test_any_utf8_text_encodes_like_the_tokenizer(tmp_path, monkeypatch, name, chunk, sub_block):
+    monkeypatch.setattr(encoding, "CHUNK", chunk)  # chunks and blocks that cut characters apart
+    monkeypatch.setattr(encoding, "SUB_BLOCK", sub_block)
     text = TEXTS[name]
     path = tmp_path / "t.txt"
     path.write_text(text, encoding="utf-8")
@@ -118,8 +123,8 @@ def test_second_load_reuses_the_cache(shakespeare, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("read the whole text again")
 
-    monkeypatch.setattr(tokens, "_scan", fail)
-    monkeypatch.setattr(tokens, "_encode", fail)
+    monkeypatch.setattr(encoding, "scan", fail)
+    monkeypatch.setattr(encoding, "encode", fail)
     again = Corpus.load(shakespeare)
     assert torch.equal(again.tokens, first.tokens) and again.sha256 == first.sha256
     assert _cache_files(shakespeare.parent) == files
@@ -162,7 +167,7 @@ def test_an_interrupted_encoding_leaves_nothing(shakespeare, monkeypatch):
         write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tokens, "_encode", interrupted)
+    monkeypatch.setattr(encoding, "encode", interrupted)
     with pytest.raises(KeyboardInterrupt):
         Corpus.load(shakespeare)
     assert [n for n in _cache_files(shakespeare.parent) if not n.endswith(".json")] == []
@@ -196,12 +201,14 @@ def test_no_writable_cache_keeps_the_ids_in_memory(tmp_path, monkeypatch):
         (b"abc\x00def", r"not text \(it contains NUL bytes\)"),
         (b"caf\xe9 cr\xe8me", r"not UTF-8 text: .* \(invalid byte at offset 3\)"),
         ("日本語".encode() + b"\xff", r"invalid byte at offset 9\)"),
+        (b"ascii first, " * 3 + b"\xc3(", r"invalid byte at offset 39\)"),
         ("日本語".encode()[:-1], r"invalid byte at offset 6\)"),  # cut inside a character
     ],
 )
-@pytest.mark.parametrize("chunk", [2, 1 << 20])
-def test_bad_text_is_one_clear_error(tmp_path, monkeypatch, content, message, chunk):
-    monkeypatch.setattr(tokens, "CHUNK", chunk)
+@pytest.mark.parametrize("chunk, sub_block", [(2, 4), (1 << 20, 4), (1 << 20, 1 << 16)])
+def test_bad_text_is_one_clear_error(tmp_path, monkeypatch, content, message, chunk, sub_block):
+    monkeypatch.setattr(encoding, "CHUNK", chunk)
+    monkeypatch.setattr(encoding, "SUB_BLOCK", sub_block)
     path = tmp_path / "bad.txt"
     if content is not None:
         path.write_bytes(content)
@@ -216,13 +223,13 @@ def test_a_folder_is_not_a_data_file(tmp_path):
 
 
 def test_text_changing_while_read_is_refused(shakespeare, monkeypatch):
-    monkeypatch.setattr(tokens, "file_sha256", lambda path, progress=None: "0" * 64)
+    monkeypatch.setattr(encoding, "file_sha256", lambda path, progress=None: "0" * 64)
     with pytest.raises(ToygptError, match="changed while it was being read"):
         Corpus.load(shakespeare)
 
 
 def test_progress_reports_every_pass(shakespeare, monkeypatch):
-    monkeypatch.setattr(tokens, "CHUNK", 50_000)
+    monkeypatch.setattr(encoding, "CHUNK", 50_000)
     seen = []
     Corpus.load(shakespeare, progress=lambda *event: seen.append(event))
     size = shakespeare.stat().st_size
@@ -238,7 +245,43 @@ def test_text_changing_before_it_is_encoded_is_refused(tmp_path, monkeypatch):
     for ids_file in (tmp_path / tokens.CACHE_DIR).glob("*.tokens"):
         ids_file.unlink()
     path.write_text("cab" * 10, encoding="utf-8")  # same size and vocabulary, other text
-    monkeypatch.setattr(tokens, "file_sha256", lambda path, progress=None: old_sha)
+    monkeypatch.setattr(encoding, "file_sha256", lambda path, progress=None: old_sha)
     with pytest.raises(ToygptError, match="changed while it was being read"):
         Corpus.load(path)
     assert list((tmp_path / tokens.CACHE_DIR).glob("*.tokens")) == []
+
+
+def _mapped_kb(path):
+    """Resident kB of this process's mappings of `path` (Linux), or None."""
+    try:
+        smaps = Path("/proc/self/smaps").read_text().split("\n")
+    except OSError:
+        return None
+    total, inside = 0, False
+    for line in smaps:
+        if line and not line[0].isupper():  # a mapping's header line
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_reading_a_memory_map_unmaps_its_pages_now_and_then(shakespeare, monkeypatch):
+    monkeypatch.setattr(tokens, "TRIM_EVERY", 40)
+    corpus = Corpus.load(shakespeare)
+    (path,) = (shakespeare.parent / tokens.CACHE_DIR).glob("*.tokens")
+    if _mapped_kb(path) is None:
+        pytest.skip("no /proc/self/smaps")
+    train, _ = corpus.splits()
+    expected = train.long()
+    tokens.note_reads(train, 40)  # unmaps what that read
+    assert _mapped_kb(path) == 0
+    g = torch.Generator().manual_seed(0)
+    starts = torch.randint(len(train) - 9, (39, 1), generator=g)
+    index = starts + torch.arange(9)
+    assert torch.equal(tokens.gather_ids(train, index), expected[index])
+    assert _mapped_kb(path) > 0  # 39 windows read: the pages are mapped
+    assert torch.equal(tokens.gather_ids(train, index[:1]), expected[index[:1]])
+    assert _mapped_kb(path) == 0  # the 40th window: unmapped again
+    assert torch.equal(tokens.gather_ids(train, index), expected[index])  # and readable
+    tokens.note_reads(expected, 1_000)  # a tensor in memory is left alone

@@ -12,7 +12,7 @@ from toygpt_cli.errors import ToygptError
 if TYPE_CHECKING:
     import torch
 
-    from toygpt_cli.tokens import Progress
+    from toygpt_cli.encoding import Progress
 
 
 class CharTokenizer:
@@ -47,7 +47,7 @@ class CharTokenizer:
 
 def read_text(path: Path) -> str:
     """The file as UTF-8 text, or a one-line error saying what is wrong with it."""
-    from toygpt_cli.tokens import check_file
+    from toygpt_cli.encoding import check_file
 
     path = Path(path)
     check_file(path)
@@ -116,7 +116,7 @@ class Corpus:
         path: Path = Path("<text>"),
     ) -> Corpus:
         """A corpus held in memory (no file, no cache), encoded the same way."""
-        from toygpt_cli.tokens import encode_text, facts_of_text
+        from toygpt_cli.encoding import encode_text, facts_of_text
 
         facts = facts_of_text(text)
         tokenizer = tokenizer or CharTokenizer(facts.vocab)

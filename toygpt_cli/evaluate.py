@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from toygpt_cli.device import autocast
-from toygpt_cli.tokens import gather_ids, to_ids
+from toygpt_cli.tokens import gather_ids, note_reads, to_ids
 
 
 @torch.inference_mode()
@@ -111,6 +111,7 @@ def split_loss(
     ys = body[1:].view(n_full, block_size)
     for i in range(0, n_full, chunk):
         total += _window_losses_sum(model, xs[i : i + chunk], ys[i : i + chunk], dtype)
+        note_reads(data, len(xs[i : i + chunk]))
         count += ys[i : i + chunk].numel()
         if progress is not None:
             progress(count, total_chars)

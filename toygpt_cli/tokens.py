@@ -22,46 +22,25 @@ commands only hash the file to find its cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import mmap
 import os
-import warnings
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+import weakref
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from toygpt_cli import encoding
+from toygpt_cli.encoding import Progress, TextFacts, id_dtype
 from toygpt_cli.errors import ToygptError
 from toygpt_cli.fileio import atomic_open
 
 FORMAT = "toygpt-tokens/1"
 CACHE_DIR = ".toygpt-cache"
-CHUNK = 16 << 20  # bytes read at a time
-N_CODE_POINTS = 0x110000
-
-Progress = Callable[[str, int, int], None]  # (phase, bytes done, bytes in all)
-
-# 2-byte ids: few kernels take torch.uint16 (and torch < 2.3 lacks it), so they are
-# gathered through an int16 view and widened with a mask (see `to_ids`).
-_UINT16 = getattr(torch, "uint16", torch.int16)
-
-
-@dataclass(frozen=True)
-class TextFacts:
-    """What one pass over a text file found."""
-
-    sha256: str
-    n_bytes: int
-    n_chars: int
-    vocab: str  # every distinct character, sorted by code point
-
-
-def id_dtype(vocab_size: int) -> torch.dtype:
-    """The narrowest dtype that holds ids below vocab_size: 1, 2 or 4 bytes."""
-    if vocab_size <= 1 << 8:
-        return torch.uint8
-    return _UINT16 if vocab_size <= 1 << 16 else torch.int32
 
 
 def to_ids(tokens: torch.Tensor) -> torch.Tensor:
@@ -72,180 +51,55 @@ def to_ids(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def gather_ids(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """tokens[index] as int64: only the gathered ids are widened, never the whole corpus."""
+    """tokens[index] as int64: only the gathered ids are widened, never the whole corpus.
+    `index` holds one window per row."""
     if tokens.element_size() == 2:
-        return tokens.view(torch.int16)[index].long() & 0xFFFF
-    return tokens[index].long()
+        ids = tokens.view(torch.int16)[index].long() & 0xFFFF
+    else:
+        ids = tokens[index].long()
+    note_reads(tokens, len(index))
+    return ids
 
 
-# ---------------------------------------------------------------------- reading text
+# ---------------------------------------------------------------------- memory maps
+
+# Reading a memory-mapped file at random places makes its pages part of the process's
+# resident memory (recent Linux kernels map up to 2 MB around each read), so over a long
+# run every page of the file ends up counted. Those pages are the kernel's page cache, not
+# the process's own memory, but to keep resident memory honest and flat, the pages of a
+# token file are unmapped (MADV_DONTNEED: they stay in the page cache, and the next read
+# maps them again cheaply) after every TRIM_EVERY windows read from it: the reason nanoGPT
+# re-creates its np.memmap for every batch.
+TRIM_EVERY = 256
+_maps: weakref.WeakValueDictionary[int, mmap.mmap] = weakref.WeakValueDictionary()
+_reads: dict[int, int] = {}
 
 
-def check_file(path: Path) -> int:
-    """The file's size, or a one-line error when it is missing, not a file or empty."""
-    if not path.exists():
-        raise ToygptError(f"data file not found: {path}")
-    if not path.is_file():
-        raise ToygptError(f"data path is not a file: {path}")
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ToygptError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if size == 0:
-        raise ToygptError(f"data file is empty: {path}")
-    return size
+def map_tokens(path: Path, count: int, dtype: torch.dtype) -> torch.Tensor:
+    """The ids in a token file as a 1-D tensor backed by a private, read-only-in-practice
+    memory map (copy-on-write: writing to the tensor never changes the file)."""
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    tokens = torch.frombuffer(mapped, dtype=dtype, count=count)  # keeps `mapped` alive
+    key = tokens.untyped_storage().data_ptr()
+    _maps[key], _reads[key] = mapped, 0
+    return tokens
 
 
-def _view(buffer, dtype: torch.dtype) -> torch.Tensor:
-    # A tensor over a bytes object without a copy; torch warns that bytes are read-only,
-    # which is fine: these views are only read.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.frombuffer(buffer, dtype=dtype)
-
-
-def _code_points(text: str) -> torch.Tensor:
-    return _view(text.encode("utf-32-le"), torch.int32)
-
-
-def _char_boundary(buf: bytes) -> int:
-    """Length of the longest prefix of buf that does not end inside a UTF-8 character."""
-    n = len(buf)
-    for back in range(1, min(4, n) + 1):
-        byte = buf[n - back]
-        if byte < 0x80:  # ASCII: everything up to here is complete
-            return n
-        if byte >= 0xC0:  # the lead byte of the last character
-            needed = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
-            return n if back >= needed else n - back
-    return n  # no lead byte: invalid, and the decoder will say where
-
-
-def _pieces(path: Path, digest, progress: Progress | None, phase: str) -> Iterator[bytes | str]:
-    """The checked text in chunks cut between characters: ASCII chunks as bytes, others
-    decoded to str. Every byte read also goes into `digest`."""
-    total, done, offset, carry = path.stat().st_size, 0, 0, b""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 (closed below; open errors become one line)
-    except OSError as exc:
-        raise ToygptError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with f:
-        while True:
-            try:
-                block = f.read(CHUNK)
-            except OSError as exc:
-                raise ToygptError(f"cannot read {path}: {exc.strerror or exc}") from None
-            if not block:
-                break
-            digest.update(block)
-            done += len(block)
-            buf = carry + block if carry else block
-            cut = _char_boundary(buf)
-            body, carry = (buf, b"") if cut == len(buf) else (buf[:cut], buf[cut:])
-            if body:
-                yield _checked(body, path, offset)
-                offset += len(body)
-            if progress is not None:
-                progress(phase, done, total)
-    if carry:  # the file ends inside a character
-        _checked(carry, path, offset)
-
-
-def _checked(body: bytes, path: Path, offset: int) -> bytes | str:
-    if b"\x00" in body:
-        raise ToygptError(f"data file is not text (it contains NUL bytes): {path}")
-    if body.isascii():
-        return body
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ToygptError(
-            f"data file is not UTF-8 text: {path} (invalid byte at offset {offset + exc.start})"
-        ) from None
-
-
-def _text_pieces(text: str) -> Iterator[bytes | str]:
-    for i in range(0, len(text), CHUNK):
-        piece = text[i : i + CHUNK]
-        yield piece.encode("ascii") if piece.isascii() else piece
-
-
-def file_sha256(path: Path, progress: Progress | None = None) -> str:
-    """The sha256 of the file's bytes, read in chunks."""
-    digest, total, done = hashlib.sha256(), path.stat().st_size, 0
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(CHUNK):
-                digest.update(block)
-                done += len(block)
-                if progress is not None:
-                    progress("hashing", done, total)
-    except OSError as exc:
-        raise ToygptError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return digest.hexdigest()
-
-
-# ---------------------------------------------------------------------- vocabulary and ids
-
-
-def _scan(pieces: Iterable[bytes | str]) -> tuple[int, str]:
-    """(characters, sorted vocabulary) of the pieces."""
-    seen = torch.zeros(N_CODE_POINTS, dtype=torch.bool)
-    n_chars = 0
-    for piece in pieces:
-        n_chars += len(piece)
-        if isinstance(piece, bytes):  # ASCII: a byte histogram is the vocabulary
-            counts = torch.bincount(_view(piece, torch.uint8), minlength=256)
-            seen[:256] |= counts > 0
-        else:
-            seen |= torch.bincount(_code_points(piece), minlength=N_CODE_POINTS) > 0
-    vocab = "".join(map(chr, seen.nonzero().flatten().tolist()))
-    return n_chars, vocab
-
-
-def _encode(pieces: Iterable[bytes | str], vocab: str, write: Callable[[bytes], object]) -> int:
-    """Write the ids of the pieces' characters under `vocab` (which must hold them all);
-    returns how many were written."""
-    dtype = id_dtype(len(vocab))
-    store = torch.int16 if dtype == _UINT16 else dtype  # a bit pattern index_select can write
-    lut = torch.zeros(N_CODE_POINTS, dtype=store)
-    lut[torch.tensor([ord(c) for c in vocab], dtype=torch.long)] = torch.arange(
-        len(vocab), dtype=torch.int32
-    ).to(store)
-    ascii_table = bytes(lut[:256].tolist()) if store == torch.uint8 else None
-    n = 0
-    for piece in pieces:
-        n += len(piece)
-        if isinstance(piece, bytes) and ascii_table is not None:
-            write(piece.translate(ascii_table))  # one C loop, no tensors
-            continue
-        if isinstance(piece, bytes):
-            points = _view(piece, torch.uint8).int()
-        else:
-            points = _code_points(piece)
-        out = bytearray(len(points) * lut.element_size())
-        torch.index_select(lut, 0, points, out=torch.frombuffer(out, dtype=store))
-        write(out)
-    return n
-
-
-def facts_of_text(text: str) -> TextFacts:
-    raw = text.encode("utf-8")
-    n_chars, vocab = _scan(_text_pieces(text))
-    return TextFacts(hashlib.sha256(raw).hexdigest(), len(raw), n_chars, vocab)
-
-
-def encode_text(text: str, vocab: str) -> torch.Tensor:
-    """The ids of an in-memory text, in the cache's storage width."""
-    out = bytearray()
-    _encode(_text_pieces(text), vocab, out.extend)
-    if not out:
-        return torch.zeros(0, dtype=id_dtype(len(vocab)))
-    return torch.frombuffer(out, dtype=id_dtype(len(vocab)))
-
-
-def _changed(path: Path) -> ToygptError:
-    return ToygptError(f"{path} changed while it was being read; try again")
+def note_reads(tokens: torch.Tensor, windows: int) -> None:
+    """Count `windows` reads from `tokens`; unmap its pages every TRIM_EVERY of them when
+    it is a token file's memory map (see above). Anything else is left alone."""
+    if tokens.device.type != "cpu":
+        return
+    key = tokens.untyped_storage().data_ptr()
+    mapped = _maps.get(key)
+    if mapped is None:
+        return
+    _reads[key] += windows
+    if _reads[key] >= TRIM_EVERY and hasattr(mapped, "madvise"):
+        _reads[key] = 0
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            mapped.madvise(mmap.MADV_DONTNEED)
 
 
 # ---------------------------------------------------------------------- the cache
@@ -303,15 +157,15 @@ def text_facts(path: Path, progress: Progress | None = None) -> TextFacts:
     """Size, characters and vocabulary of a text file: from the cache when the file's
     sha256 is known there, else from one checking pass over it (then cached)."""
     path = Path(path)
-    size = check_file(path)
-    sha = file_sha256(path, progress)
+    size = encoding.check_file(path)
+    sha = encoding.file_sha256(path, progress)
     facts = _read_facts(path, sha)
     if facts is not None:
         return facts
     digest = hashlib.sha256()
-    n_chars, vocab = _scan(_pieces(path, digest, progress, "scanning"))
+    n_chars, vocab = encoding.scan(encoding.read_pieces(path, digest, progress, "scanning"))
     if digest.hexdigest() != sha:
-        raise _changed(path)
+        raise encoding.changed_error(path)
     facts = TextFacts(sha, size, n_chars, vocab)
     record = json.dumps({"format": FORMAT, **asdict(facts)}, ensure_ascii=False).encode()
     for folder, prefix in _locations(path):
@@ -333,19 +187,19 @@ def load_tokens(
     for folder, prefix in _locations(path):
         cached = folder / f"{prefix}.{key}"
         if cached.is_file() and cached.stat().st_size == nbytes:
-            return torch.from_file(str(cached), shared=False, size=facts.n_chars, dtype=dtype)
+            return map_tokens(cached, facts.n_chars, dtype)
 
     def encode(write) -> None:
         digest = hashlib.sha256()
-        n = _encode(_pieces(path, digest, progress, "encoding"), vocab, write)
+        n = encoding.encode(encoding.read_pieces(path, digest, progress, "encoding"), vocab, write)
         if digest.hexdigest() != facts.sha256 or n != facts.n_chars:
-            raise _changed(path)
+            raise encoding.changed_error(path)
 
     for folder, prefix in _locations(path):
         dest = folder / f"{prefix}.{key}"
         if _try_write(dest, lambda f: encode(f.write)):
             _evict_others(folder, prefix, facts.sha256[:16])
-            return torch.from_file(str(dest), shared=False, size=facts.n_chars, dtype=dtype)
+            return map_tokens(dest, facts.n_chars, dtype)
     out = bytearray()  # no writable cache folder: keep the ids in memory
     encode(out.extend)
     return torch.frombuffer(out, dtype=dtype)
