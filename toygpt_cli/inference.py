@@ -114,10 +114,10 @@ def evaluate_run(
     scored = {}
     for s in splits:
         tick = None if progress is None else functools.partial(progress, s)
+        # The split stays in its memory map: each chunk of windows goes to the device alone.
         loss = split_loss(
-            loaded.model, data[s].to(loaded.device), block, loaded.dtype, max_chars=max_chars,
-            progress=tick,
-        )  # fmt: skip
+            loaded.model, data[s], block, loaded.dtype, max_chars=max_chars, progress=tick
+        )
         scored[s] = {
             **loss_report(loss),
             "chars": len(data[s]),
