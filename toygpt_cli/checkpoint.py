@@ -14,8 +14,11 @@ from typing import Any
 
 import torch
 
+from toygpt_cli.config import ModelConfig, from_dict
+from toygpt_cli.data import CharTokenizer
 from toygpt_cli.errors import ToygptError
 from toygpt_cli.fileio import write_atomic
+from toygpt_cli.model import GPT
 
 FORMAT = "toygpt-checkpoint/1"
 
@@ -66,10 +69,6 @@ def _first_line(exc: BaseException) -> str:
 
 def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu"):
     """The GPT and tokenizer stored in a checkpoint, in eval mode on `device`."""
-    from toygpt_cli.config import ModelConfig, from_dict
-    from toygpt_cli.data import CharTokenizer
-    from toygpt_cli.model import GPT
-
     cfg = from_dict(ModelConfig, ckpt["model_config"])
     model = GPT(cfg)
     model.load_state_dict(ckpt["model"])

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from toygpt_cli.device import resolve_device
+from toygpt_cli.errors import UsageError
 
 
 @dataclass
@@ -31,18 +36,12 @@ class Distributed:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1 or "RANK" not in os.environ:
             return cls.single()
-        import torch.distributed as dist
-
-        from toygpt_cli.device import resolve_device
-
         rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
         device = resolve_device(device_name)
         if device.type == "cuda":
             device = torch.device("cuda", local)  # one GPU per process
             torch.cuda.set_device(device)
         elif device.type != "cpu":
-            from toygpt_cli.errors import UsageError
-
             raise UsageError(f"multi-process training runs on cuda or cpu, not {device.type}")
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -59,8 +58,6 @@ class Distributed:
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         if not self.active:
             return model
-        from torch.nn.parallel import DistributedDataParallel
-
         ids = (
             [self.device.index] if self.device is not None and self.device.type == "cuda" else None
         )
@@ -71,8 +68,6 @@ class Distributed:
         return items[self.rank :: self.world_size] if self.active else items
 
     def _reduce(self, value: float, op) -> float:
-        import torch.distributed as dist
-
         t = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(t, op=op)
         return t.item()
@@ -80,16 +75,12 @@ class Distributed:
     def mean(self, value: float) -> float:
         if not self.active:
             return value
-        import torch.distributed as dist
-
         return self._reduce(value, dist.ReduceOp.SUM) / self.world_size
 
     def agree_any(self, flag: bool) -> bool:
         """True on every rank if it is true on any (stop requests, time budgets)."""
         if not self.active:
             return flag
-        import torch.distributed as dist
-
         return self._reduce(float(flag), dist.ReduceOp.MAX) > 0
 
     def broadcast_path(self, path: Path | None) -> Path:
@@ -97,8 +88,6 @@ class Distributed:
         if not self.active:
             assert path is not None
             return path
-        import torch.distributed as dist
-
         # Plain tensors, not broadcast_object_list: object collectives need NumPy.
         data = str(path).encode() if self.is_main else b""
         size = torch.tensor([len(data)], dtype=torch.long, device=self.device)
@@ -114,8 +103,6 @@ class Distributed:
         state = gen.get_state()
         if not self.active:
             return [state]
-        import torch.distributed as dist
-
         # CPU generator states have one fixed size, so a plain all_gather works.
         local = state.to(self.device)
         states = [torch.empty_like(local) for _ in range(self.world_size)]
@@ -123,8 +110,5 @@ class Distributed:
         return [s.cpu() for s in states]
 
     def close(self) -> None:
-        if self.active:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        if self.active and dist.is_initialized():
+            dist.destroy_process_group()
