@@ -5,7 +5,7 @@ from toygpt_cli.config import ModelConfig
 from toygpt_cli.data import CharTokenizer
 from toygpt_cli.errors import UsageError
 from toygpt_cli.model import GPT
-from toygpt_cli.sample import MIN_TEMPERATURE, generate, sample_text, stream_samples
+from toygpt_cli.sample import MIN_TEMPERATURE, _pick, generate, sample_text, stream_samples
 
 
 def _model(block_size=16):
@@ -32,6 +32,53 @@ def test_cached_and_uncached_generation_give_identical_text():
         )
         assert torch.equal(a, b)  # 60 > block_size: covers the cache and the sliding window
         assert a.shape == (3, 61)
+
+
+def _rope_model(n_layer, arch="gpt2"):
+    torch.manual_seed(3)
+    cfg = ModelConfig(vocab_size=20, block_size=16, n_embd=32, n_layer=n_layer, n_head=4,
+                      dropout=0.0, pos="rope", arch=arch)  # fmt: skip
+    model = GPT(cfg).eval()
+    with torch.no_grad():  # the modern block starts with zero projections: give them values
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    return model
+
+
+def test_rolling_cache_with_one_layer_gives_the_text_of_recomputing_the_window():
+    # With one layer, a cached key depends only on its character and position, so the
+    # rolling cache computes what the straightforward method (recompute the window) does.
+    model = _rope_model(n_layer=1)
+    start = torch.zeros(3, 1, dtype=torch.long)
+    for top_k in (None, 5):
+        kw = dict(top_k=top_k)
+        a = generate(model, start, 80, generator=torch.Generator().manual_seed(1), **kw)
+        b = generate(
+            model, start, 80, generator=torch.Generator().manual_seed(1), use_cache=False, **kw
+        )
+        assert torch.equal(a, b)  # 80 > block_size: the cache rolled 64 times
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "modern"])
+def test_rolling_cache_gives_the_text_of_sliding_window_attention(arch):
+    # With more layers each cached position keeps the context it was computed in: the text
+    # is that of the model reading the whole text with a sliding attention window, which a
+    # full forward over everything generated so far computes the straightforward way.
+    model = _rope_model(n_layer=3, arch=arch)
+    start = torch.zeros(2, 1, dtype=torch.long)
+    for top_k in (None, 5):
+        out = generate(model, start, 60, top_k=top_k, generator=torch.Generator().manual_seed(1))
+        gen, idx = torch.Generator().manual_seed(1), start
+        for _ in range(60):
+            logits, _, _ = model(idx)  # the whole text: longer than block_size
+            nxt = _pick(logits[:, -1], 1.0, top_k, gen)
+            idx = torch.cat((idx, nxt), dim=1)
+        assert torch.equal(out, idx)
+        windowed = generate(
+            model, start, 60, top_k=top_k, generator=torch.Generator().manual_seed(1),
+            use_cache=False,
+        )  # fmt: skip
+        assert torch.equal(windowed[:, :17], out[:, :17])  # the same until the window slides
 
 
 def test_same_seed_same_text_and_prompt_is_kept():

@@ -71,33 +71,41 @@ def generate_tokens(
     """Yield max_new_tokens new token columns (B, 1) that extend idx (B, T), one per step.
 
     While the context fits in block_size, a key/value cache feeds one new position per
-    step. Past that the window slides, and learned absolute positions mean every cached
-    key would need its position changed, so the whole window is recomputed each step.
-    `use_cache=False` is the straightforward method; both give the same tokens. Only the
-    last block_size tokens are kept, so memory does not grow with the length generated.
+    step. Past that the window slides:
+    - learned absolute positions mean every cached key would need its position changed,
+      so the whole window is recomputed each step (`use_cache=False` does that from the
+      start: the straightforward method, giving the same tokens);
+    - rotary positions keep a rolling cache: the oldest position drops out and the new one
+      comes in, its keys rotated at its own position, so the angles between queries and
+      cached keys stay what they were. Each cached key keeps the context it was computed
+      in, so this is sliding-window attention (what the model computes for a sequence
+      longer than block_size); with one layer it equals recomputing the window, with more
+      the text differs from `use_cache=False`, which recomputes every window from scratch.
+    Only the last block_size tokens are kept, so memory does not grow with the length.
     """
     check_sampling(temperature, top_k)
     was_training = model.training
     model.eval()
     block = model.config.block_size
+    rolling = use_cache and getattr(model.config, "pos", "learned") == "rope"
     device = idx.device
     ctx = idx[:, -block:]  # (B, <= block)
-    length = idx.size(1)  # tokens so far, prompt included
-    cache = None
+    cache, seen = None, 0  # seen: the positions the cache has taken in
     try:
         for _ in range(max_new_tokens):
             # Autocast per step: a `with` held across `yield` would leak into the caller.
             with autocast(device, dtype):
-                if use_cache and cache is not None and length <= block:
-                    logits, _, cache = model(ctx[:, -1:], cache=cache)
+                if cache is not None:
+                    logits, _, cache = model(ctx[:, -1:], cache=cache, position=seen)
+                    seen += 1
                 else:
-                    logits, _, cache = model(ctx)
-                    if not use_cache or length >= block:
-                        cache = None  # the next step's window no longer starts at position 0
+                    logits, _, cache = model(ctx)  # the window, from position 0
+                    seen = ctx.size(1)
+                if not use_cache or (seen >= block and not rolling):
+                    cache = None  # the next step's window no longer starts at position 0
             nxt = _pick(logits[:, -1, :], temperature, top_k, generator).to(device)  # (B, 1)
             yield nxt
             ctx = torch.cat((ctx, nxt), dim=1)[:, -block:]
-            length += 1
     finally:
         model.train(was_training)
 

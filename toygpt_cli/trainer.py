@@ -39,7 +39,13 @@ from toygpt_cli.events import (
     TrainStarted,
 )
 from toygpt_cli.model import GPT
-from toygpt_cli.optim import apply_hparams, learning_rate, load_optimizer_state, make_optimizer
+from toygpt_cli.optim import (
+    apply_hparams,
+    learning_rate,
+    load_optimizer_state,
+    lr_factor,
+    make_optimizer,
+)
 from toygpt_cli.optim import set_lr as _set_lr
 from toygpt_cli.sample import sample_text
 from toygpt_cli.stopwatch import Budget
@@ -246,8 +252,9 @@ class Trainer:
     def train_step(self, progress: float = 0.0) -> tuple[torch.Tensor, float]:
         """One optimizer step on a fresh batch; returns the loss (on the device) and the lr."""
         cfg, st = self.cfg, self.state
-        lr = learning_rate(cfg, st.step, progress)
-        _set_lr(self.optimizer, lr)
+        factor = lr_factor(cfg, st.step, progress)
+        _set_lr(self.optimizer, factor)  # each group's own peak rate times the schedule
+        lr = cfg.learning_rate * factor
         x, y = sample_batch(
             self.data["train"], cfg.batch_size, self.model_cfg.block_size, self.batch_gen,
             self.device,
