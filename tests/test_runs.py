@@ -91,6 +91,9 @@ DAMAGE = [
     ("config list", "config.json", "[1, 2]", "config.json is not a JSON object"),
     ("config data", "config.json", '{"data": "x.txt"}', 'config.json: data is "x.txt"'),
     ("config path", "config.json", '{"data": {"path": 5}}', "config.json: data.path is 5"),
+    ("config null section", "config.json", '{"resolved": null}', "config.json: resolved is null"),
+    ("config dtype list", "config.json", '{"resolved": {"dtype": []}}', r"resolved.dtype is \[\]"),
+    ("config chars", "config.json", '{"data": {"path": "a", "chars": "x"}}', 'data.chars is "x"'),
     ("config latin-1", "config.json", b'{"label": "caf\xe9"}', "config.json is not UTF-8"),
     ("deep config", "config.json", "[" * 100_000 + "]" * 100_000, "config.json is not valid"),
     ("metric 5", "metrics.jsonl", '{"step": 0}\n5\n', "metrics.jsonl line 2: not a record: 5"),
@@ -140,6 +143,12 @@ def test_reading_a_damaged_file_is_one_clear_error(tmp_path):
     assert Run(run).raw_status() == {}  # update_status can still rewrite it
     Run(run).update_status(status="interrupted")
     assert Run(run).status()["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("recorded", [None, ""])
+def test_a_missing_status_value_is_unknown(tmp_path, recorded):
+    run = make_run(tmp_path, "20261123-201501", status=recorded)
+    assert Run(run).status()["status"] == Run(run).summary()["status"] == "unknown"
 
 
 def test_a_torn_last_line_is_not_damage(tmp_path):

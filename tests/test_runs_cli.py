@@ -211,3 +211,46 @@ def test_plot_of_a_run_without_evals_is_one_line(dirs, monkeypatch):
     monkeypatch.setattr(plot, "plotting_available", lambda: True)
     r = toygpt("runs", "plot", "latest")
     assert r.exit_code == 1 and "has no evals yet" in r.stderr
+
+
+ODD_VALUES = [None, True, -1, 1.5, 10**30, float("nan"), "", "[red]x[/]", [], [1], {}, {"a": 1}]
+
+
+def _mutate(rng, obj):
+    if isinstance(obj, dict) and obj and rng.random() < 0.8:
+        key = rng.choice(sorted(obj))
+        obj[key] = _mutate(rng, obj[key]) if rng.random() < 0.5 else rng.choice(ODD_VALUES)
+        return obj
+    return rng.choice(ODD_VALUES)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_damage_never_breaks_a_command(dirs, seed):
+    """Any value anywhere in a run's files: every runs command exits 0 or 1 with at most one
+    line on stderr, and never a traceback."""
+    import random
+
+    rng = random.Random(seed)
+    _, runs = dirs
+    good, bad = make_run(runs, "20261123-201501"), make_run(runs, "20261123-201502")
+    for name in ("config.json", "status.json", "metrics.jsonl", "samples.jsonl"):
+        path = bad / name
+        if name.endswith(".jsonl"):
+            lines = path.read_text().splitlines()
+            i = rng.randrange(len(lines))
+            lines[i] = json.dumps(_mutate(rng, json.loads(lines[i])))
+            text = "\n".join(lines) + "\n"
+        else:
+            text = json.dumps(_mutate(rng, json.loads(path.read_text())))
+        path.write_text(text[: rng.randrange(len(text) + 1)] if rng.random() < 0.2 else text)
+    for args in (
+        ["runs"],
+        ["runs", "list", "--json"],
+        ["runs", "show", bad.name],
+        ["runs", "show", bad.name, "--json"],
+        ["runs", "compare", good.name, bad.name],
+        ["runs", "rm", "-y", bad.name],
+    ):
+        r = toygpt(*args)
+        assert r.exit_code in (0, 1) and not isinstance(r.exception, Exception), (args, r)
+        assert len(r.stderr.strip().splitlines()) <= 1 and "Traceback" not in r.stderr, args

@@ -46,8 +46,13 @@ SAMPLE_FIELDS = {"step": "int", "text": "str"}
 STATUS_FIELDS = {"status": "str", "host": "str", "started": "str", "updated": "str"}
 STATUS_FIELDS.update(step="int", planned_steps="int", wall_seconds="num")
 STATUS_FIELDS.update(best_val="num", last_val="num", last_train="num")
-CONFIG_FIELDS = dict.fromkeys(("model", "train", "resolved", "data"), "dict")
-CONFIG_FIELDS.update(label="str", created="str", vocab="str", n_params="int")
+CONFIG_FIELDS = {"label": "str", "created": "str", "vocab": "str", "n_params": "int"}
+CONFIG_SECTIONS = {  # sections that must be objects when present, and what is read in them
+    "model": {},
+    "train": {"iters": "int"},
+    "resolved": {"device": "str", "dtype": "str"},
+    "data": {"path": "str", "sha256": "str", "chars": "int"},
+}
 
 
 def short(v: Any) -> str:
@@ -66,6 +71,23 @@ def check_fields(record: dict, kinds: dict[str, str]) -> str | None:
         if value is not None and not _TESTS[kind](value):
             return f"{key} is {short(value)}"
     return None
+
+
+def config_problem(cfg: Any) -> str | None:
+    """What is wrong with a config.json's content, or None."""
+    if not isinstance(cfg, dict):
+        return f"not a JSON object: {short(cfg)}"
+    problem = check_fields(cfg, CONFIG_FIELDS)
+    for section, kinds in CONFIG_SECTIONS.items():
+        if problem or section not in cfg:
+            continue
+        if not isinstance(cfg[section], dict):
+            problem = f"{section} is {short(cfg[section])}"
+        elif check_fields(cfg[section], kinds):
+            problem = f"{section}.{check_fields(cfg[section], kinds)}"
+    if problem is None and "data" in cfg and not isinstance(cfg["data"].get("path"), str):
+        problem = f"data.path is {short(cfg['data'].get('path'))}"
+    return problem
 
 
 def load_json(path: Path, run_name: str) -> Any:

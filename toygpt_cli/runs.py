@@ -23,12 +23,12 @@ from toygpt_cli.errors import ToygptError
 from toygpt_cli.fileio import append_jsonl, write_json
 from toygpt_cli.locking import pid_alive  # noqa: F401 (part of this module's API)
 from toygpt_cli.run_files import (
-    CONFIG_FIELDS,
     METRIC_FIELDS,
     SAMPLE_FIELDS,
     STATUS_FIELDS,
     DamagedRun,
     check_fields,
+    config_problem,
     load_json,
     read_records,
     short,
@@ -175,13 +175,10 @@ class Run:
     def config(self) -> dict[str, Any]:
         """config.json, checked for the shape toygpt writes (DamagedRun otherwise)."""
         cfg = self._load(CONFIG)
-        if not isinstance(cfg, dict):
-            raise DamagedRun(self.name, f"{CONFIG} is not a JSON object: {short(cfg)}")
-        problem = check_fields(cfg, CONFIG_FIELDS)
-        if problem is None and "data" in cfg and not isinstance(cfg["data"].get("path"), str):
-            problem = f"data.path is {short(cfg['data'].get('path'))}"
+        problem = config_problem(cfg)
         if problem:
-            raise DamagedRun(self.name, f"{CONFIG}: {problem}")
+            sep = " is " if problem.startswith("not ") else ": "
+            raise DamagedRun(self.name, f"{CONFIG}{sep}{problem}")
         return cfg
 
     def label(self) -> str | None:
@@ -240,7 +237,7 @@ class Run:
         st, problem = self._checked_status()
         locked = self.is_locked()
         if locked and locking.held_here(self.path / LOCK):
-            return {**st, "status": st.get("status", "unknown")}  # what this process recorded
+            return {**st, "status": st.get("status") or "unknown"}  # what this process wrote
         if locked:
             owner = locking.lock_owner(self.path / LOCK)
             return {**st, "status": "running", "pid": owner or st.get("pid"), "message": None}
@@ -255,8 +252,7 @@ class Run:
             )
             if gone:
                 st = {**st, "status": "interrupted", "message": "the training process died"}
-        st.setdefault("status", "unknown")
-        return st
+        return {**st, "status": st.get("status") or "unknown"}
 
     def update_status(self, **fields: Any) -> dict[str, Any]:
         st = self.raw_status()

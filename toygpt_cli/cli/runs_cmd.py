@@ -142,7 +142,8 @@ def _show(r, parts: dict) -> None:
     data = config.get("data", {})
     if data:
         chars = data.get("chars")
-        rows.append(("data", f"{data.get('path')} ({chars:,} chars)" if chars else data["path"]))
+        shown = f"{data['path']} ({chars:,} chars)" if isinstance(chars, int) else data["path"]
+        rows.append(("data", shown))
     rows += [("label", config.get("label") or "-"), ("parameters", _params(config.get("n_params")))]
     rows.append(("command", config.get("command", "")))
     for k, v in rows:
