@@ -223,6 +223,8 @@ def test_a_folder_is_not_a_data_file(tmp_path):
 
 
 def test_text_changing_while_read_is_refused(shakespeare, monkeypatch):
+    Corpus.load(shakespeare)  # a cache exists: the next load hashes the file first
+    shakespeare.write_text("another text\n" * 100)
     monkeypatch.setattr(encoding, "file_sha256", lambda path, progress=None: "0" * 64)
     with pytest.raises(ToygptError, match="changed while it was being read"):
         Corpus.load(shakespeare)
@@ -230,11 +232,20 @@ def test_text_changing_while_read_is_refused(shakespeare, monkeypatch):
 
 def test_progress_reports_every_pass(shakespeare, monkeypatch):
     monkeypatch.setattr(encoding, "CHUNK", 50_000)
-    seen = []
-    Corpus.load(shakespeare, progress=lambda *event: seen.append(event))
+
+    def phases(events):
+        return list(dict.fromkeys(p for p, _, _ in events))
+
+    first = []
+    Corpus.load(shakespeare, progress=lambda *event: first.append(event))
+    assert phases(first) == ["scanning", "encoding"]  # a new file: the scan finds its sha256
+    shakespeare.write_text(shakespeare.read_text() + "more\n")  # a known file, changed
+    again = []
+    Corpus.load(shakespeare, progress=lambda *event: again.append(event))
+    assert phases(again) == ["hashing", "scanning", "encoding"]
     size = shakespeare.stat().st_size
-    for phase in ("hashing", "scanning", "encoding"):
-        done = [d for p, d, total in seen if p == phase and total == size]
+    for phase in phases(again):
+        done = [d for p, d, total in again if p == phase and total == size]
         assert done == sorted(done) and done[-1] == size and len(done) > 1, phase
 
 

@@ -9,6 +9,7 @@ by one table lookup. No step makes a Python object per character.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -185,19 +186,48 @@ def _latin1(text: str) -> bytes | None:
         return None
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    # These passes are memory-bound ops on chunks: a second thread gains little, and on a
+    # busy machine every multi-threaded op waits for a second core to be free.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def scan(pieces: Iterable[bytes | str]) -> tuple[int, str]:
     """(characters, sorted vocabulary) of the pieces."""
     seen = torch.zeros(N_CODE_POINTS, dtype=torch.bool)
-    n_chars = 0
-    for piece in pieces:
-        n_chars += len(piece)
-        raw = piece if isinstance(piece, bytes) else _latin1(piece)
-        if raw is not None:  # one byte per character: a byte histogram is the vocabulary
-            seen[:256] |= torch.bincount(_view(raw, torch.uint8), minlength=256) > 0
-        else:
-            points = _code_points(piece)
+    narrow: list[bytes] = []  # pieces with one byte per character
+    wide: list[torch.Tensor] = []  # code points of the others
+    n_chars = pending = 0
+
+    def count() -> None:  # one histogram per CHUNK characters, not one per piece
+        if narrow:
+            seen[:256] |= torch.bincount(_view(b"".join(narrow), torch.uint8), minlength=256) > 0
+        if wide:
+            points = torch.cat(wide)
             top = int(points.max()) + 1
             seen[:top] |= torch.bincount(points, minlength=top) > 0
+        narrow.clear()
+        wide.clear()
+
+    with _one_thread():
+        for piece in pieces:
+            n_chars += len(piece)
+            pending += len(piece)
+            raw = piece if isinstance(piece, bytes) else _latin1(piece)
+            if raw is not None:
+                narrow.append(raw)
+            else:
+                wide.append(_code_points(piece))
+            if pending >= CHUNK:
+                count()
+                pending = 0
+        count()
     vocab = "".join(map(chr, seen.nonzero().flatten().tolist()))
     return n_chars, vocab
 
@@ -213,16 +243,17 @@ def encode(pieces: Iterable[bytes | str], vocab: str, write: Callable[[bytes], o
     ).to(store)
     byte_table = bytes(lut[:256].tolist()) if store == torch.uint8 else None
     n = 0
-    for piece in pieces:
-        n += len(piece)
-        raw = piece if isinstance(piece, bytes) else _latin1(piece)
-        if raw is not None and byte_table is not None:
-            write(raw.translate(byte_table))  # one C loop over bytes, no tensors
-            continue
-        points = _view(raw, torch.uint8).int() if raw is not None else _code_points(piece)
-        out = bytearray(len(points) * lut.element_size())
-        torch.index_select(lut, 0, points, out=torch.frombuffer(out, dtype=store))
-        write(out)
+    with _one_thread():
+        for piece in pieces:
+            n += len(piece)
+            raw = piece if isinstance(piece, bytes) else _latin1(piece)
+            if raw is not None and byte_table is not None:
+                write(raw.translate(byte_table))  # one C loop over bytes, no tensors
+                continue
+            points = _view(raw, torch.uint8).int() if raw is not None else _code_points(piece)
+            out = bytearray(len(points) * lut.element_size())
+            torch.index_select(lut, 0, points, out=torch.frombuffer(out, dtype=store))
+            write(out)
     return n
 
 

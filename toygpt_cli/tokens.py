@@ -142,6 +142,15 @@ def _evict_others(folder: Path, prefix: str, sha16: str) -> None:
             (folder / name).unlink(missing_ok=True)
 
 
+def _has_cache(path: Path) -> bool:
+    """Whether any cache entry for `path` exists (for this or another version of it)."""
+    for folder, prefix in _locations(path):
+        with contextlib.suppress(OSError):
+            if any(p.name.startswith(prefix + ".") for p in folder.iterdir()):
+                return True
+    return False
+
+
 def _read_facts(path: Path, sha: str) -> TextFacts | None:
     for folder, prefix in _locations(path):
         try:
@@ -158,14 +167,17 @@ def text_facts(path: Path, progress: Progress | None = None) -> TextFacts:
     sha256 is known there, else from one checking pass over it (then cached)."""
     path = Path(path)
     size = encoding.check_file(path)
-    sha = encoding.file_sha256(path, progress)
-    facts = _read_facts(path, sha)
-    if facts is not None:
-        return facts
+    sha = None
+    if _has_cache(path):  # else the scan finds the sha256 itself: one pass less
+        sha = encoding.file_sha256(path, progress)
+        facts = _read_facts(path, sha)
+        if facts is not None:
+            return facts
     digest = hashlib.sha256()
     n_chars, vocab = encoding.scan(encoding.read_pieces(path, digest, progress, "scanning"))
-    if digest.hexdigest() != sha:
+    if sha not in (None, digest.hexdigest()):
         raise encoding.changed_error(path)
+    sha = digest.hexdigest()
     facts = TextFacts(sha, size, n_chars, vocab)
     record = json.dumps({"format": FORMAT, **asdict(facts)}, ensure_ascii=False).encode()
     for folder, prefix in _locations(path):
