@@ -163,6 +163,13 @@ class TrainConfig:
     )
     sample_chars: int = option(200, "Characters sampled at each eval (0: none).", TRAINING, min=0)
     compile: bool = option(False, "torch.compile the model.", TRAINING)
+    compile_mode: str = option(
+        "default",
+        "With --compile: default, reduce-overhead (CUDA graphs: the step's kernels launched "
+        "as one) or max-autotune.",
+        TRAINING,
+        choices=("default", "reduce-overhead", "max-autotune"),
+    )
     threads: int = option(
         0, "CPU threads (0: torch's choice).", TRAINING, min=0, envvar="TOYGPT_THREADS"
     )

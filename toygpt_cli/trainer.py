@@ -110,7 +110,11 @@ class Trainer:
             self._restore(checkpoint)
         self.step_model = self.dist.wrap(self.model)
         if train_cfg.compile:
-            self.step_model = torch.compile(self.step_model)
+            # reduce-overhead captures the compiled forward and backward in CUDA graphs
+            # (inputs copied into static buffers): at the default size a GPU step is
+            # otherwise launch-bound. On CPU the modes only change how it compiles.
+            mode = None if train_cfg.compile_mode == "default" else train_cfg.compile_mode
+            self.step_model = torch.compile(self.step_model, mode=mode)
         self.critical = False  # True while a checkpoint is being handed out to be written
         self.after_critical = None  # called when that ends (a deferred second Ctrl-C)
         self.run_lock = None  # the run's exclusive lock, held while this trainer exists
