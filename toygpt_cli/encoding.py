@@ -21,7 +21,7 @@ import torch
 from toygpt_cli.errors import ToygptError
 
 CHUNK = 16 << 20  # bytes read at a time
-SUB_BLOCK = 64 << 10  # the unit in which a chunk is checked for non-ASCII characters
+SUB_BLOCK = 64 << 10  # the unit in which a chunk is checked for non-ASCII (at least 4)
 N_CODE_POINTS = 0x110000
 
 Progress = Callable[[str, int, int], None]  # (phase, bytes done, bytes in all)

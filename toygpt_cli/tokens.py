@@ -11,13 +11,11 @@ written, `${XDG_CACHE_HOME:-~/.cache}/toygpt/` holds the same files (NAME gets a
 the file's path appended); when neither can, the ids are kept in memory. Writing a new
 version of a file's cache deletes the entries of its older versions.
 
-How it is built. Everything streams the file in chunks cut between characters, so memory
-does not grow with the file, and every step is vectorised: ASCII chunks (most of most
-corpora) never become Python strings; other chunks are decoded and turned into code points
-with the codec's C loops, then into ids with one table lookup. One pass finds the sha256,
-checks the text (UTF-8, no NUL bytes) and collects the vocabulary; a second writes the ids
-(their width depends on the vocabulary's size, known only at the end of the first). Later
-commands only hash the file to find its cache.
+How it is used. The first command to read a file checks it and finds its vocabulary and
+sha256 in one streaming pass, then writes its ids in a second (their width depends on the
+vocabulary's size, known only at the end of the first; see encoding.py). Later commands
+only hash the file to find its cache, and memory-map the ids: the train/val split is a
+view, and batches widen only the windows they gather to int64.
 """
 
 from __future__ import annotations
