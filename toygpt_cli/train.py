@@ -46,8 +46,9 @@ from toygpt_cli.events import (  # noqa: F401  (re-exported: the library's publi
     TrainStarted,
 )
 from toygpt_cli.fileio import truncate_jsonl
+from toygpt_cli.locking import is_locked
 from toygpt_cli.recorder import RunRecorder
-from toygpt_cli.runs import CKPT_LAST, METRICS, SAMPLES, TENSORBOARD, Run, pid_alive, utc_now
+from toygpt_cli.runs import CKPT_LAST, LOCK, METRICS, SAMPLES, TENSORBOARD, Run, pid_alive, utc_now
 from toygpt_cli.tblog import TensorBoardLogger, require_tensorboard
 from toygpt_cli.trainer import Trainer
 
@@ -194,8 +195,10 @@ def _make_staging(runs_dir: Path) -> Path:
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
         for old in runs_dir.glob(STAGING_PREFIX + "*"):
+            # Its builder holds its lock; before taking it, only its pid (in the name) says.
+            locked = is_locked(old / LOCK)
             pid = old.name[len(STAGING_PREFIX) :].split("-")[0]
-            if pid.isdigit() and not pid_alive(int(pid)):
+            if locked is False or (locked is None and pid.isdigit() and not pid_alive(int(pid))):
                 shutil.rmtree(old, ignore_errors=True)
         staging = runs_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
