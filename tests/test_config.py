@@ -77,3 +77,14 @@ def test_presets_apply_and_the_command_line_wins():
     assert build_configs(PRESETS["seed"]) == (ModelConfig(), TrainConfig())
     _, t = build_configs(PRESETS["cpu"])  # raises if invalid: heads divide width, lr >= min_lr
     assert t.max_time == 600.0 and t.lr_schedule == "cosine" and t.iters == 0  # no step limit
+
+
+def test_cpu_presets_build_and_todays_recipe_is_kept_beside_the_new_one():
+    for name in ("cpu", "cpu-1m", "cpu-adamw"):
+        _, t = build_configs(PRESETS[name])
+        assert t.max_time > 0 and t.iters == 0, name
+    m, t = build_configs(PRESETS["cpu"])
+    assert (m.pos, m.arch, t.optimizer) == ("rope", "modern", "muon")
+    m, t = build_configs(PRESETS["cpu-adamw"])
+    assert (m.pos, m.arch, t.optimizer) == ("learned", "gpt2", "adamw")
+    assert (m.n_layer, m.n_embd, t.batch_size, t.weight_decay) == (5, 128, 48, 0.3)

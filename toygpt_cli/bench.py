@@ -1,6 +1,8 @@
 """Speed measurements behind `toygpt bench`: training, eval and sampling throughput at the
 default model size, and how close the training step gets to a matrix-multiply ceiling
-measured on the same device and dtype."""
+measured on the same device and dtype; then the CPU recipes side by side (AdamW with
+learned positions against Muon with the modern block and rotary positions): training
+tokens/s, and sampling past block_size at block 256 with and without the rolling cache."""
 
 from __future__ import annotations
 
@@ -12,12 +14,17 @@ from typing import Any
 
 import torch
 
-from toygpt_cli.config import ModelConfig, TrainConfig
+from toygpt_cli.config import ModelConfig, TrainConfig, build_configs
 from toygpt_cli.data import CharTokenizer, Corpus
 from toygpt_cli.device import TORCH_DTYPES, resolve_device, resolve_dtype
 from toygpt_cli.evaluate import estimate_loss, fixed_windows
-from toygpt_cli.sample import sample_text
+from toygpt_cli.model import GPT
+from toygpt_cli.presets import preset_options
+from toygpt_cli.sample import generate, sample_text
 from toygpt_cli.train import Trainer
+
+RECIPES = ("cpu-adamw", "cpu", "cpu-1m")  # presets compared side by side
+SAMPLE_BLOCK = 256  # the context at which sampling past block_size is measured
 
 
 def synthetic_corpus(chars: int = 200_000, seed: int = 0) -> Corpus:
@@ -58,7 +65,8 @@ def _sync(device: torch.device) -> None:
 
 def train_flops_per_token(cfg: ModelConfig, n_params: int) -> float:
     """6 x the weights a token passes through, plus attention (PaLM's estimate)."""
-    non_embedding = n_params - cfg.vocab_size * cfg.n_embd - cfg.block_size * cfg.n_embd
+    positions = cfg.block_size * cfg.n_embd if cfg.pos == "learned" else 0
+    non_embedding = n_params - cfg.vocab_size * cfg.n_embd - positions
     return 6 * non_embedding + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
 
@@ -68,6 +76,7 @@ def run_benchmarks(
     seconds: float = 5.0,
     model_cfg: ModelConfig | None = None,
     train_cfg: TrainConfig | None = None,
+    recipes: tuple[str, ...] = RECIPES,
 ) -> dict[str, Any]:
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -82,9 +91,10 @@ def run_benchmarks(
         loss.item()  # wait for the device
 
     step_s = _timed(step, seconds)
-    windows = fixed_windows(len(trainer.val_data), 64 * 8, model_cfg.block_size, 0)
+    val = trainer.data["val"]
+    windows = fixed_windows(len(val), 64 * 8, model_cfg.block_size, 0)
     eval_s = _timed(
-        lambda: estimate_loss(trainer.model, trainer.val_data, windows, model_cfg.block_size, dt),
+        lambda: estimate_loss(trainer.model, val, windows, model_cfg.block_size, dt),
         seconds / 2,
         min_reps=1,
     )
@@ -145,4 +155,63 @@ def run_benchmarks(
         "periodic_eval_seconds": seed_eval_tokens / (eval_tokens / eval_s),
         "sample_chars_per_sec": n_chars / sample_s,
         "rows": rows,
+        "recipes": [
+            bench_recipe(name, *build_configs(preset_options(name)), dev, dt, seconds)
+            for name in recipes
+        ],
     }
+
+
+def bench_recipe(
+    name: str,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    device: torch.device,
+    dtype: str,
+    seconds: float,
+    sample_block: int = SAMPLE_BLOCK,
+) -> dict[str, Any]:
+    """Training speed of a recipe at its own shape, and its sampling speed past
+    block_size at `sample_block`: recomputing the window for every character (the
+    straightforward method) and, with rotary positions, with the rolling cache."""
+    corpus = synthetic_corpus()
+    model_cfg = replace(model_cfg, vocab_size=corpus.tokenizer.vocab_size)
+    train_cfg = replace(train_cfg, device=str(device), dtype=dtype, sample_chars=0)
+    trainer = Trainer(None, model_cfg, train_cfg, corpus)
+    step_s = _timed(lambda: trainer.train_step()[0].item(), seconds)
+    tokens = train_cfg.batch_size * model_cfg.block_size
+    window = sampling_speed(model_cfg, device, dtype, seconds / 2, False, sample_block)
+    rolling = None
+    if model_cfg.pos == "rope":
+        rolling = sampling_speed(model_cfg, device, dtype, seconds / 2, True, sample_block)
+    return {
+        "recipe": name,
+        "shape": f"{model_cfg.n_layer}x{model_cfg.n_embd}, {model_cfg.pos}, {model_cfg.arch}, "
+        f"{train_cfg.optimizer}",
+        "params": trainer.model.num_params(),
+        "batch": f"{train_cfg.batch_size} x {model_cfg.block_size}",
+        "train_step_ms": step_s * 1000,
+        "train_tokens_per_sec": tokens / step_s,
+        "sample_block": sample_block,
+        "sample_window_chars_per_sec": window,
+        "sample_rolling_chars_per_sec": rolling,
+        "rolling_speedup": rolling / window if rolling else None,
+    }
+
+
+def sampling_speed(
+    model_cfg: ModelConfig, device, dtype: str, seconds: float, use_cache: bool, block: int
+) -> float:
+    """Characters per second of one sample drawn past block_size (a full-window prompt)
+    by a model of this shape at context `block` (untrained: speed does not depend on it)."""
+    torch.manual_seed(0)
+    model = GPT(replace(model_cfg, block_size=block, dropout=0.0)).to(device).eval()
+    prompt = torch.zeros((1, block), dtype=torch.long, device=device)
+    chars = 200 if use_cache else 20  # the rolling run includes its one-off prefill
+
+    def draw():
+        gen = torch.Generator().manual_seed(0)
+        generate(model, prompt, chars, generator=gen, dtype=dtype, use_cache=use_cache)
+        _sync(device)
+
+    return chars / _timed(draw, seconds, min_reps=1)

@@ -66,10 +66,11 @@ class Rotary(nn.Module):
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (i, i + hs/2) of x (B, nh, T, hs) by each position's angles."""
+    """Rotate channel pairs (i, i + hs/2) of x (..., hs) by angles whose cos and sin
+    (..., hs/2) broadcast against x's halves, e.g. (T, hs/2) for x (B, nh, T, hs)."""
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (B, nh, T, hs)
+    x1, x2 = x.chunk(2, dim=-1)  # (..., hs/2) each
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (..., hs)
 
 
 def window_mask(n_queries: int, n_keys: int, window: int, device) -> torch.Tensor:

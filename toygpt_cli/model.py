@@ -46,13 +46,16 @@ class CausalSelfAttention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_size)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs)
+        qk, v = qkv[:, :, :2], qkv[:, :, 2]
+        # Queries and keys are normalised and rotated together: fewer, larger operations.
         if self.qk_norm:
-            q, k = rms_norm(q), rms_norm(k)
+            qk = rms_norm(qk)
         if rope is not None:  # keys are cached rotated: their angles stay relative to the queries'
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            cos, sin = rope  # (T, hs/2) -> broadcast over (B, T, 2, nh, hs/2)
+            qk = apply_rotary(qk, cos[:, None, None], sin[:, None, None])
+        # (B, T, nh, hs) -> (B, nh, T, hs)
+        q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), v.transpose(1, 2)
         if past is not None:
             k = torch.cat((past[0], k), dim=2)  # (B, nh, T_past + T, hs)
             v = torch.cat((past[1], v), dim=2)

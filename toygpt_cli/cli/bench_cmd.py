@@ -30,14 +30,14 @@ def bench(
     data_dir: DataDir = None,
     json_: JsonFlag = False,
 ) -> None:
-    """Measure training, eval and sampling speed at the default model size on this machine."""
+    """Measure training, eval and sampling speed on this machine, and compare the recipes."""
     from toygpt_cli.bench import run_benchmarks
     from toygpt_cli.device import set_threads
 
     set_threads(threads)
 
     if not json_:
-        err.print("benchmarking the default configuration (this takes a little while)...")
+        err.print("benchmarking the default configuration and the CPU presets (a minute)...")
     result = run_benchmarks(device=device, dtype=dtype, seconds=seconds)
     if json_:
         out.print(json.dumps(result, indent=2), markup=False, highlight=False)
@@ -54,3 +54,27 @@ def bench(
     for row in result["rows"]:
         table.add_row(row["name"], row["value"], row.get("note", ""))
     out.print(table)
+    if result["recipes"]:
+        out.print(_recipes_table(result["recipes"]))
+
+
+def _recipes_table(recipes):
+    from rich.table import Table
+
+    block = recipes[0]["sample_block"]
+    table = Table(title=f"recipes (presets); sampling past block_size at block {block}")
+    for name, justify in [
+        ("preset", "left"), ("model", "left"), ("batch", "right"), ("train tokens/s", "right"),
+        ("sampling chars/s, window recomputed", "right"), ("rolling cache", "right"),
+        ("ratio", "right"),
+    ]:  # fmt: skip
+        table.add_column(name, justify=justify)
+    for r in recipes:
+        rolling = r["sample_rolling_chars_per_sec"]
+        table.add_row(
+            r["recipe"], r["shape"], r["batch"], f"{r['train_tokens_per_sec']:,.0f}",
+            f"{r['sample_window_chars_per_sec']:,.0f}",
+            f"{rolling:,.0f}" if rolling else "- (learned positions)",
+            f"{r['rolling_speedup']:.1f}x" if rolling else "",
+        )  # fmt: skip
+    return table

@@ -40,7 +40,7 @@ def _run_options(
     ] = None,
     preset: Annotated[
         str | None,
-        typer.Option(help="seed, nanogpt-char or cpu.", rich_help_panel=R),
+        typer.Option(help="seed, nanogpt-char, cpu, cpu-1m or cpu-adamw.", rich_help_panel=R),
     ] = None,
     config: Annotated[
         Path | None,
