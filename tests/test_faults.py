@@ -163,3 +163,37 @@ def test_nproc_with_a_bad_option_is_one_line_before_anything_starts(dirs, corpus
     assert proc.stderr.strip().splitlines() == [
         "error: --learning-rate must be a finite number, got nan"
     ]
+
+
+def _edit_checkpoint(path, edit):
+    ckpt = load_checkpoint(path)
+    edit(ckpt)
+    save_checkpoint(path, {k: v for k, v in ckpt.items() if k != "format"})
+
+
+@pytest.mark.parametrize(
+    "what, edit, message",
+    [
+        ("wider config", lambda c: c["model_config"].update(n_embd=64), "does not fit|damaged"),
+        ("no state", lambda c: c.pop("state", None), "has no 'state'"),
+        ("no rng", lambda c: c.pop("rng", None), "has no 'rng'"),
+        ("bad step", lambda c: c["state"].update(step="ten"), "damaged or made by hand"),
+        ("short vocab", lambda c: c.update(vocab="ab"), "vocabulary"),
+    ],
+)
+def test_hand_made_checkpoints_are_one_line(dirs, corpus_file, what, edit, message):
+    _, runs = dirs
+    assert toygpt("train", "--data", corpus_file, *TINY_ARGS, "--iters", "2").exit_code == 0
+    (run,) = _visible_runs(runs)
+    for name in ("ckpt.pt", "best.pt"):
+        _edit_checkpoint(run / name, edit)
+    for args in (["train", "--resume", "--steps", "1"], ["sample", "-n", "5"]):
+        r = toygpt(*args)
+        if what in ("no state", "no rng", "bad step") and args[0] == "sample":
+            continue  # sampling needs none of these
+        assert r.exit_code == 1, (args, r.stdout, r.stderr)
+        (line,) = r.stderr.strip().splitlines()[-1:]
+        assert line.startswith("error: ") and "Traceback" not in r.stderr
+        import re
+
+        assert re.search(message, line), line

@@ -69,7 +69,26 @@ def _first_line(exc: BaseException) -> str:
 
 def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu"):
     """The GPT and tokenizer stored in a checkpoint, in eval mode on `device`."""
-    cfg = from_dict(ModelConfig, ckpt["model_config"])
-    model = GPT(cfg)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), CharTokenizer(ckpt["vocab"])
+    try:
+        cfg = from_dict(ModelConfig, ckpt["model_config"])
+        cfg.validate()
+        model = GPT(cfg)
+        model.load_state_dict(ckpt["model"])
+        tokenizer = CharTokenizer(ckpt["vocab"])
+    except ToygptError as exc:
+        raise ToygptError(f"the checkpoint's configuration is invalid: {exc}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise ToygptError(f"the checkpoint is damaged or made by hand: {damage(exc)}") from None
+    if tokenizer.vocab_size != cfg.vocab_size:
+        raise ToygptError(
+            f"the checkpoint is damaged: {tokenizer.vocab_size} characters in its vocabulary "
+            f"for a model of {cfg.vocab_size}"
+        )
+    return model.to(device).eval(), tokenizer
+
+
+def damage(exc: BaseException) -> str:
+    """One line saying what a malformed checkpoint lacks or gets wrong."""
+    if isinstance(exc, KeyError):
+        return f"it has no {exc}"
+    return _first_line(exc)

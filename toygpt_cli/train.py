@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from toygpt_cli import __version__
-from toygpt_cli.checkpoint import load_checkpoint, save_checkpoint
+from toygpt_cli.checkpoint import damage, load_checkpoint, save_checkpoint
 from toygpt_cli.config import ModelConfig, TrainConfig, from_dict, resume_configs, to_dict
 from toygpt_cli.data import CharTokenizer, Corpus
 from toygpt_cli.device import resolve_device
@@ -266,7 +266,7 @@ def resume_training(
         vocab = ckpt["vocab"]
         ckpt["model"], ckpt["optimizer"], ckpt["rng"]  # noqa: B018  (present?)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ToygptError(f"{ckpt_path} is damaged: missing or bad {exc}") from None
+        raise ToygptError(f"{ckpt_path} is damaged or made by hand: {damage(exc)}") from None
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     new_budget = "max_time" in overrides
     train_cfg, changed = resume_configs(model_cfg, old_train, overrides, run.name)

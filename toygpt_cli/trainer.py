@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from toygpt_cli.checkpoint import damage
 from toygpt_cli.config import ModelConfig, TrainConfig, to_dict
 from toygpt_cli.data import Corpus, sample_batch
 from toygpt_cli.device import autocast, resolve_device, resolve_dtype, set_threads
@@ -125,6 +126,12 @@ class Trainer:
 
     # -- state ------------------------------------------------------------------------
     def _restore(self, ckpt: dict[str, Any]) -> None:
+        try:
+            self._load_state(ckpt)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            raise ToygptError(f"the checkpoint does not fit its own run: {damage(e)}") from None
+
+    def _load_state(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
         load_optimizer_state(self.optimizer, ckpt["optimizer"], self.model)
         apply_hparams(self.optimizer, self.cfg)  # options changed on resume must win
