@@ -1,7 +1,12 @@
 """Seed-style baseline vs toygpt, timed side by side in one process; prints the ratios for
 issue #4's targets 1-4. Not a test (CI must not depend on timing):
 
-    python -m tests.bench_vs_seed [--seconds 10]
+    python -m tests.bench_vs_seed [--seconds 10] [--recipes]
+
+With --recipes it also times the CPU presets side by side (today's AdamW recipe with learned
+positions against Muon, the modern block and rotary positions): training tokens/s at each
+preset's shape, and sampling past block_size at block 256, recomputing the window for every
+character (the straightforward method) and with the rolling key/value cache.
 
 The baseline is tests/reference.py: one module per head looped in Python, the default
 (per-tensor) AdamW, a Python-loop batch gather, loss estimates from random batches of 32,
@@ -16,9 +21,10 @@ import time
 
 import torch
 
-from toygpt_cli.bench import _timed, synthetic_corpus
-from toygpt_cli.config import ModelConfig, TrainConfig
+from toygpt_cli.bench import RECIPES, _timed, bench_recipe, synthetic_corpus
+from toygpt_cli.config import ModelConfig, TrainConfig, build_configs
 from toygpt_cli.evaluate import estimate_loss, fixed_windows
+from toygpt_cli.presets import preset_options
 from toygpt_cli.sample import sample_text
 from toygpt_cli.train import Trainer
 
@@ -35,8 +41,8 @@ def seed_style(corpus, seconds):
 
     def get_batch(data):
         ix = torch.randint(len(data) - BLOCK, (BATCH,))
-        x = torch.stack([data[i : i + BLOCK] for i in ix])
-        y = torch.stack([data[i + 1 : i + BLOCK + 1] for i in ix])
+        x = torch.stack([data[i : i + BLOCK] for i in ix]).long()  # splits hold narrow ids
+        y = torch.stack([data[i + 1 : i + BLOCK + 1] for i in ix]).long()
         return x, y
 
     def step():
@@ -72,9 +78,10 @@ def toygpt_side(corpus, seconds, dtype):
         trainer.train_step()
 
     step_s = _timed(step, seconds)
-    windows = fixed_windows(len(trainer.val_data), 20 * BATCH, BLOCK, 0)
+    val = trainer.data["val"]
+    windows = fixed_windows(len(val), 20 * BATCH, BLOCK, 0)
     eval_s = _timed(
-        lambda: estimate_loss(trainer.model, trainer.val_data, windows, BLOCK, trainer.dtype),
+        lambda: estimate_loss(trainer.model, val, windows, BLOCK, trainer.dtype),
         seconds / 2,
         min_reps=1,
     ) * (2 * EVAL_ITERS / 20)
@@ -96,6 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--recipes", action="store_true", help="also compare the CPU presets")
     args = parser.parse_args()
     corpus = synthetic_corpus(300_000)
     t0 = time.perf_counter()
@@ -122,6 +130,24 @@ def main() -> None:
         f"{run[1]:,.0f} | {run[0] / run[1]:.2f}x |"
     )
     print(f"| 4. sampling chars/s | {base[2]:,.0f} | {ours[2]:,.0f} | {ours[2] / base[2]:.2f}x |")
+    if args.recipes:
+        recipes(args.seconds, ours[3])
+
+
+def recipes(seconds: float, dtype: str) -> None:
+    device = torch.device("cpu")
+    rows = [bench_recipe(n, *build_configs(preset_options(n)), device, dtype, seconds)
+            for n in RECIPES]  # fmt: skip
+    print(f"\nrecipes, {dtype}; sampling past block_size at block {rows[0]['sample_block']}")
+    print("| preset | model | batch | train tokens/s | sampling chars/s, window recomputed | "
+          "rolling cache | ratio |\n|---|---|---:|---:|---:|---:|---:|")  # fmt: skip
+    for r in rows:
+        rolling = r["sample_rolling_chars_per_sec"]
+        print(
+            f"| {r['recipe']} | {r['shape']} | {r['batch']} | {r['train_tokens_per_sec']:,.0f} | "
+            f"{r['sample_window_chars_per_sec']:,.0f} | "
+            + (f"{rolling:,.0f} | {r['rolling_speedup']:.1f}x |" if rolling else "- | |")
+        )
 
 
 if __name__ == "__main__":
