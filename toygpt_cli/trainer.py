@@ -14,13 +14,12 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 
-from toygpt_cli.checkpoint import damage
-from toygpt_cli.config import ModelConfig, TrainConfig, to_dict
+from toygpt_cli.config import ModelConfig, TrainConfig
 from toygpt_cli.data import Corpus, sample_batch
 from toygpt_cli.device import autocast, resolve_device, resolve_dtype, set_threads
 from toygpt_cli.distributed import Distributed
@@ -41,14 +40,13 @@ from toygpt_cli.events import (
 )
 from toygpt_cli.model import GPT
 from toygpt_cli.optim import (
-    apply_hparams,
     learning_rate,
-    load_optimizer_state,
     lr_factor,
     make_optimizer,
 )
 from toygpt_cli.optim import set_lr as _set_lr
 from toygpt_cli.sample import sample_text
+from toygpt_cli.snapshot import State, capture, restore
 from toygpt_cli.stopwatch import Budget
 
 EVAL_CHUNK = 64  # windows per forward pass in periodic evals
@@ -56,17 +54,6 @@ EVAL_CHUNK = 64  # windows per forward pass in periodic evals
 
 class Diverged(ToygptError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass
-class State:
-    """What decides the future of a run, beyond the model and optimizer (loop state)."""
-
-    step: int = 0
-    best_val: float | None = None
-    last_eval_step: int = -1
-    wall_seconds: float = 0.0  # whole-run wall time, carried across resumes
-    budget_start: float = 0.0  # wall_seconds when the current max_time budget began
 
 
 class Trainer:
@@ -126,44 +113,11 @@ class Trainer:
 
     # -- state ------------------------------------------------------------------------
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        try:
-            self._load_state(ckpt)
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
-            raise ToygptError(f"the checkpoint does not fit its own run: {damage(e)}") from None
-
-    def _load_state(self, ckpt: dict[str, Any]) -> None:
-        self.model.load_state_dict(ckpt["model"])
-        load_optimizer_state(self.optimizer, ckpt["optimizer"], self.model)
-        apply_hparams(self.optimizer, self.cfg)  # options changed on resume must win
-        if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = State(**{k: v for k, v in ckpt["state"].items() if k in State.__annotations__})
-        ranks = ckpt["rng"]["batches"]
-        if self.dist.rank < len(ranks):
-            self.batch_gen.set_state(ranks[self.dist.rank])
-        torch.set_rng_state(ckpt["rng"]["cpu"])
-        if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        restore(self, ckpt)
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything needed to resume exactly. Every rank must call it (collective)."""
-        cuda = self.device.type == "cuda"
-        return {
-            "model": self.model.state_dict(),
-            "model_config": to_dict(self.model_cfg),
-            "train_config": to_dict(self.cfg),
-            "vocab": self.corpus.tokenizer.chars,
-            "state": vars(self.state).copy(),
-            "dtype": self.dtype,
-            "torch_version": str(torch.__version__),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "rng": {
-                "batches": self.dist.gather_generator_states(self.batch_gen),
-                "cpu": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
-            },
-        }
+        return capture(self)
 
     def save(self, best: bool = False) -> None:
         state = self.checkpoint_state()
@@ -322,18 +276,23 @@ class Trainer:
         if self.dist.is_main:
             self.emit(EvalDone(record, improved))
             if cfg.sample_chars and budget.sample_allowed(final):
-                self.emit(PhaseStarted("sample", st.step))
-                t1 = time.perf_counter()
-                text = sample_text(
-                    self.model, self.corpus.tokenizer, max_new_tokens=cfg.sample_chars,
-                    seed=cfg.seed, dtype=self.dtype,
-                )[0]  # fmt: skip
-                if budget.sample_took(time.perf_counter() - t1):
-                    self.emit(Notice("per-eval samples skipped from now on: they cost too much "
-                                     "of the time budget"))  # fmt: skip
-                self.emit(SampleWritten(st.step, cfg.seed, text))
+                self._sample(budget)
         self.save(best=improved)
         self.model.train()
+
+    def _sample(self, budget: Budget) -> None:
+        """The per-eval sample (fixed seed), unless the time budget cannot afford it."""
+        step, seed = self.state.step, self.cfg.seed
+        self.emit(PhaseStarted("sample", step))
+        t0 = time.perf_counter()
+        text = sample_text(
+            self.model, self.corpus.tokenizer, max_new_tokens=self.cfg.sample_chars, seed=seed,
+            dtype=self.dtype,
+        )[0]  # fmt: skip
+        if budget.sample_took(time.perf_counter() - t0):
+            self.emit(Notice("per-eval samples skipped from now on: each costs over 5% of the "
+                             "time budget"))  # fmt: skip
+        self.emit(SampleWritten(step, seed, text))
 
     def _split_loss(self, split: str, count: int, done: int) -> float:
         windows = self.dist.shard(self.eval_windows[split][:count])
