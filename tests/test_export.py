@@ -20,14 +20,16 @@ from .conftest import FIXTURE_CORPUS
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["untied", "tied"])
+@pytest.fixture(
+    scope="module",
+    params=[{}, {"tie_weights": True}, {"pos": "rope", "arch": "modern"}],
+    ids=["untied", "tied", "rope-modern"],
+)
 def run_dir(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     corpus = root / "tiny.txt"
     corpus.write_text(FIXTURE_CORPUS.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
-    model = ModelConfig(
-        block_size=16, n_embd=32, n_layer=2, n_head=4, dropout=0.0, tie_weights=request.param
-    )
+    model = ModelConfig(block_size=16, n_embd=32, n_layer=2, n_head=4, dropout=0.0, **request.param)
     train = TrainConfig(iters=20, eval_interval=20, eval_iters=2, batch_size=8, sample_chars=0)
     return start_training(model, train, corpus, root / "runs").run().run.path
 
