@@ -20,7 +20,7 @@ import shutil
 import signal
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +32,7 @@ from toygpt_cli import __version__
 from toygpt_cli.checkpoint import damage, load_checkpoint, save_checkpoint
 from toygpt_cli.config import ModelConfig, TrainConfig, from_dict, resume_configs, to_dict
 from toygpt_cli.data import CharTokenizer, Corpus
-from toygpt_cli.device import resolve_device
+from toygpt_cli.device import resolve_device, set_threads
 from toygpt_cli.distributed import Distributed
 from toygpt_cli.errors import OptionError, ToygptError, UsageError
 from toygpt_cli.events import (  # noqa: F401  (re-exported: the library's public events)
@@ -56,8 +56,10 @@ DEFAULT_RESUME_STEPS = 5000
 STAGING_PREFIX = ".staging-"
 
 
-def _load_corpus(data: Path, model_cfg: ModelConfig, val_fraction: float, tokenizer=None):
-    corpus = Corpus.load(data, val_fraction, tokenizer)
+def _load_corpus(
+    data: Path, model_cfg: ModelConfig, val_fraction: float, tokenizer=None, progress=None
+):
+    corpus = Corpus.load(data, val_fraction, tokenizer, progress=progress)
     n_val, n_train = corpus.n_chars - corpus.n_train, corpus.n_train
     for split, n in (("val", n_val), ("train", n_train)):
         if model_cfg.block_size >= n:
@@ -141,9 +143,11 @@ def start_training(
     dist: Distributed | None = None,
     label: str | None = None,
     tensorboard: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Trainer:
     """Check everything, then create the run folder and a Trainer ready to `run()`.
 
+    `progress(phase, done, total)` hears about the first encoding of a large corpus.
     Nothing is written before the inputs are known to be good. `runs_dir=None` trains
     without a run folder (nothing on disk), e.g. in a notebook or a benchmark.
     """
@@ -153,7 +157,8 @@ def start_training(
         require_tensorboard()
     dist = dist or Distributed.single()
     device = dist.device or resolve_device(train_cfg.device)
-    corpus = _load_corpus(Path(data), model_cfg, train_cfg.val_fraction)
+    set_threads(train_cfg.threads)
+    corpus = _load_corpus(Path(data), model_cfg, train_cfg.val_fraction, progress=progress)
     model_cfg = replace(model_cfg, vocab_size=corpus.tokenizer.vocab_size)
     check_memory(model_cfg, train_cfg, device)
     trainer = Trainer(None, model_cfg, train_cfg, corpus, listeners=[callback], dist=dist)
@@ -239,6 +244,7 @@ def resume_training(
     dist: Distributed | None = None,
     data: Path | None = None,
     tensorboard: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Trainer:
     """Continue `run` from its last checkpoint.
 
@@ -273,7 +279,9 @@ def resume_training(
     config = run.config()
     recorded = config.get("data", {}) if isinstance(config, dict) else {}
     data_path = Path(data or recorded.get("path") or "")
-    corpus = _load_corpus(data_path, model_cfg, train_cfg.val_fraction, CharTokenizer(vocab))
+    set_threads(train_cfg.threads)
+    vocab_tok = CharTokenizer(vocab)
+    corpus = _load_corpus(data_path, model_cfg, train_cfg.val_fraction, vocab_tok, progress)
     if recorded.get("sha256") and corpus.sha256 != recorded["sha256"]:
         raise ToygptError(
             f"{data_path} has changed since {run.name} was trained on it (sha256 "

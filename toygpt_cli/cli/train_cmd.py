@@ -195,20 +195,27 @@ def _train(
         dist = Distributed.from_env(given.get("device", "auto"))
     display = TrainDisplay(fancy_output(quiet) and dist.is_main)
     callback = display if dist.is_main else None
+    from toygpt_cli.cli.meter import Meter
+
+    meter = Meter(fancy_output(quiet) and dist.is_main, "bytes")
     try:
         if resume is not None:
             from toygpt_cli.runs import open_run
 
-            trainer = core.resume_training(
-                open_run(resume, where.runs_dir), steps, given, callback=callback,
-                command=command_line(), dist=dist, data=data, tensorboard=tensorboard,
-            )  # fmt: skip
+            with meter:
+                trainer = core.resume_training(
+                    open_run(resume, where.runs_dir), steps, given, callback=callback,
+                    command=command_line(), dist=dist, data=data, tensorboard=tensorboard,
+                    progress=meter,
+                )  # fmt: skip
         else:
             data_path = data or file_data or _dataset_for_ranks(where.data_dir, dist)
-            trainer = core.start_training(
-                model_cfg, train_cfg, data_path, where.runs_dir, callback=callback,
-                command=command_line(), dist=dist, label=name, tensorboard=tensorboard,
-            )  # fmt: skip
+            with meter:
+                trainer = core.start_training(
+                    model_cfg, train_cfg, data_path, where.runs_dir, callback=callback,
+                    command=command_line(), dist=dist, label=name, tensorboard=tensorboard,
+                    progress=meter,
+                )  # fmt: skip
         with display, core.stop_on_signals(trainer):
             result = trainer.run()
         if result.status == "interrupted":
