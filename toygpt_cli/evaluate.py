@@ -16,7 +16,9 @@ from toygpt_cli.tokens import gather_ids, note_reads, to_ids
 
 
 @torch.inference_mode()
-def _window_losses_sum(model, x: torch.Tensor, y: torch.Tensor, dtype: str) -> float:
+def _window_losses_sum(model, x: torch.Tensor, y: torch.Tensor, dtype: str) -> torch.Tensor:
+    """The summed loss as a float64 tensor left on the device: callers add these up and
+    read the total once, so an eval does not wait for the device after every chunk."""
     # x and y may hold ids in any width (views of a memory-mapped corpus): widen them here,
     # after the narrow copy to the device.
     device = next(model.parameters()).device
@@ -26,7 +28,7 @@ def _window_losses_sum(model, x: torch.Tensor, y: torch.Tensor, dtype: str) -> f
     loss = F.cross_entropy(
         logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), reduction="sum"
     )
-    return loss.item()
+    return loss.double()
 
 
 def fixed_windows(n_data: int, count: int, block_size: int, seed: int) -> torch.Tensor:
@@ -50,7 +52,7 @@ def estimate_loss(
         total += _window_losses_sum(model, window[:, :-1], window[:, 1:], dtype)
         count += window[:, 1:].numel()
     model.train(was_training)
-    return total / count
+    return float(total) / count
 
 
 def subset_windows(n_data: int, block_size: int, max_chars: int | None) -> torch.Tensor | None:
@@ -104,7 +106,7 @@ def split_loss(
             if progress is not None:
                 progress(count, total_chars)
         model.train(was_training)
-        return total / count
+        return float(total) / count
     n_full = (len(data) - 1) // block_size
     body = data[: n_full * block_size + 1]
     xs = body[:-1].view(n_full, block_size)
@@ -123,7 +125,7 @@ def split_loss(
         if progress is not None:
             progress(count, total_chars)
     model.train(was_training)
-    return total / count
+    return float(total) / count
 
 
 def loss_report(loss: float) -> dict[str, float]:
