@@ -8,7 +8,7 @@ import torch
 
 from toygpt_cli.config import ModelConfig
 from toygpt_cli.errors import OptionError
-from toygpt_cli.layers import Rotary, apply_rotary, rope_angles
+from toygpt_cli.layers import Rotary, apply_rotary, relu_squared, rope_angles
 from toygpt_cli.model import GPT
 
 from .cli_helpers import toygpt
@@ -99,6 +99,12 @@ def test_modern_with_tied_weights_keeps_a_nonzero_embedding():
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=65, n_embd=48, n_head=6, arch="modern", tie_weights=True))
     assert model.lm_head.weight is model.tok_emb.weight and model.tok_emb.weight.any()
+
+
+def test_relu_squared_and_its_hand_written_gradient():
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(relu_squared(x), torch.relu(x) ** 2)
+    assert torch.autograd.gradcheck(relu_squared, (x,))
 
 
 def test_logit_softcap_bounds_the_logits():

@@ -21,7 +21,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from toygpt_cli.config import ModelConfig
-from toygpt_cli.layers import Rotary, apply_rotary, make_norm, rms_norm, softcap, window_mask
+from toygpt_cli.layers import (
+    Rotary,
+    apply_rotary,
+    make_norm,
+    relu_squared,
+    rms_norm,
+    softcap,
+    window_mask,
+)
 
 # One (key, value) pair per layer, each (B, n_head, T_cached, head_size).
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
@@ -90,8 +98,9 @@ class FeedForward(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.fc(x))  # (B, T, 4C)
-        return self.drop(self.proj(h.square() if self.squared else h))
+        h = self.fc(x)  # (B, T, 4C)
+        h = relu_squared(h) if self.squared else F.relu(h)
+        return self.drop(self.proj(h))
 
 
 class Block(nn.Module):
