@@ -185,3 +185,16 @@ def test_muon_learning_rate_may_change_on_resume_and_the_optimizer_may_not(
     }
     with pytest.raises(UsageError, match="optimizer is fixed for the life of a run"):
         resume_training(run, 5, {"optimizer": "adamw"})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_muon_and_the_modern_block_train_on_cuda(corpus_file, tiny_model, tmp_path, dtype):
+    # float16 goes through the GradScaler, which unscales MuonAdamW's groups like AdamW's.
+    cfg = TrainConfig(iters=150, eval_interval=150, eval_iters=8, batch_size=16, sample_chars=40,
+                      optimizer="muon", learning_rate=3e-3, grad_clip=1.0, device="cuda",
+                      dtype=dtype)  # fmt: skip
+    model_cfg = replace(tiny_model, pos="rope", arch="modern", dropout=0.0)
+    result = start_training(model_cfg, cfg, corpus_file, tmp_path).run()
+    losses = [m["val_loss"] for m in result.run.metrics()]
+    assert losses[-1] < losses[0] - 1.0
