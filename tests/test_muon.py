@@ -78,6 +78,25 @@ def test_muon_takes_the_block_matrices_and_adamw_the_rest():
     assert lrs == {"matrices": 1e-3, "vectors": 1e-3, "muon": 0.05}
 
 
+def test_the_grad_scaler_steps_muon_adamw_like_any_optimizer():
+    # float16 training (CUDA) unscales and steps through torch's GradScaler: with a power
+    # of two as the scale, the scaled step is the plain one exactly.
+    idx = torch.randint(65, (4, 16))
+    weights = []
+    for scaled in (False, True):
+        model = _model()
+        opt = make_optimizer(model, TrainConfig(optimizer="muon"), CPU)
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=scaled)
+        _, loss, _ = model(idx, idx)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        scaler.step(opt)
+        scaler.update()
+        weights.append(model.state_dict())
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), name
+
+
 def test_the_schedule_scales_each_groups_own_peak_rate():
     cfg = TrainConfig(optimizer="muon", learning_rate=1e-2, muon_lr=0.04, min_lr=1e-3,
                       warmup_iters=10, lr_schedule="cosine")  # fmt: skip
