@@ -47,8 +47,9 @@ def eval_line(record: dict, iters: int, max_time: float = 0.0) -> str:
 class TrainDisplay:
     """A callback for Trainer events. Use as a context manager around `trainer.run()`."""
 
-    def __init__(self, fancy: bool):
+    def __init__(self, fancy: bool, console=None):
         self.fancy = fancy
+        self.console = console or err
         self.progress: Progress | None = None
         self.task = None
         self.eval_task = None
@@ -66,7 +67,7 @@ class TrainDisplay:
             self.progress.stop()
 
     def _print(self, text: str) -> None:
-        (self.progress.console if self.progress else err).print(text, highlight=False)
+        (self.progress.console if self.progress else self.console).print(text, highlight=False)
 
     def __call__(self, event) -> None:
         from toygpt_cli import events as ev
@@ -94,7 +95,7 @@ class TrainDisplay:
             goal = f"for {clock(e.max_time)}{limit}"
         else:
             goal = f"to {e.iters}"
-        err.print(
+        self.console.print(
             f"{verb} {e.step} {goal}: {e.n_params / 1e6:.2f}M parameters on {e.device} "
             f"({e.dtype}){where}",
             highlight=False,
@@ -103,7 +104,9 @@ class TrainDisplay:
             self._eval = (
                 f"{fmt_loss(e.last_eval['train_loss'])}/{fmt_loss(e.last_eval['val_loss'])}"
             )
-            err.print("last eval: " + eval_line(e.last_eval, e.iters, e.max_time), highlight=False)
+            self.console.print(
+                "last eval: " + eval_line(e.last_eval, e.iters, e.max_time), highlight=False
+            )
         if not self.fancy:
             return
         # Columns are shared by the train row and the eval row: each row fills its own text.
@@ -117,7 +120,7 @@ class TrainDisplay:
             BarColumn(),
             *count,
             TextColumn("{task.fields[info]}"),
-            console=err,
+            console=self.console,
             transient=False,
         )
         total, done = (e.max_time, 0) if e.max_time else (e.iters, e.step)
@@ -160,7 +163,11 @@ class TrainDisplay:
                 self.eval_task = self.progress.add_task(
                     "eval", total=e.total, count="", info="windows"
                 )
-            self.progress.reset(self.eval_task, total=e.total, visible=True, count=f"0/{e.total:,}")
+            # reset() replaces a task's fields: give it all of them
+            count = f"0/{e.total:,}"
+            self.progress.reset(
+                self.eval_task, total=e.total, visible=True, count=count, info="windows"
+            )
             self.progress.update(self.eval_task, description=f"eval at step {e.step}")
         else:
             self._done_eval()

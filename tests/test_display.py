@@ -1,0 +1,47 @@
+"""The terminal progress display, driven through every event in both modes (steps and a
+time budget), rendered the way a terminal would render it."""
+
+import io
+
+import pytest
+import torch
+from rich.console import Console
+
+from toygpt_cli import events as ev
+from toygpt_cli.cli.progress import TrainDisplay
+
+
+def _record(step):
+    return {
+        "step": step, "train_loss": 2.0, "val_loss": 2.1, "lr": 1e-3,
+        "tokens_per_sec": 1000.0, "elapsed": 1.0,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("max_time", [0.0, 30.0])
+def test_every_phase_renders_on_a_terminal(max_time):
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=160)
+    display = TrainDisplay(fancy=True, console=console)
+    iters = 0 if max_time else 20
+    with display:
+        display(ev.TrainStarted(None, 0, iters, 1000, "cpu", "float32", False, max_time))
+        for step in (0, 10):
+            display(ev.PhaseStarted("eval", step, 128))
+            display(ev.PhaseProgress("eval", 64, 128))
+            display.progress.refresh()  # render now, as the live thread would
+            assert "eval at step" in buffer.getvalue() and "64/128" in buffer.getvalue()
+            display(ev.EvalDone(_record(step), True))
+            display(ev.PhaseStarted("sample", step))
+            display(ev.SampleWritten(step, 1, "text"))
+            display(ev.PhaseStarted("checkpoint", step))
+            display.progress.refresh()
+            for s in range(step + 1, step + 11):
+                display(ev.StepDone(s, iters, torch.tensor(2.5), 1e-3, 1.0, 10.0, 5000.0, 1.0))
+        display(ev.EstimateReady(12.0, 100, 0.1, 2.0))
+        display(ev.Notice("a note"))
+        display.progress.refresh()
+    text = buffer.getvalue()
+    assert "note: a note" in text and "estimate: about 0:00:12" in text
+    assert ("0:00:30" in text) == bool(max_time)  # the budget, not a step count
+    assert "step     10" in text  # the eval lines
