@@ -10,6 +10,8 @@ from toygpt_cli.model import GPT
 
 from .reference import SeedGPT, copy_into_seed
 
+VOCAB = "".join(chr(33 + i) for i in range(65))
+
 
 def _model(**kw) -> GPT:
     torch.manual_seed(0)
@@ -83,12 +85,13 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     model = _model()
     path = tmp_path / "ckpt.pt"
     save_checkpoint(
-        path, {"model": model.state_dict(), "model_config": vars(model.config) | {}, "vocab": "ab"}
+        path,
+        {"model": model.state_dict(), "model_config": vars(model.config) | {}, "vocab": VOCAB},
     )
     loaded, tok = model_from_checkpoint(load_checkpoint(path))
     idx = torch.randint(65, (2, 16))
     assert torch.equal(model(idx)[0], loaded(idx)[0])
-    assert tok.chars == "ab"
+    assert tok.chars == VOCAB
     assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
 
 

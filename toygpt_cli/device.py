@@ -68,8 +68,15 @@ def cpu_has_fast_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def resolve_dtype(name: str, device: torch.device) -> str:
-    """'auto' picks bfloat16 where the hardware runs it fast, float32 elsewhere."""
+def resolve_dtype(name: str, device: torch.device, generation: bool = False) -> str:
+    """'auto' picks bfloat16 where the hardware runs it fast, float32 elsewhere.
+
+    Generation on a CPU is the exception: one position at a time is matrix-vector work,
+    which bf16 slows down even with bf16 matrix instructions (measured: 44 us against 16 us
+    per product here, and the rolling cache's sampling 1.8x slower), so 'auto' is float32.
+    """
+    if name == "auto" and generation and device.type == "cpu":
+        return "float32"
     if name == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return "bfloat16"

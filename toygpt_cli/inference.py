@@ -49,7 +49,7 @@ def load_for_inference(
     from toygpt_cli.export import is_export_path, load_export
 
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
+    dt = resolve_dtype(dtype, dev, generation=True)
     if is_export_path(ref):
         if which != "auto":
             raise UsageError("--checkpoint applies to run folders, not to an exported file")

@@ -285,9 +285,10 @@ class Trainer:
         step, seed = self.state.step, self.cfg.seed
         self.emit(PhaseStarted("sample", step))
         t0 = time.perf_counter()
+        dtype = resolve_dtype(self.cfg.dtype, self.device, generation=True)
         text = sample_text(
             self.model, self.corpus.tokenizer, max_new_tokens=self.cfg.sample_chars, seed=seed,
-            dtype=self.dtype,
+            dtype=dtype,
         )[0]  # fmt: skip
         if budget.sample_took(time.perf_counter() - t0):
             self.emit(Notice("per-eval samples skipped from now on: each costs over 5% of the "
