@@ -27,6 +27,7 @@ from toygpt_cli.cli.common import (
     paths,
 )
 from toygpt_cli.config import declared_fields, field_type, flag_of
+from toygpt_cli.presets import PRESETS
 
 R = "Run"
 
@@ -40,7 +41,7 @@ def _run_options(
     ] = None,
     preset: Annotated[
         str | None,
-        typer.Option(help="seed, nanogpt-char, cpu, cpu-1m or cpu-adamw.", rich_help_panel=R),
+        typer.Option(help=f"Named options: {', '.join(PRESETS)}.", rich_help_panel=R),
     ] = None,
     config: Annotated[
         Path | None,
