@@ -136,9 +136,11 @@ def main() -> None:
 
 def recipes(seconds: float, dtype: str) -> None:
     device = torch.device("cpu")
-    rows = [bench_recipe(n, *build_configs(preset_options(n)), device, dtype, seconds)
-            for n in RECIPES]  # fmt: skip
-    print(f"\nrecipes, {dtype}; sampling past block_size at block {rows[0]['sample_block']}")
+    sample_dtype = "auto" if dtype != "float32" else dtype  # auto: as `toygpt sample` picks
+    rows = [bench_recipe(n, *build_configs(preset_options(n)), device, dtype, seconds,
+                         sample_dtype) for n in RECIPES]  # fmt: skip
+    print(f"\nrecipes, training in {dtype}, sampling in {sample_dtype}; past block_size at "
+          f"block {rows[0]['sample_block']}")  # fmt: skip
     print("| preset | model | batch | train tokens/s | sampling chars/s, window recomputed | "
           "rolling cache | ratio |\n|---|---|---:|---:|---:|---:|---:|")  # fmt: skip
     for r in rows:

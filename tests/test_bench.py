@@ -24,6 +24,7 @@ def test_recipes_compare_the_rolling_cache_with_recomputing_the_window():
                      0.05, sample_block=32)  # fmt: skip
     assert r["shape"] == "2x32, rope, modern, muon" and r["batch"] == "4 x 16"
     assert r["sample_rolling_chars_per_sec"] > 0 and r["rolling_speedup"] > 0
-    learned = bench_recipe("seed", TINY, TrainConfig(batch_size=4), CPU, "float32", 0.05, 32)
+    learned = bench_recipe("seed", TINY, TrainConfig(batch_size=4), CPU, "float32", 0.05,
+                           sample_block=32)  # fmt: skip
     assert learned["sample_window_chars_per_sec"] > 0
     assert learned["sample_rolling_chars_per_sec"] is None  # learned positions: no rolling

@@ -84,6 +84,8 @@ def run_benchmarks(
     model_cfg = replace(model_cfg or ModelConfig(), vocab_size=corpus.tokenizer.vocab_size)
     train_cfg = replace(train_cfg or TrainConfig(), device=str(dev), dtype=dt, sample_chars=0)
     trainer = Trainer(None, model_cfg, train_cfg, corpus)
+    n_params = trainer.model.num_params()
+    gen_dt = resolve_dtype(dtype, dev, generation=True, n_params=n_params)  # as `sample` does
     tokens = train_cfg.batch_size * model_cfg.block_size
 
     def step():
@@ -101,7 +103,7 @@ def run_benchmarks(
     n_chars = 200
     sample_s = _timed(
         lambda: sample_text(
-            trainer.model, corpus.tokenizer, max_new_tokens=n_chars, seed=0, dtype=dt
+            trainer.model, corpus.tokenizer, max_new_tokens=n_chars, seed=0, dtype=gen_dt
         ),
         seconds / 2,
         min_reps=1,
@@ -137,7 +139,7 @@ def run_benchmarks(
         {
             "name": "sampling chars/s",
             "value": f"{n_chars / sample_s:,.0f}",
-            "note": "one sample, key/value cache",
+            "note": f"one sample, key/value cache, {gen_dt}",
         },
     ]
     return {
@@ -156,7 +158,7 @@ def run_benchmarks(
         "sample_chars_per_sec": n_chars / sample_s,
         "rows": rows,
         "recipes": [
-            bench_recipe(name, *build_configs(preset_options(name)), dev, dt, seconds)
+            bench_recipe(name, *build_configs(preset_options(name)), dev, dt, seconds, dtype)
             for name in recipes
         ],
     }
@@ -169,6 +171,7 @@ def bench_recipe(
     device: torch.device,
     dtype: str,
     seconds: float,
+    sample_dtype: str | None = None,
     sample_block: int = SAMPLE_BLOCK,
 ) -> dict[str, Any]:
     """Training speed of a recipe at its own shape, and its sampling speed past
@@ -180,10 +183,13 @@ def bench_recipe(
     trainer = Trainer(None, model_cfg, train_cfg, corpus)
     step_s = _timed(lambda: trainer.train_step()[0].item(), seconds)
     tokens = train_cfg.batch_size * model_cfg.block_size
-    window = sampling_speed(model_cfg, device, dtype, seconds / 2, False, sample_block)
+    if sample_dtype is None or sample_dtype == "auto":  # as `toygpt sample` picks it
+        n = trainer.model.num_params()
+        sample_dtype = resolve_dtype(sample_dtype or dtype, device, generation=True, n_params=n)
+    window = sampling_speed(model_cfg, device, sample_dtype, seconds / 2, False, sample_block)
     rolling = None
     if model_cfg.pos == "rope":
-        rolling = sampling_speed(model_cfg, device, dtype, seconds / 2, True, sample_block)
+        rolling = sampling_speed(model_cfg, device, sample_dtype, seconds / 2, True, sample_block)
     return {
         "recipe": name,
         "shape": f"{model_cfg.n_layer}x{model_cfg.n_embd}, {model_cfg.pos}, {model_cfg.arch}, "
@@ -195,6 +201,7 @@ def bench_recipe(
         "sample_block": sample_block,
         "sample_window_chars_per_sec": window,
         "sample_rolling_chars_per_sec": rolling,
+        "sample_dtype": sample_dtype,
         "rolling_speedup": rolling / window if rolling else None,
     }
 

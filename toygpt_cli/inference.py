@@ -49,12 +49,12 @@ def load_for_inference(
     from toygpt_cli.export import is_export_path, load_export
 
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev, generation=True)
     if is_export_path(ref):
         if which != "auto":
             raise UsageError("--checkpoint applies to run folders, not to an exported file")
         path = Path(ref)
         model, tokenizer, info = load_export(path, dev)
+        dt = resolve_dtype(dtype, dev, generation=True, n_params=model.num_params())
         return LoadedRun(
             None,
             path,
@@ -72,6 +72,7 @@ def load_for_inference(
     path = run.checkpoint_path(which)
     ckpt = load_checkpoint(path)
     model, tokenizer = model_from_checkpoint(ckpt, dev)
+    dt = resolve_dtype(dtype, dev, generation=True, n_params=model.num_params())
     data = run.config().get("data", {})
     return LoadedRun(
         run,

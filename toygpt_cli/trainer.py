@@ -285,7 +285,8 @@ class Trainer:
         step, seed = self.state.step, self.cfg.seed
         self.emit(PhaseStarted("sample", step))
         t0 = time.perf_counter()
-        dtype = resolve_dtype(self.cfg.dtype, self.device, generation=True)
+        n_params = self.model.num_params()
+        dtype = resolve_dtype(self.cfg.dtype, self.device, generation=True, n_params=n_params)
         text = sample_text(
             self.model, self.corpus.tokenizer, max_new_tokens=self.cfg.sample_chars, seed=seed,
             dtype=dtype,
