@@ -221,6 +221,19 @@ def _records(loaded, prompt, texts, settings, seed) -> list[dict[str, Any]]:
     ]
 
 
+def _wait_readable(stream) -> None:
+    """Wait for input in short slices. A Ctrl-C may be delivered to one of torch's worker
+    threads; a main thread blocked in read() would then never see it (measured: a hang)."""
+    import select
+
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (tests' in-memory stdin): read directly
+    while not select.select([fd], [], [], 0.2)[0]:
+        pass
+
+
 def _interactive(loaded, settings: dict[str, Any], seed: int) -> None:
     """Prompt, continuation, repeat. Turn k uses seed + k - 1, so a session replays exactly.
 
@@ -239,6 +252,7 @@ def _interactive(loaded, settings: dict[str, Any], seed: int) -> None:
     while True:
         if tty:
             err.print("> ", end="")
+        _wait_readable(stdin)
         line = stdin.buffer.readline() if hasattr(stdin, "buffer") else stdin.readline()
         if isinstance(line, bytes):
             try:
