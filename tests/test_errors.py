@@ -136,6 +136,12 @@ CASES = [
     ("huge batch", [*TRAIN, "--batch-size", "1000000000"], "needs about .* GiB", 1),
     ("huge eval", [*TRAIN, "--eval-iters", "1000000000"], "needs about .* GiB", 1),
     ("steps alone", [*TRAIN, "--steps", "5"], "--steps goes with --resume", 2),
+    (
+        "absurd width",
+        [*TRAIN, "--n-embd", "1000000000000", "--n-head", "7"],
+        "must be divisible by --n-head",
+        2,
+    ),
     ("resume seed", ["train", "--resume", "--seed", "7"], "--seed is fixed for the life of", 2),
     ("resume split", ["train", "--resume", "--val-fraction", "0.2"], "--val-fraction is fixed", 2),
     ("resume iters", ["train", "--resume", "--iters", "9"], "--iters is the length of a new", 2),

@@ -95,6 +95,10 @@ def test_an_interrupted_run_whose_budget_is_spent_says_so(corpus_file, tiny_mode
     save_checkpoint(run.file("ckpt.pt"), {k: v for k, v in ckpt.items() if k != "format"})
     with pytest.raises(ToygptError, match="used up its 1 s budget; give --max-time"):
         resume_training(run)
+    more = resume_training(run, 5).run()  # --steps N: those steps, without the spent budget
+    assert more.status == "completed" and more.steps_this_session == 5
+    none = resume_training(run, 3, {"max_time": 0}).run()  # --max-time 0 with --steps
+    assert none.status == "completed" and none.steps_this_session == 3
 
 
 def _budget_cfg():

@@ -290,7 +290,12 @@ def _validate(obj: Any) -> None:
 
 
 def _divisor_near(n: int, k: int) -> int:
-    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - k), d))
+    """The divisor of n nearest to k (looking at most 1000 either side; else 1)."""
+    for delta in range(1001):
+        for d in (k - delta, k + delta):
+            if 1 <= d <= n and n % d == 0:
+                return d
+    return 1
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -357,7 +362,8 @@ def resume_configs(
             continue
         new_train[key] = value
     merged = dataclasses.replace(train, **new_train)
-    merged.validate()
+    # iters is set by the caller from the steps asked for: validate around it.
+    dataclasses.replace(merged, iters=max(merged.iters, 1)).validate()
     changed = {
         k: [getattr(train, k), getattr(merged, k)]
         for k in new_train

@@ -69,11 +69,14 @@ def launch_local(nproc: int, argv: list[str]) -> int:
         failed_at = None
         while any(p.poll() is None for p in procs):
             time.sleep(0.1)
-            bad = [p for p in procs if p.poll() not in (None, 0)]
-            if bad and not received and failed_at is None:
+            # A rank that failed (or died while stopping) leaves the others waiting in a
+            # collective: end them after a grace period (longer while they checkpoint).
+            bad = [p for p in procs if p.poll() not in (None, 0, 128 + signal.SIGINT,
+                                                       128 + signal.SIGTERM)]  # fmt: skip
+            if bad and failed_at is None:
                 failed_at = time.monotonic()
-            # A rank that failed leaves the others waiting in a collective: end them.
-            if failed_at is not None and time.monotonic() - failed_at > 30:
+            grace = 120 if received else 30
+            if failed_at is not None and time.monotonic() - failed_at > grace:
                 for p in procs:
                     if p.poll() is None:
                         p.kill()

@@ -200,10 +200,11 @@ def _make_staging(runs_dir: Path) -> Path:
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
         for old in runs_dir.glob(STAGING_PREFIX + "*"):
-            # Its builder holds its lock; before taking it, only its pid (in the name) says.
+            # Stale when its builder's lock is free and its pid (in the name) is gone: the lock
+            # file exists a moment before it is locked, so the lock alone could be wrong.
             locked = is_locked(old / LOCK)
             pid = old.name[len(STAGING_PREFIX) :].split("-")[0]
-            if locked is False or (locked is None and pid.isdigit() and not pid_alive(int(pid))):
+            if locked is not True and pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(old, ignore_errors=True)
         staging = runs_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
@@ -259,7 +260,9 @@ def resume_training(
     if tensorboard:
         require_tensorboard()
     lock = run.lock() if dist.is_main else None
-    status = run.status()["status"]
+    # The recorded status, the same on every rank (status() says "running" to a process
+    # that sees the lock held, which under --nproc is every rank but 0).
+    status = run.raw_status().get("status")
     ckpt_path = run.file(CKPT_LAST)
     if not ckpt_path.exists():
         raise ToygptError(f"run {run.name} has no checkpoint to resume from ({ckpt_path})")
@@ -288,19 +291,22 @@ def resume_training(
             f"{corpus.sha256[:12]}..., the run recorded {recorded['sha256'][:12]}...); "
             "resume on the original text, or start a new run"
         )
-    finished = status == "completed" or (old_train.iters and step >= old_train.iters)
+    finished = status == "completed" or bool(old_train.iters and step >= old_train.iters)
     budget_start = st.get("budget_start", 0.0)
-    if new_budget:
+    spent = st.get("wall_seconds", 0.0) - budget_start >= train_cfg.max_time
+    if new_budget:  # a budget of this session's own: the schedule fits it, no step limit
         budget_start = st.get("wall_seconds", 0.0)
-    elif finished:
+    elif finished or (steps is not None and spent):
         train_cfg = replace(train_cfg, max_time=0.0)
-    elif train_cfg.max_time and st.get("wall_seconds", 0.0) - budget_start >= train_cfg.max_time:
+    elif train_cfg.max_time and spent:
         raise ToygptError(
             f"run {run.name} has used up its {train_cfg.max_time:g} s budget; give "
-            "--max-time for a new one (or --steps N)"
+            "--max-time for a new one, or --steps N"
         )
     if steps is not None:
         iters = step + steps
+    elif new_budget and train_cfg.max_time:
+        iters = 0
     elif finished or not (old_train.iters or train_cfg.max_time):
         iters = step + DEFAULT_RESUME_STEPS
     else:

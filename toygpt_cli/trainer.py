@@ -160,9 +160,9 @@ class Trainer:
             )
         )  # fmt: skip
         try:
-            self._loop(budget, start_step)
+            at_end = self._loop(budget, start_step)
             st.wall_seconds = budget.wall()
-            stopped = self._stop_signal is not None and not (cfg.iters and st.step >= cfg.iters)
+            stopped = self._stop_signal is not None and not at_end
             if stopped:
                 self.save()
         except BaseException as exc:
@@ -180,8 +180,9 @@ class Trainer:
             st.step - start_step,
         )  # fmt: skip
 
-    def _loop(self, budget: Budget, start_step: int) -> None:
-        """Steps and evals until the plan, the budget or a stop request ends the session."""
+    def _loop(self, budget: Budget, start_step: int) -> bool:
+        """Steps and evals until the plan, the budget or a stop request ends the session;
+        True when the plan or the budget ended it (a stop request then changes nothing)."""
         cfg, st = self.cfg, self.state
         tokens_per_step = cfg.batch_size * self.model_cfg.block_size * self.dist.world_size
         window = [0, 0.0]  # steps and seconds since the last eval
@@ -194,7 +195,7 @@ class Trainer:
                 self._evaluate(tps, budget, final=at_end)
                 window = [0, 0.0]
             if at_end or self.dist.agree_any(self._stop_signal is not None):
-                return
+                return at_end
             t0 = time.perf_counter()
             loss, lr = self.train_step(budget.progress(st.step, cfg))
             took = time.perf_counter() - t0

@@ -256,14 +256,19 @@ def _check_before_launch(layers, given, resume, steps, where) -> None:
     if resume is None:
         build_configs(*layers, given)
         return
-    from toygpt_cli.checkpoint import load_checkpoint
+    from toygpt_cli.checkpoint import damage, load_checkpoint
     from toygpt_cli.config import ModelConfig, TrainConfig, from_dict
+    from toygpt_cli.errors import ToygptError
     from toygpt_cli.runs import CKPT_LAST, open_run
 
     run = open_run(resume, where.runs_dir)
     ckpt = load_checkpoint(run.file(CKPT_LAST))
-    model = from_dict(ModelConfig, ckpt["model_config"])
-    resume_configs(model, from_dict(TrainConfig, ckpt["train_config"]), given, run.name)
+    try:
+        model = from_dict(ModelConfig, ckpt["model_config"])
+        train = from_dict(TrainConfig, ckpt["train_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ToygptError(f"{run.file(CKPT_LAST)} is damaged: {damage(exc)}") from None
+    resume_configs(model, train, given, run.name)
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
