@@ -154,3 +154,16 @@ def http_server(tiny_text):
     }
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers():
+    """The CLI, run in-process, ignores SIGINT/SIGTERM on its way out of an interrupted
+    training (as a process about to exit should); keep that from leaking into later tests
+    and into the processes they start."""
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)

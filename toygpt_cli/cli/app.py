@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 from typing import Annotated
@@ -70,4 +71,8 @@ def normalize_argv(args: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Ctrl-C means "stop" in every command, even when toygpt was started with SIGINT
+    # ignored (a background job of a non-interactive shell): Python would then never raise
+    # KeyboardInterrupt, and `sample -i` would wait for input for ever.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     app(args=normalize_argv(sys.argv[1:] if argv is None else argv), prog_name="toygpt")
