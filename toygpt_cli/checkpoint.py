@@ -16,7 +16,7 @@ import torch
 
 from toygpt_cli.config import ModelConfig, from_dict
 from toygpt_cli.data import CharTokenizer
-from toygpt_cli.errors import ToygptError
+from toygpt_cli.errors import ToygptError, first_line
 from toygpt_cli.fileio import write_atomic
 from toygpt_cli.model import GPT
 
@@ -51,20 +51,15 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
                 f"refusing to load {path}: it contains pickled Python objects, not just tensors"
             ) from None
         raise ToygptError(
-            f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})"
+            f"checkpoint {path} is corrupt or truncated ({first_line(exc)})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise ToygptError(
-            f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})"
+            f"checkpoint {path} is corrupt or truncated ({first_line(exc)})"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ToygptError(f"{path} is not a toygpt checkpoint")
     return ckpt
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu"):
@@ -91,4 +86,4 @@ def damage(exc: BaseException) -> str:
     """One line saying what a malformed checkpoint lacks or gets wrong."""
     if isinstance(exc, KeyError):
         return f"it has no {exc}"
-    return _first_line(exc)
+    return first_line(exc)

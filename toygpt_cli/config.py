@@ -389,6 +389,13 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def format_default(value: Any) -> str:
+    """A default as --help and the README show it: on/off for switches."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def options_table() -> str:
     """The README's option table, generated from the declarations."""
     rows = ["| option | default | on resume | meaning |", "|---|---|---|---|"]
@@ -397,9 +404,9 @@ def options_table() -> str:
         if not opt.cli:
             continue
         flags = ", ".join(f"`{x}`" for x in (opt.flag or flag_of(f.name), *opt.aliases))
-        default = f.default
-        shown = "off" if default is False else ("on" if default is True else f"{default}")
-        rows.append(f"| {flags} | {shown} | {policy[opt.resume]} | {opt.help} |")
+        rows.append(
+            f"| {flags} | {format_default(f.default)} | {policy[opt.resume]} | {opt.help} |"
+        )
     return "\n".join(rows)
 
 

@@ -31,3 +31,9 @@ class OptionError(UsageError):
         for f in self.fields:
             text = re.sub(rf"(?<![\w-]){re.escape(f)}(?![\w-])", name(f), text)
         return text
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (its type when it has none), cut to `limit`."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

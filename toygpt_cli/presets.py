@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from toygpt_cli.errors import UsageError
+from toygpt_cli.errors import UsageError, first_line
 
 # The optimisation recipe of nanoGPT's character model: warmup then cosine decay, decay on
 # weight matrices only, N(0, 0.02) initialisation, gradient clipping.
@@ -115,7 +115,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
                 import tomli as tomllib
             raw = tomllib.loads(text)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise UsageError(f"cannot parse config file {path}: {_first_line(exc)}") from None
+        raise UsageError(f"cannot parse config file {path}: {first_line(exc, 200)}") from None
     except OSError as exc:
         raise UsageError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     if not isinstance(raw, dict):
@@ -142,8 +142,3 @@ def load_config_file(path: Path) -> dict[str, Any]:
             flat[key] = value  # TOML may also give options at the top level
     flat.pop("vocab_size", None)  # always derived from the data
     return flat
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__

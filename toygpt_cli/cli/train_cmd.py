@@ -26,7 +26,7 @@ from toygpt_cli.cli.common import (
     out,
     paths,
 )
-from toygpt_cli.config import declared_fields, field_type, flag_of
+from toygpt_cli.config import declared_fields, field_type, flag_of, format_default
 from toygpt_cli.presets import PRESETS
 
 R = "Run"
@@ -100,12 +100,6 @@ def _run_options(
     """The run-level options of `toygpt train` (the signature is what matters)."""
 
 
-def _fmt_default(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def _field_parameters() -> list[inspect.Parameter]:
     params = []
     for _, f, opt in declared_fields():
@@ -116,7 +110,7 @@ def _field_parameters() -> list[inspect.Parameter]:
         decls = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag, *opt.aliases]
         option = typer.Option(
             *decls,
-            help=f"{opt.help} \\[default: {_fmt_default(f.default)}]",
+            help=f"{opt.help} \\[default: {format_default(f.default)}]",
             show_default=False,
             rich_help_panel=opt.panel,
             metavar=opt.metavar,
