@@ -45,3 +45,14 @@ def test_every_phase_renders_on_a_terminal(max_time):
     assert "note: a note" in text and "estimate: about 0:00:12" in text
     assert ("0:00:30" in text) == bool(max_time)  # the budget, not a step count
     assert "step     10" in text  # the eval lines
+
+
+def test_a_resumed_budget_starts_the_bar_where_the_budget_stands():
+    console = Console(file=io.StringIO(), force_terminal=True, width=160)
+    display = TrainDisplay(fancy=True, console=console)
+    with display:
+        display(ev.TrainStarted(None, 40, 0, 1000, "cpu", "float32", True, 600.0, 250.0,
+                                None, 240.0))  # fmt: skip
+        (task,) = display.progress.tasks
+        assert 240.0 <= task.completed < 250.0 and task.total == 600.0
+        assert "0:04:00 / 0:10:00" in task.fields["count"]

@@ -101,6 +101,34 @@ def test_an_interrupted_run_whose_budget_is_spent_says_so(corpus_file, tiny_mode
     assert none.status == "completed" and none.steps_this_session == 3
 
 
+def test_a_resumed_budget_session_knows_its_eval_cost_and_the_budget_used(
+    corpus_file, tiny_model, tmp_path, monkeypatch
+):
+    from toygpt_cli.events import StepDone, TrainStarted
+    from toygpt_cli.stopwatch import Budget
+
+    cfg = replace(_budget_cfg(), max_time=60.0, eval_interval=1000)
+    trainer = start_training(tiny_model, cfg, corpus_file, tmp_path)
+    trainer.listeners.append(
+        lambda e: trainer.request_stop(signal.SIGINT) if isinstance(e, StepDone) else None
+    )
+    first = trainer.run()  # stopped after one step, far from the next eval
+    assert first.status == "interrupted" and first.step == 1
+    costs, started = [], []
+    must_stop = Budget.must_stop
+    monkeypatch.setattr(Budget, "must_stop", lambda b: costs.append(b.eval_cost) or must_stop(b))
+    resumed = resume_training(first.run)  # the rest of its unspent budget
+    resumed.listeners.append(lambda e: started.append(e) if isinstance(e, TrainStarted) else None)
+    resumed.listeners.append(
+        lambda e: resumed.request_stop(signal.SIGINT) if isinstance(e, StepDone) else None
+    )
+    resumed.run()
+    # Its first eval is 999 steps away, but the budget already counts what one costs, so
+    # that the final eval fits; and the display is told how much of the budget is gone.
+    assert costs and costs[0] > 0
+    assert started[0].budget_used > 0 and started[0].budget_used < 60.0
+
+
 def _budget_cfg():
     from toygpt_cli.config import TrainConfig
 

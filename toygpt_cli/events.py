@@ -24,6 +24,7 @@ class TrainStarted:
     max_time: float = 0.0  # this session's wall-clock budget in seconds (0: none)
     elapsed: float = 0.0  # wall seconds already spent on the run before this session
     last_eval: dict[str, Any] | None = None  # the latest metrics record, when resuming
+    budget_used: float = 0.0  # seconds of max_time already used (a resumed, unspent budget)
 
 
 @dataclass

@@ -24,15 +24,11 @@ from toygpt_cli.data import Corpus, sample_batch
 from toygpt_cli.device import autocast, resolve_device, resolve_dtype, set_threads
 from toygpt_cli.distributed import Distributed
 from toygpt_cli.errors import ToygptError
-from toygpt_cli.evaluate import estimate_loss, fixed_windows
 from toygpt_cli.events import (
     CheckpointDue,
     EstimateReady,
     EvalDone,
-    Notice,
-    PhaseProgress,
     PhaseStarted,
-    SampleWritten,
     StepDone,
     TrainEnded,
     TrainResult,
@@ -45,11 +41,9 @@ from toygpt_cli.optim import (
     make_optimizer,
 )
 from toygpt_cli.optim import set_lr as _set_lr
-from toygpt_cli.sample import sample_text
+from toygpt_cli.periodic import PeriodicEval
 from toygpt_cli.snapshot import State, capture, restore
 from toygpt_cli.stopwatch import Budget
-
-EVAL_CHUNK = 64  # windows per forward pass in periodic evals
 
 
 class Diverged(ToygptError):
@@ -79,13 +73,6 @@ class Trainer:
         self.last_eval = last_eval
         train, val = corpus.splits()
         self.data = {"train": train.to(self.device), "val": val.to(self.device)}
-        # Fixed eval windows, drawn from their own generators so evals never disturb the
-        # training RNG streams (that is what makes resume exact).
-        n = train_cfg.eval_iters * train_cfg.batch_size
-        self.eval_windows = {
-            s: fixed_windows(len(d), n, model_cfg.block_size, train_cfg.seed + i + 1)
-            for i, (s, d) in enumerate(self.data.items())
-        }
         torch.manual_seed(train_cfg.seed)  # model init and dropout draw from the global RNG
         self.model = GPT(model_cfg).to(self.device)
         self.optimizer = make_optimizer(self.model, train_cfg, self.device)
@@ -94,6 +81,7 @@ class Trainer:
         # samples exactly what a non-distributed run does.
         self.batch_gen = torch.Generator().manual_seed(train_cfg.seed + 1000 * self.dist.rank)
         self.state = State()
+        self.evals = PeriodicEval(self, self.data, self.emit, self.dist)
         if checkpoint is not None:
             self._restore(checkpoint)
         self.step_model = self.dist.wrap(self.model)
@@ -157,6 +145,7 @@ class Trainer:
             TrainStarted(
                 self.run_dir, st.step, cfg.iters, self.model.num_params(), str(self.device),
                 self.dtype, st.step > 0, cfg.max_time, st.wall_seconds, self.last_eval,
+                budget.used(),
             )
         )  # fmt: skip
         try:
@@ -186,6 +175,8 @@ class Trainer:
         cfg, st = self.cfg, self.state
         tokens_per_step = cfg.batch_size * self.model_cfg.block_size * self.dist.world_size
         window = [0, 0.0]  # steps and seconds since the last eval
+        if budget.max_time:  # a resumed session may not eval before its budget runs out
+            self.evals.probe(budget)
         while True:
             st.wall_seconds = budget.wall()
             at_end = bool(cfg.iters and st.step >= cfg.iters)
@@ -239,26 +230,7 @@ class Trainer:
 
     def _evaluate(self, tokens_per_sec: float | None, budget: Budget, final: bool) -> None:
         st, cfg = self.state, self.cfg
-        t0 = time.perf_counter()
-        planned = len(self.eval_windows["train"])
-        if budget.max_time and budget.eval_rate is None:  # time one chunk to size the eval
-            probe = self.eval_windows["train"][:EVAL_CHUNK]
-            estimate_loss(self.model, self.data["train"], probe, self.model_cfg.block_size,
-                          self.dtype)  # fmt: skip
-            budget.eval_took(time.perf_counter() - t0, len(probe) / 2)
-        count = budget.eval_windows(planned, EVAL_CHUNK * self.dist.world_size)
-        if count < planned and not budget.told_shrunk:
-            budget.told_shrunk = True
-            self.emit(
-                Notice(
-                    f"evals cut to {count} of {planned} windows per split to fit the "
-                    f"{budget.max_time:g} s budget"
-                )
-            )
-        if self.dist.is_main:
-            self.emit(PhaseStarted("eval", st.step, 2 * count))
-        losses = {s: self._split_loss(s, count, done=i * count) for i, s in enumerate(self.data)}
-        budget.eval_took(time.perf_counter() - t0, count)
+        losses = self.evals.losses(st.step, budget)
         for split, value in losses.items():
             self._check_finite(value, split)
         record = {
@@ -277,38 +249,9 @@ class Trainer:
         if self.dist.is_main:
             self.emit(EvalDone(record, improved))
             if cfg.sample_chars and budget.sample_allowed(final):
-                self._sample(budget)
+                self.evals.sample(st.step, budget)
         self.save(best=improved)
         self.model.train()
-
-    def _sample(self, budget: Budget) -> None:
-        """The per-eval sample (fixed seed), unless the time budget cannot afford it."""
-        step, seed = self.state.step, self.cfg.seed
-        self.emit(PhaseStarted("sample", step))
-        t0 = time.perf_counter()
-        n_params = self.model.num_params()
-        dtype = resolve_dtype(self.cfg.dtype, self.device, generation=True, n_params=n_params)
-        text = sample_text(
-            self.model, self.corpus.tokenizer, max_new_tokens=self.cfg.sample_chars, seed=seed,
-            dtype=dtype,
-        )[0]  # fmt: skip
-        if budget.sample_took(time.perf_counter() - t0):
-            self.emit(Notice("per-eval samples skipped from now on: each costs over 5% of the "
-                             "time budget"))  # fmt: skip
-        self.emit(SampleWritten(step, seed, text))
-
-    def _split_loss(self, split: str, count: int, done: int) -> float:
-        windows = self.dist.shard(self.eval_windows[split][:count])
-        block, total, n = self.model_cfg.block_size, 0.0, 0
-        for i in range(0, len(windows), EVAL_CHUNK * 4):
-            part = windows[i : i + EVAL_CHUNK * 4]
-            total += estimate_loss(self.model, self.data[split], part, block, self.dtype) * len(
-                part
-            )
-            n += len(part)
-            if self.dist.is_main:
-                self.emit(PhaseProgress("eval", done + i + len(part), 2 * count))
-        return self.dist.mean(total / max(n, 1))
 
     def _check_finite(self, loss: float, split: str) -> None:
         if not math.isfinite(loss):

@@ -87,7 +87,7 @@ class TrainDisplay:
 
     def _started(self, e) -> None:
         self.iters, self.max_time = e.iters, e.max_time
-        self._budget_t0 = time.monotonic()
+        self._budget_t0 = time.monotonic() - e.budget_used
         where = f" in {e.run.path}" if e.run else ""
         verb = "resuming at step" if e.resumed else "training from step"
         if e.max_time:
@@ -123,10 +123,11 @@ class TrainDisplay:
             console=self.console,
             transient=False,
         )
-        total, done = (e.max_time, 0) if e.max_time else (e.iters, e.step)
+        used = min(e.budget_used, e.max_time)
+        total, done = (e.max_time, used) if e.max_time else (e.iters, e.step)
         self._steps, self._speed, self._loss = e.step, "", "-"
         self.task = self.progress.add_task(
-            "train", total=total, completed=done, count=self._count(0.0), info=self._info()
+            "train", total=total, completed=done, count=self._count(used), info=self._info()
         )
         self.progress.start()
 
