@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from toygpt_cli.errors import OptionError, UsageError
@@ -408,18 +406,3 @@ def options_table() -> str:
             f"| {flags} | {format_default(f.default)} | {policy[opt.resume]} | {opt.help} |"
         )
     return "\n".join(rows)
-
-
-@dataclass
-class Paths:
-    """Where datasets and runs live (default: ./data and ./runs of the current directory)."""
-
-    data_dir: Path = field(default_factory=lambda: Path("data"))
-    runs_dir: Path = field(default_factory=lambda: Path("runs"))
-
-    @classmethod
-    def from_env(cls, data_dir: Path | None = None, runs_dir: Path | None = None) -> Paths:
-        return cls(
-            data_dir=Path(data_dir or os.environ.get("TOYGPT_DATA_DIR") or "data"),
-            runs_dir=Path(runs_dir or os.environ.get("TOYGPT_RUNS_DIR") or "runs"),
-        )

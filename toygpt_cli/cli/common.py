@@ -136,7 +136,7 @@ def emit(data, render: Callable[[], None], as_json: bool) -> None:
 
 
 def paths(data_dir: Path | None = None, runs_dir: Path | None = None):
-    from toygpt_cli.config import Paths
+    from toygpt_cli.paths import Paths
 
     return Paths.from_env(data_dir, runs_dir)
 
