@@ -131,3 +131,30 @@ def test_learning_rate_schedule():
     assert learning_rate(cfg, 99, 1.0) == pytest.approx(0.1)
     assert learning_rate(TrainConfig(), 4000, 0.8) == 1e-3  # the seed's constant rate
     assert math.isclose(learning_rate(cfg, 99, 7.0), 0.1)  # clamped past the end
+
+
+def test_a_budget_schedule_follows_the_clock_all_ranks_agree_on(
+    corpus_file, tiny_model, tmp_path, monkeypatch
+):
+    from toygpt_cli.distributed import Distributed
+    from toygpt_cli.events import StepDone
+
+    # As if the slowest rank were always halfway through the budget: every step's rate is
+    # the cosine's midpoint, whatever this process's own clock says.
+    monkeypatch.setattr(Distributed, "max", lambda self, value: 30.0)
+    cfg = TrainConfig(
+        iters=10_000, eval_interval=50, eval_iters=2, batch_size=8, sample_chars=0, max_time=60.0,
+        lr_schedule="cosine", learning_rate=1.0, min_lr=0.0,
+    )  # fmt: skip
+    trainer = start_training(tiny_model, cfg, corpus_file, tmp_path)
+    rates = []
+
+    def listen(e):
+        if isinstance(e, StepDone):
+            rates.append(e.lr)
+            if e.step == 20:
+                trainer.request_stop(2)
+
+    trainer.listeners.append(listen)
+    trainer.run()
+    assert len(rates) == 20 and rates == pytest.approx([0.5] * 20)

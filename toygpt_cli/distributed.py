@@ -77,6 +77,12 @@ class Distributed:
             return value
         return self._reduce(value, dist.ReduceOp.SUM) / self.world_size
 
+    def max(self, value: float) -> float:
+        """The largest of every rank's `value` (the budget clock all ranks follow)."""
+        if not self.active:
+            return value
+        return self._reduce(value, dist.ReduceOp.MAX)
+
     def agree_any(self, flag: bool) -> bool:
         """True on every rank if it is true on any (stop requests, time budgets)."""
         if not self.active:

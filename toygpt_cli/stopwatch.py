@@ -60,13 +60,14 @@ class Budget:
         return False
 
     # -- decisions ---------------------------------------------------------------------------
-    def progress(self, step: int, cfg) -> float:
-        """How far through the post-warmup schedule the run is, by steps or by the budget."""
+    def progress(self, step: int, cfg, used: float | None = None) -> float:
+        """How far through the post-warmup schedule the run is, by steps or by the budget
+        (`used`: the budget seconds to go by, when the caller has agreed one across ranks)."""
         by_steps = (step - cfg.warmup_iters) / max(1, cfg.iters - cfg.warmup_iters)
         if not cfg.iters:
             by_steps = 0.0
         if self.max_time:
-            return max(by_steps, self.used() / self.max_time)
+            return max(by_steps, (self.used() if used is None else used) / self.max_time)
         return by_steps
 
     def must_stop(self) -> bool:

@@ -188,7 +188,10 @@ class Trainer:
             if at_end or self.dist.agree_any(self._stop_signal is not None):
                 return at_end
             t0 = time.perf_counter()
-            loss, lr = self.train_step(budget.progress(st.step, cfg))
+            # Under a budget every rank follows the slowest clock, so all ranks apply the
+            # same learning rate (their own clocks would drift apart by milliseconds).
+            used = self.dist.max(budget.used()) if cfg.max_time else None
+            loss, lr = self.train_step(budget.progress(st.step, cfg, used))
             took = time.perf_counter() - t0
             window[0] += 1
             window[1] += took
