@@ -169,3 +169,14 @@ def test_rope_with_an_odd_head_size_is_one_line_on_the_command_line(dirs, corpus
 def test_unknown_arch_is_refused():
     with pytest.raises(OptionError, match="arch must be one of gpt2, modern"):
         ModelConfig(arch="llama").validate()
+
+
+@pytest.mark.parametrize("attn_dropout", [True, False])
+def test_attention_dropout_can_be_left_out(attn_dropout):
+    attn = _model(dropout=0.5, attn_dropout=attn_dropout).blocks[0].attn
+    attn.resid_drop = torch.nn.Identity()  # leave only the dropout on the attention weights
+    x = torch.randn(2, 16, 48)
+    still = attn.eval()(x)[0]
+    torch.manual_seed(1)
+    trained = attn.train()(x)[0]
+    assert torch.allclose(trained, still, atol=1e-6) == (not attn_dropout)

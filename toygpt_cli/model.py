@@ -39,7 +39,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_head = cfg.n_head
-        self.dropout = cfg.dropout
+        self.dropout = cfg.dropout if cfg.attn_dropout else 0.0  # on the attention weights
         self.window = cfg.block_size  # keys a query sees, itself included
         self.qk_norm = cfg.arch == "modern"
         # No bias on q/k/v, as in the seed's per-head Linear(n_embd, head_size, bias=False).
