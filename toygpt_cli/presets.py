@@ -79,12 +79,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The lowest val loss a laptop-class CPU reaches in 10 minutes of wall time, evals
     # included, with the small-GPT speedrun recipe: Muon on the block matrices, rotary
     # positions, the modern block, on the CPU shape with a long context. Measured (README,
-    # 2-core Zen 4, bf16): whole val 1.465 in 10 minutes; 1.499 at block 64, 1.481 at
-    # block 256 without dropout (overfitting after 7 minutes), 1.54 for cpu-adamw.
+    # 2-core Zen 4, bf16): whole val 1.4625 and 1.4647 in 10 minutes; 1.4988 at block 64,
+    # 1.4814 at block 256 without dropout (overfitting after 7 minutes).
     "cpu": {**_NANOGPT_RECIPE, **_CPU_SHAPE, **_SPEEDRUN, **_LONG_CONTEXT},
     # A short budget (nanoGPT's CPU result, val 1.886, is reached with --max-time 20s:
     # 1.856 whole val; 1.728 at 35 s): the same recipe on 4 layers and batches of 16, so
-    # that it gets hundreds of steps, with a short warmup and small evals.
+    # that it gets hundreds of steps, with a short warmup and small evals. It keeps block
+    # 64: at 20 s, blocks of 128 and 256 (same tokens per step) scored 1.926 and 1.986.
     "cpu-1m": {
         **_NANOGPT_RECIPE,
         **_CPU_SHAPE,
