@@ -79,7 +79,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The lowest val loss a laptop-class CPU reaches in 10 minutes of wall time, evals
     # included, with the small-GPT speedrun recipe: Muon on the block matrices, rotary
     # positions, the modern block, on the CPU shape with a long context. Measured (README,
-    # 2-core Zen 4, bf16): whole val 1.4625 and 1.4647 in 10 minutes; 1.4988 at block 64,
+    # 2-core Zen 4, bf16): whole val 1.4625-1.4653 in 10 minutes (3 runs); 1.4988 at block 64,
     # 1.4814 at block 256 without dropout (overfitting after 7 minutes).
     "cpu": {**_NANOGPT_RECIPE, **_CPU_SHAPE, **_SPEEDRUN, **_LONG_CONTEXT},
     # A short budget (nanoGPT's CPU result, val 1.886, is reached with --max-time 20s:
