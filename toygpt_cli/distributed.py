@@ -83,6 +83,12 @@ class Distributed:
             return value
         return self._reduce(value, dist.ReduceOp.MAX)
 
+    def min(self, value: int) -> int:
+        """The smallest of every rank's `value` (work sizes all ranks must share)."""
+        if not self.active:
+            return value
+        return int(self._reduce(float(value), dist.ReduceOp.MIN))
+
     def agree_any(self, flag: bool) -> bool:
         """True on every rank if it is true on any (stop requests, time budgets)."""
         if not self.active:

@@ -47,7 +47,8 @@ class PeriodicEval:
             self.probe(budget)
         t0 = time.perf_counter()
         planned = len(self.windows["train"])
-        count = budget.eval_windows(planned, EVAL_CHUNK * self.dist.world_size)
+        # Every rank scores the same number of windows (the smallest any rank's clock allows).
+        count = self.dist.min(budget.eval_windows(planned, EVAL_CHUNK * self.dist.world_size))
         if count < planned and not budget.told_shrunk:
             budget.told_shrunk = True
             self.emit(
@@ -65,8 +66,9 @@ class PeriodicEval:
     def probe(self, budget: Budget) -> None:
         """Time one chunk of windows, so that a time budget knows what an eval costs before
         the first one: how many windows fit, and when to stop so that the final eval fits."""
-        t0 = time.perf_counter()
         probe = self.windows["train"][:EVAL_CHUNK]
+        self._loss("train", probe)  # a cold first pass would overstate the cost: time the second
+        t0 = time.perf_counter()
         self._loss("train", probe)
         budget.eval_took(time.perf_counter() - t0, len(probe) / 2)
         count = budget.eval_windows(len(self.windows["train"]), EVAL_CHUNK * self.dist.world_size)

@@ -22,8 +22,9 @@ _NANOGPT_RECIPE: dict[str, Any] = {
     "grad_clip": 1.0,
 }
 
-# The shape of the 10-minute CPU presets: deeper and narrower than the seed's, a longer
-# context, no dropout, no step limit (the time budget ends the run), few small evals.
+# The shape of the CPU presets: deeper and narrower than the seed's, a longer context, no
+# dropout (the `cpu` preset changes context and dropout below), no step limit (the time
+# budget ends the run), few small evals.
 _CPU_SHAPE: dict[str, Any] = {
     "block_size": 64,
     "n_layer": 5,

@@ -190,7 +190,8 @@ class Trainer:
             t0 = time.perf_counter()
             # Under a budget every rank follows the slowest clock, so all ranks apply the
             # same learning rate (their own clocks would drift apart by milliseconds).
-            used = self.dist.max(budget.used()) if cfg.max_time else None
+            timed = cfg.max_time and cfg.lr_schedule != "constant"
+            used = self.dist.max(budget.used()) if timed else None
             loss, lr = self.train_step(budget.progress(st.step, cfg, used))
             took = time.perf_counter() - t0
             window[0] += 1
