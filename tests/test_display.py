@@ -56,3 +56,14 @@ def test_a_resumed_budget_starts_the_bar_where_the_budget_stands():
         (task,) = display.progress.tasks
         assert 240.0 <= task.completed < 250.0 and task.total == 600.0
         assert "0:04:00 / 0:10:00" in task.fields["count"]
+
+
+def test_eval_lines_of_a_resumed_budget_show_the_budget_not_the_runs_wall_time():
+    buffer = io.StringIO()
+    display = TrainDisplay(fancy=False, console=Console(file=buffer, width=160))
+    record = _record(40) | {"elapsed": 900.0}  # the run's wall time, all sessions
+    display(ev.TrainStarted(None, 40, 0, 1000, "cpu", "float32", True, 600.0, 850.0,
+                            None, 240.0))  # fmt: skip
+    display(ev.EvalDone(record, True))
+    line = buffer.getvalue().strip().splitlines()[-1]
+    assert "0:04:00 of 0:10:00" in line and "0:15:00" not in line

@@ -31,16 +31,19 @@ def clock(seconds: float) -> str:
     return f"{h:d}:{m:02d}:{s:02d}"
 
 
-def eval_line(record: dict, iters: int, max_time: float = 0.0) -> str:
+def eval_line(record: dict, iters: int, max_time: float = 0.0, used: float | None = None) -> str:
+    """One eval as a line. Under a time budget the step count is not the goal: the line
+    shows `used` of the budget; without `used` (or a budget), the run's wall time."""
     tps = record.get("tokens_per_sec")
-    # Under a time budget the step count is not the goal: show the budget instead.
     total = f"/{iters}" if iters and not max_time else ""
-    budget = f" of {clock(max_time)}" if max_time else ""
+    when = clock(record["elapsed"])
+    if max_time and used is not None:
+        when = f"{clock(used)} of {clock(max_time)}"
     return (
         f"step {record['step']:>6}{total}  train {fmt_loss(record['train_loss'])}  "
         f"val {fmt_loss(record['val_loss'])}  lr {record['lr']:.2e}  "
         + (f"{tps:,.0f} tok/s  " if tps else "")
-        + f"{clock(record['elapsed'])}{budget}"
+        + when
     )
 
 
@@ -189,7 +192,8 @@ class TrainDisplay:
         r = e.record
         self._eval = f"{fmt_loss(r['train_loss'])}/{fmt_loss(r['val_loss'])}"
         self._done_eval()
-        self._print(eval_line(r, self.iters, self.max_time))
+        used = min(time.monotonic() - self._budget_t0, self.max_time) if self.max_time else None
+        self._print(eval_line(r, self.iters, self.max_time, used))
         if self.progress is not None:
             self._advance()
 
