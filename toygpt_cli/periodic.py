@@ -41,10 +41,8 @@ class PeriodicEval:
         }
 
     def losses(self, step: int, budget: Budget) -> dict[str, float]:
-        """Mean loss per split; under a time budget the first eval times one chunk and
+        """Mean loss per split; under a time budget (timed by `probe` before the first step)
         every eval scores only as many windows as the budget affords."""
-        if budget.max_time and budget.eval_rate is None:
-            self.probe(budget)
         t0 = time.perf_counter()
         planned = len(self.windows["train"])
         # Every rank scores the same number of windows (the smallest any rank's clock allows).

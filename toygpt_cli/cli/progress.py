@@ -140,9 +140,12 @@ class TrainDisplay:
     def _info(self) -> str:
         return f"{self._speed}  loss {self._loss}  eval {self._eval}".strip()
 
+    def _budget_used(self) -> float:
+        return min(time.monotonic() - self._budget_t0, self.max_time)
+
     def _advance(self, **fields) -> None:
         if self.max_time:
-            used = min(time.monotonic() - self._budget_t0, self.max_time)
+            used = self._budget_used()
             fields.update(completed=used, count=self._count(used))
         self.progress.update(self.task, info=self._info(), **fields)
 
@@ -192,7 +195,7 @@ class TrainDisplay:
         r = e.record
         self._eval = f"{fmt_loss(r['train_loss'])}/{fmt_loss(r['val_loss'])}"
         self._done_eval()
-        used = min(time.monotonic() - self._budget_t0, self.max_time) if self.max_time else None
+        used = self._budget_used() if self.max_time else None
         self._print(eval_line(r, self.iters, self.max_time, used))
         if self.progress is not None:
             self._advance()
