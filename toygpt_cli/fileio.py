@@ -83,12 +83,16 @@ def read_json(path: Path) -> Any:
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one record as a line and push it to disk before returning."""
-    line = json.dumps(record, separators=(",", ":")) + "\n"
+    data = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
     try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        # One write(2) right after open(2): a kill between creating the file and writing
+        # the line (which left an empty file) has almost no window left to land in.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise ToygptError(f"could not write {path}: {exc.strerror or exc}") from exc
 
