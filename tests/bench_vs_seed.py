@@ -21,12 +21,12 @@ import time
 
 import torch
 
-from toygpt_cli.bench import RECIPES, _timed, bench_recipe, synthetic_corpus
 from toygpt_cli.config import ModelConfig, TrainConfig, build_configs
 from toygpt_cli.evaluate import estimate_loss, fixed_windows
-from toygpt_cli.presets import preset_options
+from toygpt_cli.recipes.bench import RECIPES, _timed, bench_recipe, synthetic_corpus
+from toygpt_cli.recipes.presets import preset_options
+from toygpt_cli.runs.session import Trainer
 from toygpt_cli.sample import sample_text
-from toygpt_cli.train import Trainer
 
 from .reference import SeedGPT
 

@@ -21,7 +21,7 @@ import torch
 from toygpt_cli.config import build_configs
 from toygpt_cli.device import autocast, resolve_dtype
 from toygpt_cli.model import GPT
-from toygpt_cli.presets import preset_options
+from toygpt_cli.recipes.presets import preset_options
 
 
 def step_ms(model_cfg, batch: int, steps: int, dtype: str) -> float:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from toygpt_cli.data import train_chars
-from toygpt_cli.inference import load_for_inference
+from toygpt_cli.runs.inference import load_for_inference
 
 
 @torch.inference_mode()

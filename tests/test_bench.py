@@ -4,8 +4,8 @@ from dataclasses import replace
 
 import torch
 
-from toygpt_cli.bench import bench_recipe, run_benchmarks
 from toygpt_cli.config import ModelConfig, TrainConfig
+from toygpt_cli.recipes.bench import bench_recipe, run_benchmarks
 
 TINY = ModelConfig(block_size=16, n_embd=32, n_layer=2, n_head=4, dropout=0.0)
 CPU = torch.device("cpu")

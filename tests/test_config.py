@@ -4,7 +4,7 @@ import pytest
 
 from toygpt_cli.config import ModelConfig, TrainConfig, build_configs
 from toygpt_cli.errors import UsageError
-from toygpt_cli.presets import PRESETS, load_config_file
+from toygpt_cli.recipes.presets import PRESETS, load_config_file
 
 from .cli_helpers import toygpt
 from .conftest import TINY_ARGS

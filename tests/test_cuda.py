@@ -6,8 +6,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from toygpt_cli.checkpoint import load_checkpoint
-from toygpt_cli.train import resume_training, start_training
+from toygpt_cli.runs.checkpoint import load_checkpoint
+from toygpt_cli.runs.session import resume_training, start_training
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from toygpt_cli.checkpoint import load_checkpoint
+from toygpt_cli.runs.checkpoint import load_checkpoint
 
 from .cli_helpers import toygpt
 from .conftest import TINY_ARGS

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from toygpt_cli import download
-from toygpt_cli.download import (
+from toygpt_cli.corpus import download
+from toygpt_cli.corpus.download import (
     fetch,
     find_tiny_shakespeare,
     parse_size,
@@ -142,7 +142,7 @@ def test_a_killed_fetch_leaves_a_part_file_that_the_next_fetch_sweeps(tmp_path, 
     folder = tmp_path / "data"
     folder.mkdir()
     code = (
-        "import sys; from toygpt_cli.download import fetch; "
+        "import sys; from toygpt_cli.corpus.download import fetch; "
         f"fetch({http_server['base'] + '/drip.txt'!r}, {str(folder)!r}, name='input.txt')"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])

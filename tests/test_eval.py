@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from toygpt_cli import encoding
 from toygpt_cli.cli import meter
+from toygpt_cli.corpus import encoding
 from toygpt_cli.evaluate import scored_chars, split_loss, subset_windows
 from toygpt_cli.model import GPT, ModelConfig
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from toygpt_cli.config import ModelConfig, TrainConfig
-from toygpt_cli.export import load_export
-from toygpt_cli.inference import load_for_inference
-from toygpt_cli.train import start_training
+from toygpt_cli.runs.export import load_export
+from toygpt_cli.runs.inference import load_for_inference
+from toygpt_cli.runs.session import start_training
 
 from .cli_helpers import toygpt
 from .conftest import FIXTURE_CORPUS

@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import pytest
 
-from toygpt_cli.checkpoint import load_checkpoint, save_checkpoint
 from toygpt_cli.errors import ToygptError
 from toygpt_cli.events import CheckpointDue
-from toygpt_cli.train import resume_training, start_training, stop_on_signals
+from toygpt_cli.runs.checkpoint import load_checkpoint, save_checkpoint
+from toygpt_cli.runs.session import resume_training, start_training, stop_on_signals
 
 from .cli_helpers import toygpt
 from .conftest import TINY_ARGS
@@ -104,8 +104,8 @@ def test_an_interrupted_run_whose_budget_is_spent_says_so(corpus_file, tiny_mode
 def test_a_resumed_budget_session_knows_its_eval_cost_and_the_budget_used(
     corpus_file, tiny_model, tmp_path, monkeypatch
 ):
+    from toygpt_cli.budget import Budget
     from toygpt_cli.events import StepDone, TrainStarted
-    from toygpt_cli.stopwatch import Budget
 
     cfg = replace(_budget_cfg(), max_time=60.0, eval_interval=1000)
     trainer = start_training(tiny_model, cfg, corpus_file, tmp_path)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from toygpt_cli.checkpoint import load_checkpoint
+from toygpt_cli.runs.checkpoint import load_checkpoint
 
 from .cli_helpers import toygpt
 from .conftest import TINY_ARGS
@@ -89,7 +89,7 @@ def test_sigkill_at_any_moment_leaves_a_resumable_run(dirs, corpus_file, delay):
     proc.kill()
     proc.communicate(timeout=30)
     _all_files_whole(run, temp_allowed=True)
-    from toygpt_cli.runs import Run
+    from toygpt_cli.runs.folder import Run
 
     assert Run(run).status()["status"] == "interrupted"  # the dead process is noticed
     step = load_checkpoint(run / "ckpt.pt")["state"]["step"]

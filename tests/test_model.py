@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from toygpt_cli.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from toygpt_cli.config import ModelConfig
 from toygpt_cli.errors import ToygptError
 from toygpt_cli.model import GPT
+from toygpt_cli.runs.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 from .reference import SeedGPT, copy_into_seed
 

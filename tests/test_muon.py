@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from toygpt_cli import optim
-from toygpt_cli.checkpoint import load_checkpoint
 from toygpt_cli.config import ModelConfig, TrainConfig
 from toygpt_cli.data import CharTokenizer, Corpus
 from toygpt_cli.errors import UsageError
 from toygpt_cli.model import GPT
 from toygpt_cli.muon import Muon, MuonAdamW, orthogonalize
 from toygpt_cli.optim import apply_hparams, lr_factor, make_optimizer, set_lr
-from toygpt_cli.train import resume_training, start_training
-from toygpt_cli.trainer import Trainer
+from toygpt_cli.runs.checkpoint import load_checkpoint
+from toygpt_cli.runs.session import resume_training, start_training
+from toygpt_cli.train import Trainer
 
 CPU = torch.device("cpu")
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from toygpt_cli import distributed
 from toygpt_cli.config import (
     FIXED,
     ModelConfig,
@@ -17,7 +16,8 @@ from toygpt_cli.config import (
     resume_configs,
 )
 from toygpt_cli.errors import OptionError
-from toygpt_cli.train import resume_training, start_training
+from toygpt_cli.parallel import distributed
+from toygpt_cli.runs.session import resume_training, start_training
 
 from .cli_helpers import toygpt
 from .conftest import TINY_ARGS

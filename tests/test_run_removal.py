@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from toygpt_cli.runs import Run, list_run_dirs
+from toygpt_cli.runs.folder import Run, list_run_dirs
 
 from .cli_helpers import toygpt
 from .fake_runs import make_run

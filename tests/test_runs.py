@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from toygpt_cli.errors import ToygptError
-from toygpt_cli.runs import (
+from toygpt_cli.runs.folder import (
     DamagedRun,
     Run,
     create_run_dir,
@@ -190,7 +190,7 @@ def test_lock_decides_running_and_is_released_by_any_death(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from toygpt_cli.runs import Run; "
+            "import sys, time; from toygpt_cli.runs.folder import Run; "
             f"h = Run(__import__('pathlib').Path({str(run)!r})).lock(); "
             "print('locked', flush=True); time.sleep(60)",
         ],

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from toygpt_cli import plot
+from toygpt_cli.runs import plot
 
 from .cli_helpers import toygpt
 from .conftest import TINY_ARGS

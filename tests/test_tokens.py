@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from toygpt_cli import encoding, tokens
+from toygpt_cli.corpus import cache as tokens
+from toygpt_cli.corpus import encoding
 from toygpt_cli.data import CharTokenizer, Corpus, sample_batch
 from toygpt_cli.errors import ToygptError
 from toygpt_cli.evaluate import fixed_windows

@@ -4,12 +4,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from toygpt_cli.checkpoint import load_checkpoint
 from toygpt_cli.config import TrainConfig
 from toygpt_cli.device import resolve_dtype
 from toygpt_cli.optim import learning_rate
-from toygpt_cli.runs import Run
-from toygpt_cli.train import resume_training, start_training
+from toygpt_cli.runs.checkpoint import load_checkpoint
+from toygpt_cli.runs.folder import Run
+from toygpt_cli.runs.session import resume_training, start_training
 
 
 def _records(run: Run):
@@ -136,8 +136,8 @@ def test_learning_rate_schedule():
 def test_a_budget_schedule_follows_the_clock_all_ranks_agree_on(
     corpus_file, tiny_model, tmp_path, monkeypatch
 ):
-    from toygpt_cli.distributed import Distributed
     from toygpt_cli.events import StepDone
+    from toygpt_cli.parallel.distributed import Distributed
 
     # As if the slowest rank were always halfway through the budget: every step's rate is
     # the cosine's midpoint, whatever this process's own clock says.

@@ -12,7 +12,7 @@ from toygpt_cli.errors import ToygptError
 if TYPE_CHECKING:
     import torch
 
-    from toygpt_cli.encoding import Progress
+    from toygpt_cli.corpus.encoding import Progress
 
 
 class CharTokenizer:
@@ -47,7 +47,7 @@ class CharTokenizer:
 
 def read_text(path: Path) -> str:
     """The file as UTF-8 text, or a one-line error saying what is wrong with it."""
-    from toygpt_cli.encoding import check_file
+    from toygpt_cli.corpus.encoding import check_file
 
     path = Path(path)
     check_file(path)
@@ -92,7 +92,7 @@ class Corpus:
     ) -> Corpus:
         """The file's ids under `tokenizer` (default: its own characters), encoded once and
         cached; `progress(phase, bytes_done, bytes_total)` hears about long passes."""
-        from toygpt_cli.tokens import load_tokens, text_facts
+        from toygpt_cli.corpus.cache import load_tokens, text_facts
 
         path = Path(path)
         facts = text_facts(path, progress)
@@ -116,7 +116,7 @@ class Corpus:
         path: Path = Path("<text>"),
     ) -> Corpus:
         """A corpus held in memory (no file, no cache), encoded the same way."""
-        from toygpt_cli.encoding import encode_text, facts_of_text
+        from toygpt_cli.corpus.encoding import encode_text, facts_of_text
 
         facts = facts_of_text(text)
         tokenizer = tokenizer or CharTokenizer(facts.vocab)
@@ -150,7 +150,7 @@ def sample_batch(data, batch_size: int, block_size: int, generator, device):
     """
     import torch
 
-    from toygpt_cli.tokens import gather_ids
+    from toygpt_cli.corpus.cache import gather_ids
 
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     idx = starts[:, None] + torch.arange(block_size + 1)

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from toygpt_cli.corpus.cache import gather_ids, note_reads, to_ids
 from toygpt_cli.device import autocast
-from toygpt_cli.tokens import gather_ids, note_reads, to_ids
 
 
 @torch.inference_mode()

@@ -10,12 +10,12 @@ from collections.abc import Callable
 
 import torch
 
+from toygpt_cli.budget import Budget
 from toygpt_cli.device import resolve_dtype
-from toygpt_cli.distributed import Distributed
 from toygpt_cli.evaluate import estimate_loss, fixed_windows
 from toygpt_cli.events import Notice, PhaseProgress, PhaseStarted, SampleWritten
+from toygpt_cli.parallel.distributed import Distributed
 from toygpt_cli.sample import sample_text
-from toygpt_cli.stopwatch import Budget
 
 EVAL_CHUNK = 64  # windows per forward pass in periodic evals
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from toygpt_cli.checkpoint import damage
 from toygpt_cli.config import to_dict
 from toygpt_cli.errors import ToygptError
 from toygpt_cli.optim import apply_hparams, load_optimizer_state
+from toygpt_cli.runs.checkpoint import damage
 
 
 @dataclass

@@ -31,8 +31,8 @@ def bench(
     json_: JsonFlag = False,
 ) -> None:
     """Measure training, eval and sampling speed on this machine, and compare the recipes."""
-    from toygpt_cli.bench import run_benchmarks
     from toygpt_cli.device import set_threads
+    from toygpt_cli.recipes.bench import run_benchmarks
 
     set_threads(threads)
 

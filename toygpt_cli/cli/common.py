@@ -62,7 +62,7 @@ DataDir = Annotated[
 
 def complete_run(incomplete: str) -> list[str]:
     """Shell completion for a run: `latest` and the run folders' names, newest first."""
-    from toygpt_cli.runs import list_run_dirs
+    from toygpt_cli.runs.folder import list_run_dirs
 
     try:
         names = [p.name for p in list_run_dirs(paths().runs_dir)]
@@ -136,7 +136,7 @@ def emit(data, render: Callable[[], None], as_json: bool) -> None:
 
 
 def paths(data_dir: Path | None = None, runs_dir: Path | None = None):
-    from toygpt_cli.paths import Paths
+    from toygpt_cli.cli.paths import Paths
 
     return Paths.from_env(data_dir, runs_dir)
 

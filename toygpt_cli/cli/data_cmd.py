@@ -50,7 +50,7 @@ def fetch(
     data_dir: DataDir = None,
 ) -> None:
     """Download Tiny Shakespeare (or --url) into the data folder, checking its sha256."""
-    from toygpt_cli.download import TINY_SHAKESPEARE_URL, fetch, parse_size
+    from toygpt_cli.corpus.download import TINY_SHAKESPEARE_URL, fetch, parse_size
 
     target = paths(data_dir=data_dir).data_dir
     source = url or TINY_SHAKESPEARE_URL
@@ -121,10 +121,10 @@ def info(
     json_: JsonFlag = False,
 ) -> None:
     """Show a dataset: path, size, characters, vocabulary, train/val split."""
+    from toygpt_cli.corpus.cache import text_facts
+    from toygpt_cli.corpus.download import TINY_SHAKESPEARE_FILE, read_checksums
     from toygpt_cli.data import train_chars
-    from toygpt_cli.download import TINY_SHAKESPEARE_FILE, read_checksums
     from toygpt_cli.errors import ToygptError
-    from toygpt_cli.tokens import text_facts
 
     folder = paths(data_dir=data_dir).data_dir
     path = file or folder / TINY_SHAKESPEARE_FILE

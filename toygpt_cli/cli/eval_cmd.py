@@ -52,7 +52,7 @@ def eval_(
     if split not in ("train", "val", "both"):
         raise UsageError(f"--split must be train, val or both, got {split!r}")
     from toygpt_cli.device import set_threads
-    from toygpt_cli.inference import evaluate_run, load_for_inference
+    from toygpt_cli.runs.inference import evaluate_run, load_for_inference
 
     set_threads(threads)
 

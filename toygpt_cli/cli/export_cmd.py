@@ -41,8 +41,8 @@ def export(
 ) -> None:
     """Export a run's weights as safetensors, configuration and vocabulary in the metadata."""
     from toygpt_cli.errors import UsageError
-    from toygpt_cli.export import SUFFIX, export_run
-    from toygpt_cli.runs import open_run
+    from toygpt_cli.runs.export import SUFFIX, export_run
+    from toygpt_cli.runs.folder import open_run
 
     if output is not None and not output.name.endswith(SUFFIX):
         raise UsageError(f"--output must end in {SUFFIX} (sample and eval recognise it by that)")

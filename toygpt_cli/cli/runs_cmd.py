@@ -73,7 +73,7 @@ def _default(
 @handle_errors
 def list_runs(count: Count = None, json_: JsonFlag = False, runs_dir: RunsDir = None) -> None:
     """All runs, newest first: label, status, progress, losses, data, size, device, wall time."""
-    from toygpt_cli.runs import Run, list_run_dirs
+    from toygpt_cli.runs.folder import Run, list_run_dirs
 
     folder = paths(runs_dir=runs_dir).runs_dir
     rows = [Run(p).summary() for p in list_run_dirs(folder)[:count]]
@@ -115,7 +115,7 @@ def _list_table(rows: list[dict], folder: Path) -> None:
 @handle_errors
 def show(run: RunArg = "latest", json_: JsonFlag = False, runs_dir: RunsDir = None) -> None:
     """One run: configuration, metrics, loss curves, first and last samples, files."""
-    from toygpt_cli.runs import DamagedRun, open_run
+    from toygpt_cli.runs.folder import DamagedRun, open_run
 
     r = open_run(run, paths(runs_dir=runs_dir).runs_dir)
     summary = r.summary()
@@ -194,7 +194,7 @@ def compare(
 ) -> None:
     """Runs side by side: differing options highlighted, losses, val curves in one chart."""
     from toygpt_cli.errors import UsageError
-    from toygpt_cli.runs import open_run
+    from toygpt_cli.runs.folder import open_run
 
     if len(runs) < 2:
         raise UsageError("compare needs at least two runs")
@@ -290,8 +290,8 @@ def plot(
 ) -> None:
     """Redraw a run's loss.png: train and val loss, and the learning rate."""
     from toygpt_cli.errors import ToygptError
-    from toygpt_cli.plot import plotting_available, write_loss_png
-    from toygpt_cli.runs import LOSS_PNG, open_run
+    from toygpt_cli.runs.folder import LOSS_PNG, open_run
+    from toygpt_cli.runs.plot import plotting_available, write_loss_png
 
     r = open_run(run, paths(runs_dir=runs_dir).runs_dir)
     if not plotting_available():
@@ -326,7 +326,7 @@ def remove(
     run being trained, and any folder holding files toygpt did not write."""
     import os
 
-    from toygpt_cli.run_removal import check_removable, run_to_remove
+    from toygpt_cli.runs.removal import check_removable, run_to_remove
 
     folder = paths(runs_dir=runs_dir).runs_dir
     chosen = {}

@@ -90,7 +90,7 @@ def sample(
         prompt = read_prompt_file(prompt_file)
 
     from toygpt_cli.device import set_threads
-    from toygpt_cli.inference import load_for_inference
+    from toygpt_cli.runs.inference import load_for_inference
 
     set_threads(threads)
 

@@ -27,7 +27,7 @@ from toygpt_cli.cli.common import (
     paths,
 )
 from toygpt_cli.config import declared_fields, field_type, flag_of, format_default
-from toygpt_cli.presets import PRESETS
+from toygpt_cli.recipes.presets import PRESETS
 
 R = "Run"
 
@@ -172,16 +172,16 @@ def _train(
         _check_before_launch(layers, given, resume, steps, where)
         if resume is None and data is None and file_data is None:
             _default_dataset(where.data_dir)  # fetched once, here, not by every worker
-        from toygpt_cli.launch import launch_local
+        from toygpt_cli.parallel.launch import launch_local
 
         argv = _without_nproc(command_line()[1:])
         err.print(f"starting {nproc} training processes", highlight=False)
         raise typer.Exit(launch_local(nproc, argv))
 
-    from toygpt_cli import train as core
     from toygpt_cli.cli.progress import TrainDisplay
     from toygpt_cli.config import build_configs
-    from toygpt_cli.distributed import Distributed
+    from toygpt_cli.parallel.distributed import Distributed
+    from toygpt_cli.runs import session as core
 
     if resume is None:
         model_cfg, train_cfg = build_configs(*layers, given)
@@ -195,7 +195,7 @@ def _train(
     meter = Meter(fancy_output(quiet) and dist.is_main, "bytes")
     try:
         if resume is not None:
-            from toygpt_cli.runs import open_run
+            from toygpt_cli.runs.folder import open_run
 
             with meter:
                 trainer = core.resume_training(
@@ -227,7 +227,7 @@ def _train(
 
 def _layers(preset, config, like, runs_dir) -> list[dict[str, Any]]:
     from toygpt_cli.errors import UsageError
-    from toygpt_cli.presets import load_config_file, preset_options
+    from toygpt_cli.recipes.presets import load_config_file, preset_options
 
     layers: list[dict[str, Any]] = []
     if preset is not None:
@@ -237,7 +237,7 @@ def _layers(preset, config, like, runs_dir) -> list[dict[str, Any]]:
     if config is not None:
         layers.append(load_config_file(config))
     if like is not None:
-        from toygpt_cli.runs import resolve_run
+        from toygpt_cli.runs.folder import resolve_run
 
         layers.append(load_config_file(resolve_run(like, runs_dir) / "config.json"))
     return layers
@@ -250,10 +250,10 @@ def _check_before_launch(layers, given, resume, steps, where) -> None:
     if resume is None:
         build_configs(*layers, given)
         return
-    from toygpt_cli.checkpoint import damage, load_checkpoint
     from toygpt_cli.config import ModelConfig, TrainConfig, from_dict
     from toygpt_cli.errors import ToygptError
-    from toygpt_cli.runs import CKPT_LAST, open_run
+    from toygpt_cli.runs.checkpoint import damage, load_checkpoint
+    from toygpt_cli.runs.folder import CKPT_LAST, open_run
 
     run = open_run(resume, where.runs_dir)
     ckpt = load_checkpoint(run.file(CKPT_LAST))
@@ -335,7 +335,7 @@ def _dataset_for_ranks(data_dir: Path, dist) -> Path:
 
 def _default_dataset(data_dir: Path) -> Path:
     """Tiny Shakespeare in the data folder (under any name), fetched first if missing."""
-    from toygpt_cli.download import TINY_SHAKESPEARE_FILE, fetch, find_tiny_shakespeare
+    from toygpt_cli.corpus.download import TINY_SHAKESPEARE_FILE, fetch, find_tiny_shakespeare
     from toygpt_cli.errors import ToygptError
 
     found = find_tiny_shakespeare(data_dir)

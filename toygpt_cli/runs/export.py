@@ -20,10 +20,10 @@ from typing import Any
 import torch
 
 from toygpt_cli import __version__
-from toygpt_cli.checkpoint import load_checkpoint, model_from_checkpoint
+from toygpt_cli.runs.checkpoint import load_checkpoint, model_from_checkpoint
 from toygpt_cli.errors import ToygptError
-from toygpt_cli.fileio import write_atomic
-from toygpt_cli.runs import Run
+from toygpt_cli.storage.files import write_atomic
+from toygpt_cli.runs.folder import Run
 
 FORMAT = "toygpt-safetensors/1"
 SUFFIX = ".safetensors"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from toygpt_cli.checkpoint import save_checkpoint
+from toygpt_cli.runs.checkpoint import save_checkpoint
 from toygpt_cli.errors import ToygptError
 from toygpt_cli.events import (
     CheckpointDue,
@@ -20,8 +20,8 @@ from toygpt_cli.events import (
     TrainEnded,
     TrainStarted,
 )
-from toygpt_cli.plot import write_loss_png
-from toygpt_cli.runs import CKPT_BEST, CKPT_LAST, LOSS_PNG, Run, utc_now
+from toygpt_cli.runs.plot import write_loss_png
+from toygpt_cli.runs.folder import CKPT_BEST, CKPT_LAST, LOSS_PNG, Run, utc_now
 
 # What best.pt leaves out of the full state: it is for sampling, not resuming.
 _RESUME_ONLY = ("optimizer", "scaler", "rng")

@@ -18,11 +18,11 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from toygpt_cli import locking
+from toygpt_cli.storage import locks as locking
 from toygpt_cli.errors import ToygptError
-from toygpt_cli.fileio import append_jsonl, write_json
-from toygpt_cli.locking import pid_alive  # noqa: F401 (part of this module's API)
-from toygpt_cli.run_files import (
+from toygpt_cli.storage.files import append_jsonl, write_json
+from toygpt_cli.storage.locks import pid_alive  # noqa: F401 (part of this module's API)
+from toygpt_cli.runs.files import (
     METRIC_FIELDS,
     SAMPLE_FIELDS,
     STATUS_FIELDS,
@@ -345,7 +345,7 @@ class Run:
 
     def remove(self, force: bool = False) -> None:
         """Delete the run: its known files, then the empty folder. See run_removal."""
-        from toygpt_cli.run_removal import remove_run
+        from toygpt_cli.runs.removal import remove_run
 
         remove_run(self, force)
 

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 import httpx
 
 from toygpt_cli.errors import ToygptError, UsageError
-from toygpt_cli.fileio import atomic_open, new_temp_file
+from toygpt_cli.storage.files import atomic_open, new_temp_file
 
 TINY_SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"

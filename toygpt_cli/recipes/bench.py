@@ -19,9 +19,9 @@ from toygpt_cli.data import CharTokenizer, Corpus
 from toygpt_cli.device import TORCH_DTYPES, resolve_device, resolve_dtype
 from toygpt_cli.evaluate import estimate_loss, fixed_windows
 from toygpt_cli.model import GPT
-from toygpt_cli.presets import preset_options
+from toygpt_cli.recipes.presets import preset_options
+from toygpt_cli.runs.session import Trainer
 from toygpt_cli.sample import generate, sample_text
-from toygpt_cli.train import Trainer
 
 RECIPES = ("cpu-adamw", "cpu", "cpu-1m")  # presets compared side by side
 SAMPLE_BLOCK = 256  # the context at which sampling past block_size is measured

@@ -10,14 +10,14 @@ from typing import Any
 
 import torch
 
-from toygpt_cli.checkpoint import load_checkpoint, model_from_checkpoint
+from toygpt_cli.runs.checkpoint import load_checkpoint, model_from_checkpoint
 from toygpt_cli.data import CharTokenizer, Corpus
 from toygpt_cli.device import resolve_device, resolve_dtype
 from toygpt_cli.errors import ToygptError, UsageError
 from toygpt_cli.evaluate import loss_report, scored_chars, split_loss
-from toygpt_cli.fileio import read_json, write_json
+from toygpt_cli.storage.files import read_json, write_json
 from toygpt_cli.model import GPT
-from toygpt_cli.runs import EVAL, Run, open_run, utc_now
+from toygpt_cli.runs.folder import EVAL, Run, open_run, utc_now
 
 
 @dataclass
@@ -46,7 +46,7 @@ def load_for_inference(
     Checkpoints are replaced by a rename, so a run that is still training is read at a
     consistent state.
     """
-    from toygpt_cli.export import is_export_path, load_export
+    from toygpt_cli.runs.export import is_export_path, load_export
 
     dev = resolve_device(device)
     if is_export_path(ref):

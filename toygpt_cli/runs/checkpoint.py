@@ -17,7 +17,7 @@ import torch
 from toygpt_cli.config import ModelConfig, from_dict
 from toygpt_cli.data import CharTokenizer
 from toygpt_cli.errors import ToygptError, first_line
-from toygpt_cli.fileio import write_atomic
+from toygpt_cli.storage.files import write_atomic
 from toygpt_cli.model import GPT
 
 FORMAT = "toygpt-checkpoint/1"

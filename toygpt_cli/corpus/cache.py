@@ -32,10 +32,10 @@ from pathlib import Path
 
 import torch
 
-from toygpt_cli import encoding
-from toygpt_cli.encoding import Progress, TextFacts, id_dtype
+from toygpt_cli.corpus import encoding
+from toygpt_cli.corpus.encoding import Progress, TextFacts, id_dtype
 from toygpt_cli.errors import ToygptError
-from toygpt_cli.fileio import atomic_open
+from toygpt_cli.storage.files import atomic_open
 
 FORMAT = "toygpt-tokens/1"
 CACHE_DIR = ".toygpt-cache"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from toygpt_cli import locking
+from toygpt_cli.storage import locks as locking
 from toygpt_cli.errors import ToygptError
-from toygpt_cli.runs import (
+from toygpt_cli.runs.folder import (
     CONFIG,
     LOCK,
     RUN_SUBDIRS,

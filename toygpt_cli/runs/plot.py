@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from toygpt_cli.fileio import write_atomic
+from toygpt_cli.storage.files import write_atomic
 
 
 def plotting_available() -> bool:
