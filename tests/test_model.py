@@ -1,115 +1,253 @@
+"""model.py: the GPT, its variants (arch, pos, logit soft-capping), and its generation path
+with a key/value cache."""
+
 import math
 
 import pytest
 import torch
 
 from toygpt_cli.config import ModelConfig
-from toygpt_cli.errors import ToygptError
-from toygpt_cli.model import GPT
-from toygpt_cli.runs.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from toygpt_cli.errors import OptionError
+from toygpt_cli.fused import relu_squared
+from toygpt_cli.model import GPT, Rotary, Variant, apply_rotary, rope_angles
+from toygpt_cli.sample import KVCache
+from toygpt_cli.measure.seed_reference import SeedGPT, copy_into_seed
 
-from .reference import SeedGPT, copy_into_seed
+VARIANTS = {
+    "gpt2": {},
+    "nanogpt": {"arch": "nanogpt"},
+    "rope": {"pos": "rope"},
+    "modern": {"arch": "modern"},
+    "softcap": {"logit_softcap": 2.0},
+    "all": {"pos": "rope", "arch": "modern", "logit_softcap": 15.0},
+}
 
-VOCAB = "".join(chr(33 + i) for i in range(65))
 
-
-def _model(**kw) -> GPT:
-    torch.manual_seed(0)
+def _model(seed=0, **kw) -> GPT:
+    torch.manual_seed(seed)
     cfg = dict(vocab_size=65, block_size=16, n_embd=48, n_layer=2, n_head=6, dropout=0.0)
-    return GPT(ModelConfig(**{**cfg, **kw})).eval()
+    model = GPT(ModelConfig(**{**cfg, **kw})).eval()
+    if kw.get("arch") == "modern":
+        # Zero-initialised projections make every position's logits equal at first, which
+        # would hide any mixing between positions: give the weights values.
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 0.2)
+    return model
 
 
-def test_output_shapes():
-    model = _model()
+def _cached(model, idx, start, end=None):
+    """Logits of idx[:, start:end] fed through a cache that first took in idx[:, :start]."""
+    cache = KVCache(model.config.n_layer, model.config.block_size)
+    model(idx[:, :start], cache=cache, position=0)
+    return model(idx[:, start:end], cache=cache, position=start)[0], cache
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_shapes_and_loss(variant):
+    model = _model(**VARIANTS[variant])
     idx = torch.randint(65, (3, 16))
-    logits, loss, cache = model(idx, idx)
-    assert logits.shape == (3, 16, 65)
-    assert loss.shape == ()
-    assert len(cache) == 2 and cache[0][0].shape == (3, 6, 16, 8)
+    logits, loss = model(idx, idx)
+    assert logits.shape == (3, 16, 65) and loss.shape == ()
+    assert model(idx)[1] is None  # no targets, no loss
 
 
-def test_causal_masking_later_characters_never_change_earlier_logits():
-    model = _model()
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_later_characters_never_change_earlier_logits(variant):
+    model = _model(**VARIANTS[variant])
     idx = torch.randint(65, (2, 16))
     changed = idx.clone()
     changed[:, 10:] = (changed[:, 10:] + 1) % 65
-    a, _, _ = model(idx)
-    b, _, _ = model(changed)
-    assert torch.equal(a[:, :10], b[:, :10])
+    a, b = model(idx)[0], model(changed)[0]
+    torch.testing.assert_close(a[:, :10], b[:, :10], rtol=0, atol=1e-6)
     assert not torch.allclose(a[:, 10:], b[:, 10:])
 
 
 @pytest.mark.parametrize("init", ["default", "normal"])
 def test_loss_at_init_is_close_to_uniform(init):
     model = _model(init=init)
-    idx = torch.randint(65, (16, 16))
-    _, loss, _ = model(idx, torch.randint(65, (16, 16)))
+    _, loss = model(torch.randint(65, (16, 16)), torch.randint(65, (16, 16)))
     assert abs(loss.item() - math.log(65)) < 0.35
 
 
-def test_fused_attention_matches_per_head_reference():
+def test_fused_attention_matches_the_per_head_reference():
     model = _model(n_layer=3)
     seed = SeedGPT(65, block_size=16, n_embd=48, n_layer=3, n_head=6, dropout=0.0).eval()
     copy_into_seed(model, seed)
     idx = torch.randint(65, (4, 16))
-    ours, _, _ = model(idx)
-    ref, _ = seed(idx)
-    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model(idx)[0], seed(idx)[0], rtol=1e-5, atol=1e-5)
 
 
-def test_kv_cache_matches_full_forward():
-    model = _model()
+@pytest.mark.parametrize("variant", ["gpt2", "rope", "all"])
+def test_kv_cache_matches_the_full_forward(variant):
+    model = _model(**VARIANTS[variant])
     idx = torch.randint(65, (2, 12))
-    full, _, _ = model(idx)
-    _, _, cache = model(idx[:, :5])
-    step, _, cache = model(idx[:, 5:6], cache=cache)
+    full = model(idx)[0]
+    step, cache = _cached(model, idx, 5, 6)
     torch.testing.assert_close(step[:, 0], full[:, 5], rtol=1e-5, atol=1e-5)
-    rest, _, _ = model(idx[:, 6:], cache=cache)  # several new positions at once
+    rest = model(idx[:, 6:], cache=cache, position=6)[0]  # several new positions at once
     torch.testing.assert_close(rest, full[:, 6:], rtol=1e-5, atol=1e-5)
 
 
-def test_context_longer_than_block_size_is_refused():
+def test_a_cache_needs_the_position():
+    model, idx = _model(), torch.randint(65, (1, 4))
+    with pytest.raises(ValueError, match="position"):
+        model(idx, cache=KVCache(2, 16))
+
+
+@pytest.mark.parametrize("variant", ["rope", "all"])
+def test_rolling_cache_is_sliding_window_attention(variant):
+    # Past block_size, a rotary model attends to the last block_size positions; feeding one
+    # position at a time through a cache that keeps only those gives the same logits.
+    model = _model(**VARIANTS[variant])
+    idx = torch.randint(65, (2, 50))
+    full = model(idx)[0]  # (2, 50, 65): 50 > block_size 16
+    cache = KVCache(model.config.n_layer, 16)
+    model(idx[:, :16], cache=cache, position=0)
+    for t in range(16, 50):
+        step = model(idx[:, t : t + 1], cache=cache, position=t)[0]
+        assert cache.keys[0].size(2) == 16  # the oldest position dropped out
+        torch.testing.assert_close(step[:, 0], full[:, t], rtol=1e-5, atol=1e-5)
+    # What lies beyond the window reaches a position only through the earlier positions'
+    # hidden states, and never in the first layer alone.
+    one = _model(pos="rope", n_layer=1)
+    torch.testing.assert_close(one(idx)[0][:, -1], one(idx[:, -16:])[0][:, -1], rtol=1e-5,
+                               atol=1e-5)  # fmt: skip
+
+
+def test_learned_positions_refuse_more_than_block_size():
     with pytest.raises(ValueError, match="block_size"):
         _model()(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_rope_model_has_no_position_table_and_sees_order():
+    model = _model(pos="rope")
+    assert not any("pos_emb" in name for name in model.state_dict())
+    idx = torch.randint(65, (1, 16))
+    assert not torch.allclose(model(idx)[0][:, -1], model(idx.flip(1))[0][:, -1])
+
+
+def test_rope_scores_depend_only_on_the_distance():
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+
+    def score(m, n):
+        (cq, sq), (ck, sk) = rope_angles(m, 1, 8), rope_angles(n, 1, 8)
+        return (apply_rotary(q, cq, sq) * apply_rotary(k, ck, sk)).sum().item()
+
+    assert score(5, 2) == pytest.approx(score(1005, 1002), abs=1e-5)
+    assert score(5, 2) != pytest.approx(score(5, 3), abs=1e-3)
+
+
+def test_rotary_angles_past_the_table_continue_it():
+    rotary = Rotary(head_size=8, block_size=8)
+    cos, sin = rotary(0, 8)
+    far_cos, _ = rotary(8, 4)  # 4 positions past the table, computed on the fly
+    assert torch.equal(cos, rotary.cos) and torch.equal(sin, rotary.sin)
+    torch.testing.assert_close(far_cos, rope_angles(8, 4, 8)[0])
+    assert torch.equal(rope_angles(3, 2, 8)[0], rotary.cos[3:5])  # the same numbers
+    # far positions keep their precision: angle = position x frequency, in double precision
+    assert rope_angles(10**7, 1, 8)[0][0, 0].item() == pytest.approx(math.cos(10**7), abs=1e-6)
+
+
+def test_modern_block_has_no_biases_and_starts_uniform():
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=65, block_size=16, n_embd=48, n_layer=2, n_head=6,
+                            arch="modern"))  # fmt: skip
+    assert all(p.dim() == 2 for p in model.parameters())  # no biases, no norm gains
+    for block in model.blocks:
+        assert not block.attn.proj.weight.any() and not block.ffwd.proj.weight.any()
+    _, loss = model(torch.randint(65, (4, 16)), torch.randint(65, (4, 16)))
+    assert loss.item() == pytest.approx(math.log(65), abs=1e-6)  # a zero head: uniform
+
+
+def test_nanogpt_block_is_layernorm_and_gelu_without_biases():
+    model = _model(arch="nanogpt")
+    variant = Variant.of(model.config)
+    assert variant.activation is torch.nn.functional.gelu and not variant.bias
+    assert not [n for n, _ in model.named_parameters() if n.endswith("bias")]
+    assert isinstance(model.blocks[0].ln1, torch.nn.LayerNorm)
 
 
 @pytest.mark.parametrize("init", ["default", "normal"])
 def test_tied_weights_share_one_tensor_and_start_near_uniform(init):
     model = _model(tie_weights=True, init=init)
     assert model.lm_head.weight is model.tok_emb.weight
-    _, loss, _ = model(torch.randint(65, (8, 16)), torch.randint(65, (8, 16)))
+    _, loss = model(torch.randint(65, (8, 16)), torch.randint(65, (8, 16)))
     assert abs(loss.item() - math.log(65)) < 0.5
 
 
-def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
-    model = _model()
-    path = tmp_path / "ckpt.pt"
-    save_checkpoint(
-        path,
-        {"model": model.state_dict(), "model_config": vars(model.config) | {}, "vocab": VOCAB},
-    )
-    loaded, tok = model_from_checkpoint(load_checkpoint(path))
+def test_modern_with_tied_weights_keeps_a_nonzero_embedding():
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=65, n_embd=48, n_head=6, arch="modern", tie_weights=True))
+    assert model.lm_head.weight is model.tok_emb.weight and model.tok_emb.weight.any()
+
+
+def test_relu_squared_and_its_hand_written_gradient():
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(relu_squared(x), torch.relu(x) ** 2)
+    assert torch.autograd.gradcheck(relu_squared, (x,))
+
+
+def test_relu_squared_in_float16_saturates_instead_of_overflowing():
+    x = torch.tensor([1.0, 255.0, 300.0, 1e4], dtype=torch.float16)
+    y = relu_squared(x)
+    assert torch.isfinite(y).all()  # 300^2 = 90,000 > 65,504, the largest float16
+    assert y[0] == 1.0 and y[1] == 255.0**2 and y[2] == y[3] == torch.finfo(torch.float16).max
+
+
+def test_logit_softcap_bounds_the_logits():
+    model = _model(logit_softcap=2.0)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(100)  # raw logits far beyond the cap
+    logits = model(torch.randint(65, (2, 16)))[0]
+    assert logits.abs().max() <= 2.0 and logits.abs().max() > 1.9
+
+
+def test_logit_softcap_runs_in_float32_under_bfloat16():
+    model = _model(logit_softcap=30.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randint(65, (2, 16)))[0]
+    assert logits.dtype == torch.float32
+    # tanh in float32 of the head's output: the same as capping its float32 cast by hand
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = torch.randint(65, (2, 16))
+        model.config.logit_softcap = 0.0
+        raw = model(x)[0]
+        model.config.logit_softcap = 30.0
+        capped = model(x)[0]
+    assert torch.equal(capped, 30.0 * torch.tanh(raw.float() / 30.0))
+
+
+def test_rope_needs_an_even_head_size():
+    with pytest.raises(OptionError, match=r"even head size \(n_embd / n_head\), got 30/2 = 15"):
+        ModelConfig(n_embd=30, n_head=2, pos="rope").validate()
+
+
+def test_unknown_arch_is_refused():
+    with pytest.raises(OptionError, match="arch must be one of gpt2, nanogpt, modern"):
+        ModelConfig(arch="llama").validate()
+
+
+@pytest.mark.parametrize("attn_dropout", [True, False])
+def test_attention_dropout_can_be_left_out(attn_dropout):
+    attn = _model(dropout=0.5, attn_dropout=attn_dropout).blocks[0].attn
+    attn.resid_drop = torch.nn.Identity()  # leave only the dropout on the attention weights
+    x = torch.randn(2, 16, 48)
+    still = attn.eval()(x)
+    torch.manual_seed(1)
+    trained = attn.train()(x)
+    assert torch.allclose(trained, still, atol=1e-6) == (not attn_dropout)
+
+
+@pytest.mark.parametrize("emb_dropout", [True, False])
+def test_embedding_dropout_is_an_option(emb_dropout):
+    model = _model(dropout=0.5, emb_dropout=emb_dropout)
+    assert model.emb_drop.p == (0.5 if emb_dropout else 0.0)
     idx = torch.randint(65, (2, 16))
-    assert torch.equal(model(idx)[0], loaded(idx)[0])
-    assert tok.chars == VOCAB
-    assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
-
-
-def test_truncated_checkpoint_is_a_clear_error(tmp_path):
-    path = tmp_path / "ckpt.pt"
-    save_checkpoint(path, {"model": _model().state_dict()})
-    path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(ToygptError, match=r"ckpt.pt is corrupt or truncated"):
-        load_checkpoint(path)
-
-
-class _Evil:
-    def __reduce__(self):
-        return (print, ("pwned",))
-
-
-def test_checkpoint_with_pickled_code_is_refused(tmp_path):
-    path = tmp_path / "evil.pt"
-    torch.save({"format": "toygpt-checkpoint/1", "x": _Evil()}, path)
-    with pytest.raises(ToygptError, match="pickled Python objects"):
-        load_checkpoint(path)
+    for block in model.blocks:  # leave only the embedding dropout
+        block.attn.resid_drop = block.ffwd.drop = torch.nn.Identity()
+        block.attn.dropout = 0.0
+    still = model.eval()(idx)[0]
+    torch.manual_seed(1)
+    trained = model.train()(idx)[0]
+    assert torch.allclose(trained, still, atol=1e-5) == (not emb_dropout)

@@ -1,4 +1,4 @@
-"""--optimizer muon: the Newton-Schulz orthogonalisation, the Muon step, the combined
+"""muon.py and optim.py: the Newton-Schulz orthogonalisation, the Muon step, the combined
 optimizer's groups and schedule, training with it, and exact resume."""
 
 import io
@@ -9,12 +9,13 @@ import torch
 
 from toygpt_cli import optim
 from toygpt_cli.config import ModelConfig, TrainConfig
-from toygpt_cli.data import CharTokenizer, Corpus
+from toygpt_cli.corpus import corpus_from_text
+from toygpt_cli.data import CharTokenizer
 from toygpt_cli.errors import UsageError
 from toygpt_cli.model import GPT
 from toygpt_cli.muon import Muon, MuonAdamW, orthogonalize
 from toygpt_cli.optim import apply_hparams, lr_factor, make_optimizer, set_lr
-from toygpt_cli.runs.checkpoint import load_checkpoint
+from toygpt_cli.runs.checkpoint import read_checkpoint
 from toygpt_cli.runs.session import resume_training, start_training
 from toygpt_cli.train import Trainer
 
@@ -87,7 +88,7 @@ def test_the_grad_scaler_steps_muon_adamw_like_any_optimizer():
         model = _model()
         opt = make_optimizer(model, TrainConfig(optimizer="muon"), CPU)
         scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=scaled)
-        _, loss, _ = model(idx, idx)
+        _, loss = model(idx, idx)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
         scaler.step(opt)
@@ -132,12 +133,12 @@ def test_training_with_muon_lowers_the_loss(corpus_file, tiny_model, tmp_path):
 def ns_precision(request, monkeypatch):
     """Newton-Schulz in float32, and in whatever --dtype auto picks on this CPU."""
     if request.param == "float32":
-        monkeypatch.setattr(optim, "resolve_dtype", lambda name, device: "float32")
+        monkeypatch.setattr(optim, "ns_dtype", lambda cfg, device: torch.float32)
     return request.param
 
 
 def _weights(run):
-    return load_checkpoint(run.file("ckpt.pt"))
+    return read_checkpoint(run.file("ckpt.pt"), resume=True).data
 
 
 def test_resume_with_muon_is_exact(corpus_file, tiny_model, tmp_path, ns_precision):
@@ -160,7 +161,7 @@ def test_resume_with_muon_is_exact(corpus_file, tiny_model, tmp_path, ns_precisi
 
 
 def _corpus(text):
-    return Corpus.from_text(text, CharTokenizer("".join(sorted(set(text)))))
+    return corpus_from_text(text, CharTokenizer("".join(sorted(set(text)))))
 
 
 def test_resume_that_changes_the_muon_learning_rate_is_exact(tiny_text, ns_precision):
@@ -170,18 +171,19 @@ def test_resume_that_changes_the_muon_learning_rate_is_exact(tiny_text, ns_preci
                             n_layer=2, n_head=4, dropout=0.1)  # fmt: skip
     cfg = TrainConfig(batch_size=8, sample_chars=0, optimizer="muon", muon_lr=0.02)
     changed = replace(cfg, muon_lr=0.005)
-    live = Trainer(None, model_cfg, cfg, corpus)
+    live = Trainer(model_cfg, cfg, corpus)
     for _ in range(15):
         live.train_step()
     buffer = io.BytesIO()
-    torch.save(live.checkpoint_state(), buffer)
+    torch.save(live.state_dict(), buffer)
     live.cfg = changed
     apply_hparams(live.optimizer, changed)
     for _ in range(15):
         live.train_step()
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
-    resumed = Trainer(None, model_cfg, changed, corpus, checkpoint=state)
+    resumed = Trainer(model_cfg, changed, corpus)
+    resumed.load_state_dict(state)
     assert resumed.optimizer.param_groups[-1]["base_lr"] == 0.005
     for _ in range(15):
         resumed.train_step()
@@ -217,3 +219,10 @@ def test_muon_and_the_modern_block_train_on_cuda(corpus_file, tiny_model, tmp_pa
     result = start_training(model_cfg, cfg, corpus_file, tmp_path).run()
     losses = [m["val_loss"] for m in result.run.metrics()]
     assert losses[-1] < losses[0] - 1.0
+
+
+@pytest.mark.parametrize(("dtype", "expected"), [("float32", torch.float32),
+                                                 ("bfloat16", torch.bfloat16)])  # fmt: skip
+def test_newton_schulz_runs_in_the_precision_training_asked_for(dtype, expected):
+    opt = make_optimizer(_model(), TrainConfig(optimizer="muon", dtype=dtype), CPU)
+    assert opt.muon.ns_dtype == expected

@@ -1,160 +1,254 @@
+"""train.py: the Trainer's step and loop, its state_dict (exact resume), the stop switch
+(Ctrl-C at a step, during an eval, a second one while a checkpoint is written), time
+budgets, divergence, and each rank's own dropout."""
+
+import io
 import math
+import signal
 from dataclasses import replace
 
 import pytest
 import torch
 
-from toygpt_cli.config import TrainConfig
-from toygpt_cli.device import resolve_dtype
-from toygpt_cli.optim import learning_rate
-from toygpt_cli.runs.checkpoint import load_checkpoint
-from toygpt_cli.runs.folder import Run
-from toygpt_cli.runs.session import resume_training, start_training
+from toygpt_cli.config import ModelConfig, TrainConfig
+from toygpt_cli.corpus import corpus_from_text
+from toygpt_cli.events import CheckpointSaved, EvalDone, Notice, PhaseProgress, StepDone
+from toygpt_cli.parallel.distributed import Distributed
+from toygpt_cli.train import BudgetTooSmall, Diverged, StopSwitch, Trainer
 
 
-def _records(run: Run):
-    return [(m["step"], m["train_loss"], m["val_loss"]) for m in run.metrics()]
+@pytest.fixture
+def corpus(tiny_text):
+    return corpus_from_text(tiny_text)
 
 
-def test_training_lowers_the_loss(corpus_file, tiny_model, tmp_path):
-    cfg = TrainConfig(iters=300, eval_interval=150, eval_iters=8, batch_size=32, sample_chars=0)
-    result = start_training(tiny_model, cfg, corpus_file, tmp_path).run()
-    losses = [m["val_loss"] for m in result.run.metrics()]
-    assert result.status == "completed" and result.step == 300
+def _model_cfg(corpus, **kw):
+    return ModelConfig(vocab_size=corpus.tokenizer.vocab_size, block_size=16, n_embd=32,
+                       n_layer=2, n_head=4, dropout=0.1, **kw)  # fmt: skip
+
+
+def _cfg(**kw):
+    return TrainConfig(**{"iters": 40, "eval_interval": 20, "eval_iters": 2, "batch_size": 8,
+                          "sample_chars": 0, "dtype": "float32", **kw})  # fmt: skip
+
+
+def _round_trip(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # as a checkpoint file would hold it
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_training_lowers_the_loss(corpus):
+    records = []
+    cfg = _cfg(iters=300, eval_interval=150, eval_iters=8, batch_size=32)
+    trainer = Trainer(_model_cfg(corpus), cfg, corpus,
+                      listeners=[lambda e: records.append(e) if isinstance(e, EvalDone) else None])
+    result = trainer.run()
+    losses = [e.record["val_loss"] for e in records]
+    assert result.status == "completed" and result.step == 300 and len(losses) == 3
     assert losses[0] > 3.5  # about ln(vocab) at the start
     assert losses[-1] < losses[0] - 1.0
 
 
-def test_run_folder_holds_everything(corpus_file, tiny_model, tiny_train, tmp_path):
-    run = start_training(tiny_model, tiny_train, corpus_file, tmp_path).run().run
-    names = {p.name for p in run.path.iterdir()}
-    assert {
-        "config.json",
-        "status.json",
-        "metrics.jsonl",
-        "samples.jsonl",
-        "ckpt.pt",
-        "best.pt",
-    } <= names
-    cfg = run.config()
-    assert cfg["train"]["iters"] == 60 and cfg["model"]["n_embd"] == 32
-    assert cfg["data"]["sha256"] and cfg["vocab"] and cfg["versions"]["torch"]
-    # auto picks bf16 only on CPUs with bf16 matrix instructions: the test must not care which.
-    expected_dtype = resolve_dtype("auto", torch.device("cpu"))
-    assert cfg["resolved"] == cfg["resolved"] | {"device": "cpu", "dtype": expected_dtype}
-    assert [m["step"] for m in run.metrics()] == [0, 20, 40, 60]
-    assert set(run.metrics()[-1]) == {
-        "step",
-        "train_loss",
-        "val_loss",
-        "lr",
-        "tokens_per_sec",
-        "elapsed",
-    }
-    assert [s["step"] for s in run.samples()] == [0, 20, 40, 60]
-    assert run.status()["status"] == "completed"
-    assert 10 < run.status()["peak_rss_mb"] < 4096
-    ckpt = load_checkpoint(run.file("ckpt.pt"))
-    assert ckpt["state"]["step"] == 60 and set(ckpt["rng"]) == {"batches", "cpu", "cuda"}
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_state_dict_resumes_exactly(corpus, optimizer):
+    model_cfg, cfg = _model_cfg(corpus), _cfg(optimizer=optimizer)
+    straight = Trainer(model_cfg, cfg, corpus)
+    for _ in range(25):
+        straight.train_step()
+    first = Trainer(model_cfg, cfg, corpus)
+    for _ in range(10):
+        first.train_step()
+    state = _round_trip(first.state_dict())
+    torch.manual_seed(999)  # whatever happened since: the state carries every stream
+    second = Trainer(model_cfg, cfg, corpus)
+    second.load_state_dict(state)
+    for _ in range(15):
+        second.train_step()
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, second.model.state_dict()[name]), name
+    assert second.state.step == 25
 
 
-def test_resume_is_exact(corpus_file, tiny_model, tmp_path):
-    cfg = TrainConfig(iters=40, eval_interval=20, eval_iters=2, batch_size=8, sample_chars=20)
-    straight = start_training(tiny_model, replace(cfg, iters=70), corpus_file, tmp_path / "a").run()
-    first = start_training(tiny_model, cfg, corpus_file, tmp_path / "b").run()
-    second = resume_training(first.run, steps=30).run()
-    assert second.step == 70
-    a = load_checkpoint(straight.run.file("ckpt.pt"))
-    b = load_checkpoint(second.run.file("ckpt.pt"))
-    for name, tensor in a["model"].items():
-        assert torch.equal(tensor, b["model"][name]), name
-    assert _records(straight.run) == _records(second.run)
-    assert a["state"]["best_val"] == b["state"]["best_val"]
+def test_the_loop_saves_checkpoints_through_the_call_it_was_given(corpus):
+    saved = []
+    trainer = Trainer(_model_cfg(corpus), _cfg(), corpus,
+                      checkpoints=lambda state, step, best: saved.append((step, best, state)))
+    trainer.run()
+    assert [(s, b) for s, b, _ in saved] == [(0, True), (20, True), (40, True)]
+    assert saved[-1][2]["state"]["step"] == 40 and "optimizer" in saved[-1][2]
 
 
-def test_resume_refuses_a_different_architecture(corpus_file, tiny_model, tiny_train, tmp_path):
-    from toygpt_cli.errors import UsageError
+def test_a_first_ctrl_c_stops_after_the_step_with_a_checkpoint(corpus):
+    told, saved = [], []
+    stop = StopSwitch(on_first=told.append)
 
-    run = start_training(tiny_model, tiny_train, corpus_file, tmp_path).run().run
-    with pytest.raises(UsageError, match="n_layer 3: it is 2 in the run, and n_layer is fixed"):
-        resume_training(run, 10, {"n_layer": 3})
+    def listen(e):
+        if isinstance(e, StepDone) and e.step == 5:
+            stop.request(signal.SIGINT)
 
-
-def test_beta2_reaches_the_optimizer_and_may_change_on_resume(
-    corpus_file, tiny_model, tiny_train, tmp_path
-):
-    trainer = start_training(tiny_model, replace(tiny_train, beta2=0.99), corpus_file, tmp_path)
-    assert {g["betas"] for g in trainer.optimizer.param_groups} == {(0.9, 0.99)}
-    run = trainer.run().run
-    kept = resume_training(run, 10)
-    assert {g["betas"] for g in kept.optimizer.param_groups} == {(0.9, 0.99)}
-    kept.run()
-    changed = resume_training(run, 10, {"beta2": 0.95})
-    assert {g["betas"] for g in changed.optimizer.param_groups} == {(0.9, 0.95)}
-    assert run.config()["resumes"][-1]["changed"]["beta2"] == [0.99, 0.95]
+    trainer = Trainer(_model_cfg(corpus), _cfg(iters=1000), corpus, listeners=[listen],
+                      checkpoints=lambda *a: saved.append(a[1]), stop=stop)  # fmt: skip
+    result = trainer.run()
+    assert told == [signal.SIGINT]  # said at once, from the handler
+    assert result.status == "interrupted" and result.step == 5 and saved[-1] == 5
+    assert result.signal == signal.SIGINT
 
 
-def test_bfloat16_training_lowers_the_loss_like_float32(corpus_file, tiny_model, tmp_path):
-    cfg = TrainConfig(iters=150, eval_interval=150, eval_iters=4, batch_size=16, sample_chars=0)
-    f32 = start_training(tiny_model, cfg, corpus_file, tmp_path / "f").run()
-    bf16 = start_training(
-        tiny_model, replace(cfg, dtype="bfloat16"), corpus_file, tmp_path / "b"
-    ).run()
-    assert bf16.run.config()["resolved"]["dtype"] == "bfloat16"
-    start = bf16.run.metrics()[0]["val_loss"]
-    assert bf16.last_eval["val_loss"] < start - 0.5
-    assert abs(bf16.last_eval["val_loss"] - f32.last_eval["val_loss"]) < 0.1
+def test_ctrl_c_during_an_eval_abandons_it_within_a_chunk(corpus):
+    stop, chunks = StopSwitch(), []
+
+    def listen(e):
+        if isinstance(e, PhaseProgress):
+            chunks.append(e.done)
+            if len(chunks) == 2:
+                stop.request(signal.SIGINT)
+
+    notices = []
+    trainer = Trainer(
+        _model_cfg(corpus), _cfg(iters=1000, eval_iters=64), corpus, stop=stop,
+        listeners=[listen, lambda e: notices.append(e.text) if isinstance(e, Notice) else None],
+    )  # fmt: skip
+    trainer.state.last_eval_step = 0  # past the quick first eval: a full one is due at step 20
+    trainer.state.step = 20
+    result = trainer.run()
+    assert result.status == "interrupted" and result.step == 20
+    assert len(chunks) == 2  # the third chunk was never scored
+    assert any("abandoned" in n for n in notices)
+    assert trainer.state.last_eval_step == 0  # a resume redoes the eval
 
 
-def test_max_time_stops_on_budget_and_completes(corpus_file, tiny_model, tmp_path):
-    cfg = TrainConfig(
-        iters=100_000,
-        eval_interval=50,
-        eval_iters=2,
-        batch_size=8,
-        sample_chars=0,
-        max_time=3.0,
-        lr_schedule="cosine",
-    )
-    result = start_training(tiny_model, cfg, corpus_file, tmp_path).run()
-    assert result.status == "completed"
-    assert 0 < result.step < 100_000
-    assert result.run.metrics()[-1]["step"] == result.step
-    assert result.run.metrics()[-1]["elapsed"] < 4.0
+def test_a_second_request_while_a_checkpoint_is_written_waits_for_it(corpus):
+    stop, written = StopSwitch(), []
+
+    def write(state, step, best):
+        if step == 3:
+            stop.request(signal.SIGINT)  # the second request, mid-write: deferred
+        written.append(step)
+
+    def listen(e):
+        if isinstance(e, StepDone) and e.step == 3:
+            stop.request(signal.SIGINT)
+
+    trainer = Trainer(_model_cfg(corpus), _cfg(iters=1000), corpus, listeners=[listen],
+                      checkpoints=write, stop=stop)  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert written[-1] == 3  # the checkpoint was written in full before stopping
 
 
-def test_learning_rate_schedule():
-    cfg = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_schedule="cosine")
-    assert learning_rate(cfg, 0, 0.0) == pytest.approx(1 / 11)
-    assert learning_rate(cfg, 10, 0.0) == pytest.approx(1.0)
-    assert learning_rate(cfg, 50, 0.5) == pytest.approx(0.55)
-    assert learning_rate(cfg, 99, 1.0) == pytest.approx(0.1)
-    assert learning_rate(TrainConfig(), 4000, 0.8) == 1e-3  # the seed's constant rate
-    assert math.isclose(learning_rate(cfg, 99, 7.0), 0.1)  # clamped past the end
+def test_signals_reach_the_switch_and_are_restored_after(corpus):
+    stop = StopSwitch()
+    before = signal.getsignal(signal.SIGTERM)
+    with stop.on_signals():
+        signal.raise_signal(signal.SIGHUP)  # a closed terminal stops like SIGTERM
+    assert stop.signal == signal.SIGHUP and signal.getsignal(signal.SIGTERM) is before
 
 
-def test_a_budget_schedule_follows_the_clock_all_ranks_agree_on(
-    corpus_file, tiny_model, tmp_path, monkeypatch
-):
-    from toygpt_cli.events import StepDone
-    from toygpt_cli.parallel.distributed import Distributed
+def test_a_budget_ends_the_run_in_time_with_a_final_eval(corpus):
+    evals = []
+    cfg = _cfg(iters=0, max_time=2.0, eval_interval=50, lr_schedule="cosine")
+    trainer = Trainer(_model_cfg(corpus), cfg, corpus,
+                      listeners=[lambda e: evals.append(e.record) if isinstance(e, EvalDone)
+                                 else None])  # fmt: skip
+    result = trainer.run()
+    assert result.status == "completed" and 0 < result.step
+    assert evals[-1]["step"] == result.step and evals[-1]["elapsed"] < 2.5
+    assert result.iters == result.step  # a budget-only run is complete where it ended
 
+
+def test_a_budget_too_small_for_its_evals_is_refused_before_any_step(corpus, monkeypatch):
+    from toygpt_cli.periodic import PeriodicEval
+
+    probe = PeriodicEval.probe
+
+    def slow_machine(self, budget, state):  # as if an eval took 4 s here
+        probe(self, budget, state)
+        budget.eval_cost = 4.0
+
+    monkeypatch.setattr(PeriodicEval, "probe", slow_machine)
+    steps = []
+    trainer = Trainer(_model_cfg(corpus), _cfg(iters=0, max_time=5.0), corpus,
+                      listeners=[lambda e: steps.append(e) if isinstance(e, StepDone) else None])
+    with pytest.raises(BudgetTooSmall, match=r"--max-time 5s is too small here: an eval") as info:
+        trainer.run()
+    assert not steps and info.value.fresh
+    assert "give --max-time 18s or more" in str(info.value)
+
+
+def test_a_budget_schedule_follows_the_clock_all_ranks_agree_on(corpus, monkeypatch):
     # As if the slowest rank were always halfway through the budget: every step's rate is
     # the cosine's midpoint, whatever this process's own clock says.
     monkeypatch.setattr(Distributed, "max", lambda self, value: 30.0)
-    cfg = TrainConfig(
-        iters=10_000, eval_interval=50, eval_iters=2, batch_size=8, sample_chars=0, max_time=60.0,
-        lr_schedule="cosine", learning_rate=1.0, min_lr=0.0,
-    )  # fmt: skip
-    trainer = start_training(tiny_model, cfg, corpus_file, tmp_path)
-    rates = []
+    cfg = _cfg(iters=10_000, eval_interval=50, max_time=60.0, lr_schedule="cosine",
+               learning_rate=1.0, min_lr=0.0)  # fmt: skip
+    rates, stop = [], StopSwitch()
 
     def listen(e):
         if isinstance(e, StepDone):
             rates.append(e.lr)
             if e.step == 20:
-                trainer.request_stop(2)
+                stop.request()
 
-    trainer.listeners.append(listen)
-    trainer.run()
+    Trainer(_model_cfg(corpus), cfg, corpus, listeners=[listen], stop=stop).run()
     assert len(rates) == 20 and rates == pytest.approx([0.5] * 20)
+
+
+def test_divergence_stops_with_one_line_and_the_last_good_step(corpus):
+    cfg = _cfg(iters=40, eval_interval=10, learning_rate=1e30)
+    saved = []
+    trainer = Trainer(_model_cfg(corpus), cfg, corpus,
+                      checkpoints=lambda s, step, b: saved.append(_round_trip(s)))
+    with pytest.raises(Diverged, match="training diverged.*last good checkpoint"):
+        trainer.run()
+    assert all(torch.isfinite(t).all() for t in saved[-1]["model"].values())
+
+
+def test_the_first_eval_of_a_new_run_is_quick_and_never_the_best(corpus):
+    records = []
+    cfg = _cfg(iters=20, eval_interval=10, eval_iters=100, batch_size=8)  # 800 windows
+    Trainer(_model_cfg(corpus), cfg, corpus,
+            listeners=[lambda e: records.append(e) if isinstance(e, EvalDone) else None]).run()
+    first, later = records[0], records[1:]
+    assert first.record["eval_windows"] == 512 and not first.improved
+    assert all("eval_windows" not in e.record for e in later) and later[0].improved
+
+
+def test_a_rank_other_than_0_draws_its_own_dropout(corpus, monkeypatch):
+    monkeypatch.setattr(Distributed, "wrap", lambda self, model: model)  # no process group
+    model_cfg, cfg = _model_cfg(corpus, attn_dropout=True), _cfg()
+    masks = []
+    for rank in (0, 1):
+        trainer = Trainer(model_cfg, cfg, corpus, dist=Distributed(rank=rank, world_size=2))
+        layer = trainer.model.blocks[0].attn.resid_drop
+        masks.append(layer(torch.ones(64, 64)) == 0)
+        weights = trainer.model.state_dict()
+        if rank == 0:
+            first = weights
+    assert not torch.equal(masks[0], masks[1])  # different dropout noise
+    for name, tensor in first.items():  # the same initial weights
+        assert torch.equal(tensor, weights[name]), name
+
+
+def test_rank_0_of_several_draws_what_a_single_process_draws(corpus, monkeypatch):
+    monkeypatch.setattr(Distributed, "wrap", lambda self, model: model)
+    a = Trainer(_model_cfg(corpus), _cfg(), corpus)
+    a_rng = torch.get_rng_state()
+    b = Trainer(_model_cfg(corpus), _cfg(), corpus, dist=Distributed(rank=0, world_size=2))
+    assert torch.equal(a.batch_gen.get_state(), b.batch_gen.get_state())
+    assert torch.equal(a_rng, torch.get_rng_state())
+
+
+def test_checkpoint_saved_events_follow_each_save(corpus):
+    events = []
+    Trainer(_model_cfg(corpus), _cfg(iters=20), corpus, listeners=[events.append],
+            checkpoints=lambda *a: None).run()  # fmt: skip
+    saved = [e for e in events if isinstance(e, CheckpointSaved)]
+    assert [e.step for e in saved] == [0, 20] and math.isfinite(saved[0].step)
+
+
+def test_a_stopped_eval_leaves_the_model_in_training_mode_for_the_next_session(corpus):
+    trainer = Trainer(_model_cfg(corpus), replace(_cfg(), iters=1), corpus)
+    trainer.run()
+    assert trainer.model.training

@@ -43,24 +43,31 @@ def parse_duration(value: Any) -> float:
 
 @dataclass(frozen=True)
 class Opt:
-    """How one configuration field appears to users and how it is checked."""
+    """How one option appears to users and how it is checked: the one declaration that the
+    command line, the generated reference, config files and the resume check all read."""
 
     help: str
-    panel: str
+    panel: str | None = None  # the group it is listed under in --help
     resume: str = CHANGE
     flag: str | None = None  # default: --field-name
     aliases: tuple[str, ...] = ()
     choices: tuple[str, ...] | None = None
     min: float | None = None  # inclusive bound ...
     above: float | None = None  # ... or exclusive bound from below
-    below: float | None = None  # exclusive bound from above
+    max: float | None = None  # inclusive bound ...
+    below: float | None = None  # ... or exclusive bound from above
     parse: Callable[[Any], Any] | None = None  # turns a string (flag, TOML) into the value
     metavar: str | None = None
     envvar: str | None = None
     cli: bool = True  # False: derived, not an option
+    negatable: bool = True  # a switch has a --no- form (False: a plain flag, e.g. --json)
+    argument: bool = False  # a positional argument rather than an option
+    many: bool = False  # takes several values (a positional argument: RUN RUN ...)
+    complete: Callable[[str], list[str]] | None = None  # shell completion of its values
 
 
-def option(default: Any, help: str, panel: str, resume: str = CHANGE, **kw: Any) -> Any:
+def option(default: Any, help: str, panel: str | None = None, resume: str = CHANGE, **kw: Any):
+    """A dataclass field declared as an option."""
     return field(default=default, metadata={"opt": Opt(help, panel, resume, **kw)})
 
 
@@ -76,10 +83,13 @@ class ModelConfig:
     dropout: float = option(0.2, "Dropout probability.", MODEL, FIXED, min=0.0, below=1.0)
     attn_dropout: bool = option(
         True,
-        "Dropout on the attention weights too (off: embeddings and residual branches only; "
-        "on CPUs attention dropout takes a slower attention path, 1.8x the step at block 256).",
+        "Dropout on the attention weights too (off: on the residual branches only; on CPUs "
+        "attention dropout takes a slower attention path, 1.8x the step at block 256).",
         MODEL,
         FIXED,
+    )
+    emb_dropout: bool = option(
+        False, "Dropout on the embeddings too, as nanoGPT applies it.", MODEL, FIXED
     )
     # "default": PyTorch's own Linear/Embedding initialisation, which the seed's reported
     # losses depend on; "normal": N(0, 0.02) as in nanoGPT/GPT-2.
@@ -102,18 +112,19 @@ class ModelConfig:
     # "modern": the small-GPT speedrun recipe (modded-nanogpt, nanochat) in one choice.
     arch: str = option(
         "gpt2",
-        "gpt2 (LayerNorm, ReLU MLP, biases: the seed's) or modern (RMSNorm, ReLU-squared MLP, "
-        "normalised queries and keys, no biases, zero-initialised output projections).",
+        "gpt2 (LayerNorm, ReLU MLP, biases: the seed's), nanogpt (LayerNorm and GELU without "
+        "biases) or modern (RMSNorm, ReLU-squared MLP, normalised queries and keys, no "
+        "biases, zero-initialised output projections).",
         MODEL,
         FIXED,
-        choices=("gpt2", "modern"),
+        choices=("gpt2", "nanogpt", "modern"),
     )
     logit_softcap: float = option(
         0.0, "Soft-cap the logits: cap * tanh(logits / cap) (0: off).", MODEL, FIXED, min=0.0
     )
 
     def validate(self) -> None:
-        _validate(self)
+        validate(self)
         if self.n_embd % self.n_head:
             raise OptionError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
@@ -141,7 +152,13 @@ class TrainConfig:
         5100, "Optimizer steps of a new run (0: no limit, with max_time).", TRAINING, STEPS, min=0
     )
     eval_interval: int = option(300, "Steps between evals.", TRAINING, min=1)
-    eval_iters: int = option(200, "Batches per split in each periodic eval.", TRAINING, min=1)
+    eval_iters: int = option(
+        200,
+        "Batches per split in each periodic eval (every eval of a run scores the same windows).",
+        TRAINING,
+        FIXED,
+        min=1,
+    )
     seed: int = option(1337, "Random seed.", TRAINING, FIXED, min=0)
     device: str = option(
         "auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.", TRAINING
@@ -166,7 +183,17 @@ class TrainConfig:
     save_every: int = option(
         0, "Extra checkpoint every N steps (0: only at evals and the end).", TRAINING, min=0
     )
-    sample_chars: int = option(200, "Characters sampled at each eval (0: none).", TRAINING, min=0)
+    keep: str = option(
+        "both",
+        "Checkpoints kept: both (ckpt.pt to resume, best.pt to sample), last (ckpt.pt only: "
+        "about 3x the weights) or best (best.pt only once the run completes: it cannot be "
+        "resumed then).",
+        TRAINING,
+        choices=("both", "last", "best"),
+    )
+    sample_chars: int = option(
+        200, "Characters sampled at each eval (0: none).", TRAINING, min=0, max=100_000
+    )
     compile: bool = option(False, "torch.compile the model.", TRAINING)
     compile_mode: str = option(
         "default",
@@ -222,7 +249,7 @@ class TrainConfig:
     )
 
     def validate(self) -> None:
-        _validate(self)
+        validate(self)
         if self.iters == 0 and not self.max_time:
             raise OptionError("iters must be greater than 0 (or give max_time)", "iters")
         if self.min_lr > self.learning_rate:
@@ -248,7 +275,8 @@ def declared_fields() -> list[tuple[type, dataclasses.Field, Opt]]:
 
 
 def field_type(f: dataclasses.Field) -> type:
-    return _TYPES[f.type if isinstance(f.type, str) else f.type.__name__]
+    name = f.type if isinstance(f.type, str) else f.type.__name__
+    return _TYPES[name.split(" | ")[0]]
 
 
 def flag_of(name: str) -> str:
@@ -259,39 +287,48 @@ def flag_of(name: str) -> str:
     return name
 
 
-def _validate(obj: Any) -> None:
-    """Types, finiteness, bounds and choices of every field, from its declaration."""
+def validate(obj: Any) -> None:
+    """Check (and coerce) every declared field of a dataclass: one line per problem."""
     for f in fields(obj):
-        opt: Opt = f.metadata["opt"]
-        value = getattr(obj, f.name)
-        want = field_type(f)
-        if opt.parse is not None and isinstance(value, str):
-            value = opt.parse(value)
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-            raise OptionError(f"{f.name} must be {kind[want]}, got {value!r}", f.name)
-        setattr(obj, f.name, value)
-        if want is float and not math.isfinite(value):
-            raise OptionError(f"{f.name} must be a finite number, got {value}", f.name)
-        if want is int and abs(value) > INT64_MAX:
-            raise OptionError(f"{f.name} is out of range: {value}", f.name)
-        if opt.min is not None and value < opt.min:
-            rel = "greater than 0" if opt.min == 1 and want is int else f"at least {opt.min}"
-            if opt.min == 0:
-                rel = "0 or more"
-            raise OptionError(f"{f.name} must be {rel}, got {value}", f.name)
-        if opt.above is not None and not value > opt.above:
-            raise OptionError(f"{f.name} must be greater than {opt.above:g}, got {value}", f.name)
-        if opt.below is not None and not value < opt.below:
-            lo = f"[{opt.min:g}, {opt.below:g})" if opt.min is not None else None
-            lo = lo or f"({opt.above:g}, {opt.below:g})"
-            raise OptionError(f"{f.name} must be in {lo}, got {value}", f.name)
-        if opt.choices is not None and value not in opt.choices:
-            raise OptionError(
-                f"{f.name} must be one of {', '.join(opt.choices)}; got {value!r}", f.name
-            )
+        setattr(obj, f.name, check(f, getattr(obj, f.name)))
+
+
+def check(f: dataclasses.Field, value: Any) -> Any:
+    """One field's value, checked against its declaration: type (ints widen to floats),
+    finiteness, bounds and choices. Returns the value as the field's type."""
+    opt: Opt = f.metadata["opt"]
+    want = field_type(f)
+    if opt.parse is not None and isinstance(value, str):
+        value = opt.parse(value)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if value is None and f.default is None:
+        return None
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+        raise OptionError(f"{f.name} must be {kind[want]}, got {value!r}", f.name)
+    if want is float and not math.isfinite(value):
+        raise OptionError(f"{f.name} must be a finite number, got {value}", f.name)
+    if want is int and abs(value) > INT64_MAX:
+        raise OptionError(f"{f.name} is out of range: {value}", f.name)
+    if opt.min is not None and value < opt.min:
+        rel = "greater than 0" if opt.min == 1 and want is int else f"at least {opt.min:g}"
+        if opt.min == 0:
+            rel = "0 or more"
+        raise OptionError(f"{f.name} must be {rel}, got {value:g}", f.name)
+    if opt.above is not None and not value > opt.above:
+        raise OptionError(f"{f.name} must be greater than {opt.above:g}, got {value:g}", f.name)
+    if opt.max is not None and value > opt.max:
+        raise OptionError(f"{f.name} must be at most {opt.max:g}, got {value:g}", f.name)
+    if opt.below is not None and not value < opt.below:
+        lo = f"[{opt.min:g}, {opt.below:g})" if opt.min is not None else None
+        lo = lo or f"({opt.above:g}, {opt.below:g})"
+        raise OptionError(f"{f.name} must be in {lo}, got {value:g}", f.name)
+    if opt.choices is not None and value not in opt.choices:
+        raise OptionError(
+            f"{f.name} must be one of {', '.join(opt.choices)}; got {value!r}", f.name
+        )
+    return value
 
 
 def _divisor_near(n: int, k: int) -> int:
@@ -331,56 +368,11 @@ def build_configs(*layers: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
     return model, train
 
 
-def resume_configs(
-    model: ModelConfig, train: TrainConfig, overrides: dict[str, Any], run: str = "the run"
-) -> tuple[TrainConfig, dict[str, list[Any]]]:
-    """The training configuration of a resumed run, by each field's resume policy.
-
-    FIXED fields must keep their value (refused naming both values); CHANGE fields take
-    the new value; STEPS (`iters`) is set by the caller from the number of further steps.
-    Returns the new TrainConfig and {field: [old, new]} for what changed.
-    """
-    model_names = {f.name for f in fields(ModelConfig)}
-    new_train: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        key = key.replace("-", "_")
-        opt = _opt_of(key)
-        if opt.resume == STEPS:
-            raise OptionError(
-                f"iters is the length of a new run; to continue {run}, say how many more "
-                "steps to take (--steps)",
-                key,
-            )
-        current = model if key in model_names else train
-        probe = dataclasses.replace(current, **{key: value})
-        probe.validate()  # the same checks (and type coercion) as for a new run
-        value, old = getattr(probe, key), getattr(current, key)
-        if opt.resume == FIXED:
-            if value != old:
-                raise OptionError(
-                    f"cannot resume {run} with {key} {value}: it is {old} in the run, "
-                    f"and {key} is fixed for the life of a run",
-                    key,
-                )
-            continue
-        new_train[key] = value
-    merged = dataclasses.replace(train, **new_train)
-    # iters is set by the caller from the steps asked for: validate around it.
-    dataclasses.replace(merged, iters=max(merged.iters, 1)).validate()
-    changed = {
-        k: [getattr(train, k), getattr(merged, k)]
-        for k in new_train
-        if getattr(train, k) != getattr(merged, k)
-    }
-    return merged, changed
-
-
-def _opt_of(name: str) -> Opt:
-    for _, f, opt in declared_fields():
+def declared(name: str) -> dataclasses.Field:
+    """The declaration of a configuration field (ModelConfig or TrainConfig)."""
+    for _, f, _ in declared_fields():
         if f.name == name:
-            return opt
+            return f
     raise UsageError(f"unknown option {name!r}")
 
 

@@ -1,18 +1,24 @@
-"""Text corpora: the character tokenizer, a corpus as ids with its train/val split, and
-batches. The ids of a file come from the token cache in tokens.py."""
+"""The data the model learns from: characters as ids, a train/val split, random batches.
+
+    tokenizer = CharTokenizer.from_text(text)          # every distinct character, sorted
+    ids = tokenizer.encode("ROMEO:")                   # [int, ...]
+    x, y = sample_batch(train, 32, 16, generator, "cpu")   # (32, 16) ids; y is x shifted by one
+
+A Corpus is a text's ids in one 1-D tensor, split by position: the first 90% to train on,
+the rest to validate. corpus/ builds one from a file (encoded once, then memory-mapped)
+or from a string; ids are stored in the narrowest width that holds them (1, 2 or 4 bytes)
+and widened to int64 only for the windows a batch gathers.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import torch
 
 from toygpt_cli.errors import ToygptError
-
-if TYPE_CHECKING:
-    import torch
-
-    from toygpt_cli.corpus.encoding import Progress
+from toygpt_cli.storage.mapped import note_reads
 
 
 class CharTokenizer:
@@ -31,35 +37,22 @@ class CharTokenizer:
         return len(self.chars)
 
     def unknown(self, text: str) -> list[str]:
+        """The characters of `text` this vocabulary lacks, sorted."""
         return sorted({c for c in text if c not in self.stoi})
 
-    def encode(self, text: str) -> list[int]:
+    def check(self, text: str, what: str = "the text", error=ToygptError) -> None:
+        """A one-line error naming the characters of `text` outside the vocabulary."""
         missing = self.unknown(text)
         if missing:
-            raise ToygptError(
-                "characters not in the vocabulary: " + " ".join(repr(c) for c in missing)
-            )
+            shown = " ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise error(f"{what} has characters outside the vocabulary: {shown}")
+
+    def encode(self, text: str) -> list[int]:
+        self.check(text)
         return [self.stoi[c] for c in text]
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
-
-
-def read_text(path: Path) -> str:
-    """The file as UTF-8 text, or a one-line error saying what is wrong with it."""
-    from toygpt_cli.corpus.encoding import check_file
-
-    path = Path(path)
-    check_file(path)
-    raw = path.read_bytes()
-    if b"\x00" in raw:
-        raise ToygptError(f"data file is not text (it contains NUL bytes): {path}")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ToygptError(
-            f"data file is not UTF-8 text: {path} (invalid byte at offset {exc.start})"
-        ) from None
 
 
 def train_chars(n_chars: int, val_fraction: float = 0.1) -> int:
@@ -69,64 +62,13 @@ def train_chars(n_chars: int, val_fraction: float = 0.1) -> int:
 
 @dataclass
 class Corpus:
-    """A text as ids split into train and val (the first 90% / the rest).
-
-    `tokens` is a 1-D tensor of ids in the narrowest width that holds them (uint8 up to
-    256 characters, 2 bytes up to 65,536, int32 beyond), memory-mapped from the token cache
-    (see tokens.py); the splits are views into it, and only gathered windows become int64.
-    """
+    """A text as ids (`tokens`, 1-D, in the narrowest width), split at n_train."""
 
     path: Path
     sha256: str
     tokenizer: CharTokenizer
     tokens: torch.Tensor
     val_fraction: float = 0.1
-
-    @classmethod
-    def load(
-        cls,
-        path: Path,
-        val_fraction: float = 0.1,
-        tokenizer: CharTokenizer | None = None,
-        progress: Progress | None = None,
-    ) -> Corpus:
-        """The file's ids under `tokenizer` (default: its own characters), encoded once and
-        cached; `progress(phase, bytes_done, bytes_total)` hears about long passes."""
-        from toygpt_cli.corpus.cache import load_tokens, text_facts
-
-        path = Path(path)
-        facts = text_facts(path, progress)
-        if tokenizer is not None:
-            missing = sorted(set(facts.vocab) - set(tokenizer.chars))
-            if missing:
-                raise ToygptError(
-                    f"{path} has characters the run's vocabulary lacks: "
-                    + " ".join(repr(c) for c in missing[:10])
-                )
-        tokenizer = tokenizer or CharTokenizer(facts.vocab)
-        tokens = load_tokens(path, facts, tokenizer.chars, progress)
-        return cls(path, facts.sha256, tokenizer, tokens, val_fraction)
-
-    @classmethod
-    def from_text(
-        cls,
-        text: str,
-        tokenizer: CharTokenizer | None = None,
-        val_fraction: float = 0.1,
-        path: Path = Path("<text>"),
-    ) -> Corpus:
-        """A corpus held in memory (no file, no cache), encoded the same way."""
-        from toygpt_cli.corpus.encoding import encode_text, facts_of_text
-
-        facts = facts_of_text(text)
-        tokenizer = tokenizer or CharTokenizer(facts.vocab)
-        missing = sorted(set(facts.vocab) - set(tokenizer.chars))
-        if missing:
-            raise ToygptError(
-                "characters not in the vocabulary: " + " ".join(repr(c) for c in missing[:10])
-            )
-        tokens = encode_text(text, tokenizer.chars)
-        return cls(Path(path), facts.sha256, tokenizer, tokens, val_fraction)
 
     @property
     def n_chars(self) -> int:
@@ -141,19 +83,29 @@ class Corpus:
         return self.tokens[: self.n_train], self.tokens[self.n_train :]
 
 
+def to_ids(tokens: torch.Tensor) -> torch.Tensor:
+    """Ids in any storage width as int64, the only width the model takes."""
+    if tokens.element_size() == 2:  # 2-byte ids are stored through int16 (see corpus/)
+        return tokens.view(torch.int16).long() & 0xFFFF
+    return tokens.long()
+
+
+def gather_ids(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """tokens[index] as int64, `index` holding one window per row: only the gathered ids
+    are widened, never the whole corpus."""
+    ids = to_ids(tokens.view(torch.int16)[index] if tokens.element_size() == 2 else tokens[index])
+    note_reads(tokens, len(index))
+    return ids
+
+
 def sample_batch(data, batch_size: int, block_size: int, generator, device):
-    """Random windows of `data` as (x, y) int64 ids, y shifted by one; one vectorised gather.
+    """Random windows of `data` as (x, y) int64 ids (B, T), y shifted by one position.
 
-    Offsets come from `generator` on the CPU so the batch sequence is the same on any
-    device and can be saved and restored exactly. `data` may hold ids in any width (a
-    memory-mapped corpus): only the gathered windows are widened.
+    Offsets come from `generator` on the CPU, so the batches are the same on any device
+    and can be saved and restored exactly.
     """
-    import torch
-
-    from toygpt_cli.corpus.cache import gather_ids
-
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    idx = starts[:, None] + torch.arange(block_size + 1)
+    idx = starts[:, None] + torch.arange(block_size + 1)  # (B, T + 1)
     if data.device.type == "cuda":  # pinned host memory lets the copy overlap compute
         idx = idx.pin_memory().to(data.device, non_blocking=True)
     elif data.device.type != "cpu":

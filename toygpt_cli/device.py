@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from pathlib import Path
 
 import torch
@@ -107,6 +108,22 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
     return torch.autocast(device_type=device.type, dtype=TORCH_DTYPES[dtype])
 
 
-def set_threads(threads: int) -> None:
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def set_threads(threads: int, generation: bool = False) -> None:
+    """torch's CPU threads: `threads`, or (0) torch's choice, one per core; for generation
+    one, since drawing one character at a time from a small model is matrix-vector work
+    that a second thread slows down more than it helps (measured in docs/results.md)."""
+    if threads > usable_cpus():
+        raise UsageError(
+            f"--threads {threads} is more than the {usable_cpus()} CPUs this process may use"
+        )
     if threads > 0:
         torch.set_num_threads(threads)
+    elif generation:
+        torch.set_num_threads(1)

@@ -37,3 +37,14 @@ def first_line(exc: BaseException, limit: int = 160) -> str:
     """The first line of an exception's message (its type when it has none), cut to `limit`."""
     lines = str(exc).strip().splitlines()
     return lines[0][:limit] if lines else type(exc).__name__
+
+
+def install_hint(extra: str) -> str:
+    """How to install an optional extra, the way toygpt was installed: from a source
+    checkout (editable, `pip install -e`) or as a package."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file() and (root / ".git").exists():
+        return f"pip install -e '{root}[{extra}]'"
+    return f"pip install 'toygpt[{extra}]'"

@@ -1,7 +1,14 @@
-"""Loss measurement: the quick periodic estimate used while training, and the exact
-whole-split evaluation behind `toygpt eval` (every position scored once, or an evenly
-spread subset of windows). Corpora may hold ids in 1, 2 or 4 bytes: windows are widened to
-int64 only once gathered."""
+"""Measuring the loss: the mean next-character cross-entropy over windows of a split.
+
+One loop does it all (`window_losses`): gather the windows at some start offsets, run the
+model without autograd, add up the losses. The evals during training use a fixed random
+sample of windows (`fixed_windows`); `toygpt eval` scores a whole split in consecutive
+windows of block_size, so every position after the first is scored exactly once, from one
+or several window alignments (`offsets`), or an evenly spread subset (`max_chars`).
+
+Sums stay on the device in float32 per chunk and are added up once at the end, in Python's
+double precision: no float64 tensor anywhere (Apple GPUs have none), one wait for the device.
+"""
 
 from __future__ import annotations
 
@@ -11,58 +18,59 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from toygpt_cli.corpus.cache import gather_ids, note_reads, to_ids
+from toygpt_cli.data import gather_ids
 from toygpt_cli.device import autocast
 
 
+class LossSum:
+    """Per-chunk loss sums (device tensors) and their position counts, added up once."""
+
+    def __init__(self) -> None:
+        self.sums: list[torch.Tensor] = []
+        self.count = 0
+
+    def add(self, total: torch.Tensor, count: int) -> None:
+        self.sums.append(total)
+        self.count += count
+
+    def total(self) -> float:
+        return math.fsum(torch.stack(self.sums).cpu().tolist()) if self.sums else 0.0
+
+    def mean(self) -> float:
+        return self.total() / max(self.count, 1)
+
+
 @torch.inference_mode()
-def _window_losses_sum(model, x: torch.Tensor, y: torch.Tensor, dtype: str) -> torch.Tensor:
-    """The summed loss as a float64 tensor left on the device: callers add these up and
-    read the total once, so an eval does not wait for the device after every chunk."""
-    # x and y may hold ids in any width (views of a memory-mapped corpus): widen them here,
-    # after the narrow copy to the device.
+def window_losses(
+    model, data: torch.Tensor, starts: torch.Tensor, length: int, dtype: str
+) -> tuple[torch.Tensor, int]:
+    """(summed loss on the device, positions scored) of the windows data[s : s + length + 1]
+    for each s in starts: each predicts its `length` next characters from what precedes
+    them in the window."""
+    was_training = model.training
+    model.eval()
     device = next(model.parameters()).device
-    x, y = to_ids(x.to(device)), to_ids(y.to(device))
+    window = gather_ids(data, starts[:, None] + torch.arange(length + 1)).to(device)
+    x, y = window[:, :-1], window[:, 1:]
     with autocast(device, dtype):
-        logits, _, _ = model(x)
-    loss = F.cross_entropy(
+        logits, _ = model(x)
+    total = F.cross_entropy(
         logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), reduction="sum"
     )
-    return loss.double()
+    model.train(was_training)
+    return total, y.numel()
 
 
 def fixed_windows(n_data: int, count: int, block_size: int, seed: int) -> torch.Tensor:
-    """`count` window start offsets drawn once from `seed`: every eval scores the same text,
-    so the curve shows the model changing, not the sample."""
+    """`count` window offsets drawn from `seed`: the first `count` of one fixed sequence
+    (fewer windows are the first of more), so every eval scores the same text."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(n_data - block_size, (count,), generator=g)
 
 
-def estimate_loss(
-    model, data: torch.Tensor, starts: torch.Tensor, block_size: int, dtype: str, chunk: int = 64
-) -> float:
-    """Mean loss over the windows at `starts` (the seed's eval_iters x batch_size windows),
-    batched into large chunks and run without autograd."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    offsets = torch.arange(block_size + 1)
-    for i in range(0, len(starts), chunk):
-        window = gather_ids(data, starts[i : i + chunk, None] + offsets)
-        total += _window_losses_sum(model, window[:, :-1], window[:, 1:], dtype)
-        count += window[:, 1:].numel()
-    model.train(was_training)
-    return float(total) / count
-
-
 def subset_windows(n_data: int, block_size: int, max_chars: int | None) -> torch.Tensor | None:
-    """Starts of the windows that score at most `max_chars` positions of a split, or None
-    when the whole split fits in that (or no limit is asked).
-
-    The subset is max_chars // block_size windows of block_size predictions (at least one),
-    spaced evenly from the start of the split to its end: deterministic, spread over all of
-    the split, and never overlapping.
-    """
+    """Starts of max_chars // block_size windows (at least one) spaced evenly from the start
+    of a split to its end, never overlapping; None when the whole split fits in max_chars."""
     if max_chars is None:
         return None
     count = max(1, max_chars // block_size)
@@ -72,7 +80,7 @@ def subset_windows(n_data: int, block_size: int, max_chars: int | None) -> torch
 
 
 def scored_chars(n_data: int, block_size: int, max_chars: int | None = None) -> int:
-    """How many positions `split_loss` scores."""
+    """How many positions `split_loss` scores (per offset)."""
     starts = subset_windows(n_data, block_size, max_chars)
     return n_data - 1 if starts is None else len(starts) * block_size
 
@@ -82,50 +90,50 @@ def split_loss(
     data: torch.Tensor,
     block_size: int,
     dtype: str,
+    *,
     chunk: int = 64,
     max_chars: int | None = None,
+    offsets: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> float:
-    """Mean next-character loss over a whole split (or a subset, see `subset_windows`),
-    deterministically; `progress(done, total)` counts scored positions.
+    """Mean next-character loss over a split, deterministically.
 
-    The split is cut into consecutive windows of block_size; each window predicts its next
-    block_size characters, so every position after the first is scored exactly once.
+    Every position after the first is scored once, in consecutive windows of block_size;
+    with `offsets` N > 1 the split is scored N times, the windows shifted by
+    k * block_size / N (k = 0 .. N-1; the first k positions form one short window), and the
+    N means are averaged, so the figure does not depend on one alignment of the windows.
+    With `max_chars`, an evenly spread subset of windows instead (one alignment).
+    `progress(done, total)` counts scored positions.
     """
-    was_training = model.training
-    model.eval()
-    total_chars = scored_chars(len(data), block_size, max_chars)
-    starts = subset_windows(len(data), block_size, max_chars)
-    total, count = 0.0, 0
-    if starts is not None:
-        offsets = torch.arange(block_size + 1)
-        for i in range(0, len(starts), chunk):
-            window = gather_ids(data, starts[i : i + chunk, None] + offsets)
-            total += _window_losses_sum(model, window[:, :-1], window[:, 1:], dtype)
-            count += window[:, 1:].numel()
-            if progress is not None:
-                progress(count, total_chars)
-        model.train(was_training)
-        return float(total) / count
-    n_full = (len(data) - 1) // block_size
-    body = data[: n_full * block_size + 1]
-    xs = body[:-1].view(n_full, block_size)
-    ys = body[1:].view(n_full, block_size)
-    for i in range(0, n_full, chunk):
-        total += _window_losses_sum(model, xs[i : i + chunk], ys[i : i + chunk], dtype)
-        note_reads(data, len(xs[i : i + chunk]))
-        count += ys[i : i + chunk].numel()
-        if progress is not None:
-            progress(count, total_chars)
-    rest = len(data) - 1 - n_full * block_size
-    if rest:
-        tail = data[n_full * block_size :]
-        total += _window_losses_sum(model, tail[None, :-1], tail[None, 1:], dtype)
-        count += rest
-        if progress is not None:
-            progress(count, total_chars)
-    model.train(was_training)
-    return float(total) / count
+    n = len(data)
+    subset = subset_windows(n, block_size, max_chars)
+    plans: list[list[tuple[torch.Tensor, int]]] = []  # per alignment: (starts, length) groups
+    if subset is not None:
+        plans.append([(subset, block_size)])
+    else:
+        for k in range(max(1, offsets)):
+            shift = k * block_size // max(1, offsets)
+            full = (n - 1 - shift) // block_size
+            groups = [(shift + torch.arange(full) * block_size, block_size)]
+            rest = n - 1 - shift - full * block_size
+            if shift:
+                groups.append((torch.zeros(1, dtype=torch.long), shift))
+            if rest:
+                groups.append((torch.tensor([shift + full * block_size]), rest))
+            plans.append(groups)
+    total_positions = sum(len(s) * length for plan in plans for s, length in plan)
+    done, means = 0, []
+    for plan in plans:
+        total = LossSum()
+        for starts, length in plan:
+            for i in range(0, len(starts), chunk):
+                part = starts[i : i + chunk]
+                total.add(*window_losses(model, data, part, length, dtype))
+                done += len(part) * length
+                if progress is not None:
+                    progress(done, total_positions)
+        means.append(total.mean())
+    return sum(means) / len(means)
 
 
 def loss_report(loss: float) -> dict[str, float]:

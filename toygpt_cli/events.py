@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 
@@ -79,18 +78,9 @@ class SampleWritten:
 
 
 @dataclass
-class CheckpointDue:
-    """The trainer's full state at `step`, to be saved by whoever keeps the run folder."""
-
-    state: dict[str, Any]
-    step: int
-    best: bool  # also the best weights so far
-
-
-@dataclass
 class CheckpointSaved:
-    path: Path
     step: int
+    best: bool  # the best weights so far were saved too
 
 
 @dataclass
@@ -135,7 +125,6 @@ Event = (
     | PhaseProgress
     | EvalDone
     | SampleWritten
-    | CheckpointDue
     | CheckpointSaved
     | Notice
     | TrainEnded

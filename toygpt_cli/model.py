@@ -1,153 +1,247 @@
-"""The character-level GPT: token + position embeddings, pre-norm transformer blocks.
+"""The GPT: a character-level transformer language model, in the order it computes.
 
-All heads of a layer share one fused query/key/value projection and PyTorch's fused
-`scaled_dot_product_attention`. `forward` optionally takes a key/value cache so that
-generation processes one new position per step instead of the whole context.
+    ids (B, T) -> token embedding (+ position embedding)                  x: (B, T, C)
+               -> n_layer Blocks, each:  x = x + Attention(norm(x))
+                                         x = x + MLP(norm(x))
+               -> final norm -> lm_head                                   logits: (B, T, V)
 
-The configuration picks the variant: learned or rotary positions (`pos`), the seed's GPT-2
-block or the "modern" one (`arch`: RMSNorm, ReLU-squared MLP, RMS-normalised queries and
-keys, no biases, zero-initialised output projections and head), and logit soft-capping.
-With rotary positions a sequence may be longer than block_size: each position then attends
-to itself and the block_size - 1 before it (a sliding window), which is what a rolling
-key/value cache computes one position at a time.
+B is the batch, T the positions (at most block_size when training), C the width (n_embd),
+V the vocabulary; the logits at position t score every character as the one at t + 1.
+
+The configuration (ModelConfig in config.py) picks a variant, resolved once in `Variant`:
+- arch gpt2: LayerNorm, ReLU MLP, biases (the original one-file project's model);
+  nanogpt: LayerNorm and GELU without biases (nanoGPT's); modern: RMSNorm, ReLU-squared
+  MLP, RMS-normalised queries and keys, no biases, output projections starting at zero.
+- pos learned: a learned embedding per position, so T <= block_size; rope: rotary
+  positions, where a sequence may be longer than block_size: each position then attends
+  to itself and the block_size - 1 before it (a sliding window).
+
+Two ways in: training and evaluation call `model(ids, targets)` on whole sequences;
+generation (sample.py) calls `model(ids, cache=cache, position=p)` with the few new
+positions after those the key/value cache already holds.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from toygpt_cli.config import ModelConfig
-from toygpt_cli.layers import (
-    Rotary,
-    apply_rotary,
-    make_norm,
-    relu_squared,
-    rms_norm,
-    softcap,
-    window_mask,
-)
+from toygpt_cli.fused import relu_squared
 
-# One (key, value) pair per layer, each (B, n_head, T_cached, head_size).
-KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+ROPE_BASE = 10_000.0
+RMS_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What the configuration's `arch` and `pos` mean for each layer."""
+
+    norm: Callable[[int], nn.Module]  # LayerNorm or RMSNorm over C channels
+    activation: Callable[[torch.Tensor], torch.Tensor]  # the MLP's non-linearity
+    bias: bool  # biases in the MLP, the attention's output projection and the head
+    qk_norm: bool  # RMS-normalise queries and keys (their dot products stay bounded)
+    zero_init: bool  # output projections and head start at zero: each block is the identity
+    rotary: bool  # rotary positions instead of a learned position embedding
+
+    @classmethod
+    def of(cls, cfg: ModelConfig) -> Variant:
+        rotary = cfg.pos == "rope"
+        if cfg.arch == "modern":
+            return cls(lambda c: RMSNorm(), relu_squared, False, True, True, rotary)
+        if cfg.arch == "nanogpt":
+            return cls(lambda c: nn.LayerNorm(c, bias=False), F.gelu, False, False, False, rotary)
+        return cls(nn.LayerNorm, F.relu, True, False, False, rotary)
+
+
+# -- normalisation and positions --------------------------------------------------------------
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    """x / rms(x) over the last dimension: x / sqrt(mean(x^2) + eps), no learned gain."""
+    return F.rms_norm(x, (x.size(-1),), eps=RMS_EPS)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm without parameters (modded-nanogpt, nanochat): nothing to learn or decay."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x)
+
+
+def rope_angles(start: int, length: int, head_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (length, head_size / 2) of positions start .. start + length - 1.
+
+    Channel pair i of a head turns by position * base^(-2i / head_size). The angles are
+    computed in double precision by Python and rounded once to float32, so far positions
+    keep their precision on any device, and no float64 tensor is made (Apple GPUs have none).
+    """
+    freqs = [ROPE_BASE ** (-i / head_size) for i in range(0, head_size, 2)]
+    angles = [[p * f for f in freqs] for p in range(start, start + length)]
+    cos = torch.tensor([[math.cos(a) for a in row] for row in angles], dtype=torch.float32)
+    sin = torch.tensor([[math.sin(a) for a in row] for row in angles], dtype=torch.float32)
+    return cos.view(length, -1), sin.view(length, -1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (i, i + hs/2) of x (..., hs) by angles whose cos and sin
+    (..., hs/2) broadcast against x's halves. Queries and keys rotated by their positions
+    score by the angle between them: relative position, whatever the absolute one."""
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)  # (..., hs/2) each
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class Rotary(nn.Module):
+    """The rotary angles of positions 0 .. block_size - 1 as a table (not saved: they follow
+    from the configuration), and the same numbers for any later position."""
+
+    def __init__(self, head_size: int, block_size: int):
+        super().__init__()
+        self.head_size = head_size
+        cos, sin = rope_angles(0, block_size, head_size)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if start + length <= self.cos.size(0):
+            return self.cos[start : start + length], self.sin[start : start + length]
+        cos, sin = rope_angles(start, length, self.head_size)  # past the table: generation
+        return cos.to(self.cos.device), sin.to(self.sin.device)
+
+
+def window_mask(n_queries: int, n_keys: int, window: int, device) -> torch.Tensor:
+    """(n_queries, n_keys) bool, True where a query may look: the queries are the last
+    n_queries of the keys' positions, and each sees itself and the window - 1 keys before."""
+    rows = torch.arange(n_keys - n_queries, n_keys, device=device)[:, None]
+    cols = torch.arange(n_keys, device=device)[None, :]
+    return (cols <= rows) & (cols > rows - window)
+
+
+# -- the transformer block ------------------------------------------------------------------
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """Each position gathers information from itself and the positions before it.
+
+    For one head, with the queries Q, keys K and values V of the T positions (T, hs):
+
+        scores = Q K^T / sqrt(hs)        (T, T)   how well each query matches each key
+        scores[i, j] = -inf for j > i    (and j <= i - block_size): never look ahead
+        A = softmax(scores, dim=-1)      (T, T)   each row sums to 1 (dropout on A, training)
+        y = A V                          (T, hs)
+
+    F.scaled_dot_product_attention computes exactly this, for every head at once, in one
+    fused kernel that never stores the (T, T) scores when it can avoid it.
+    """
+
+    def __init__(self, cfg: ModelConfig, variant: Variant):
         super().__init__()
-        self.n_head = cfg.n_head
-        self.dropout = cfg.dropout if cfg.attn_dropout else 0.0  # on the attention weights
-        self.window = cfg.block_size  # keys a query sees, itself included
-        self.qk_norm = cfg.arch == "modern"
-        # No bias on q/k/v, as in the seed's per-head Linear(n_embd, head_size, bias=False).
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
-        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.arch != "modern")
+        self.n_head, self.window = cfg.n_head, cfg.block_size
+        self.qk_norm = variant.qk_norm
+        self.dropout = cfg.dropout if cfg.attn_dropout else 0.0  # on A
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)  # all heads, fused
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=variant.bias)
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        past: tuple[torch.Tensor, torch.Tensor] | None = None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, x, rope=None, cache=None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs)
         qk, v = qkv[:, :, :2], qkv[:, :, 2]
         # Queries and keys are normalised and rotated together: fewer, larger operations.
         if self.qk_norm:
             qk = rms_norm(qk)
-        if rope is not None:  # keys are cached rotated: their angles stay relative to the queries'
-            cos, sin = rope  # (T, hs/2) -> broadcast over (B, T, 2, nh, hs/2)
+        if rope is not None:
+            cos, sin = rope  # (T, hs/2), broadcast over (B, T, 2, nh, hs/2)
             qk = apply_rotary(qk, cos[:, None, None], sin[:, None, None])
-        # (B, T, nh, hs) -> (B, nh, T, hs)
         q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), v.transpose(1, 2)
-        if past is not None:
-            k = torch.cat((past[0], k), dim=2)  # (B, nh, T_past + T, hs)
-            v = torch.cat((past[1], v), dim=2)
-        n_keys, keep = k.size(2), self.window + T - 1  # keep: what the first query sees
-        if past is not None and n_keys > keep:  # a rolling cache: drop the oldest keys
-            k, v, n_keys = k[:, :, -keep:], v[:, :, -keep:], keep
-        if n_keys <= self.window and (past is None or T == 1):
-            # Plain causal attention (or one new query, which sees every key).
-            y = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                is_causal=past is None and T > 1,
-            )  # fmt: skip
-        else:
-            # New queries after cached keys (the mask aligned bottom-right, which is_causal
-            # only does for equal lengths), or a sequence longer than the window.
-            mask = window_mask(T, n_keys, self.window, x.device)  # (T, n_keys)
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-            )
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
-        cache = (k[:, :, -self.window :], v[:, :, -self.window :])  # at most block_size keys
-        return self.resid_drop(self.proj(y)), cache
+        # q, k, v: (B, nh, T, hs)
+        if cache is not None:  # generation: keys and values of the earlier positions too
+            k, v = cache.extend(layer, k, v)  # (B, nh, T_keys, hs); k is kept rotated
+        n_keys, p = k.size(2), self.dropout if self.training else 0.0
+        if cache is None and self.window >= T:  # training: the plain causal mask
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        elif T == 1 and n_keys <= self.window:  # one new position: it sees every key
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        else:  # queries after cached keys, or a sequence longer than the window
+            mask = window_mask(T, n_keys, self.window, x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.resid_drop(self.proj(y))
 
 
-class FeedForward(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+class MLP(nn.Module):
+    """Position by position: widen to 4C, a non-linearity, back to C."""
+
+    def __init__(self, cfg: ModelConfig, variant: Variant):
         super().__init__()
-        bias = cfg.arch != "modern"
-        self.squared = cfg.arch == "modern"  # ReLU-squared (Primer; modded-nanogpt)
-        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=bias)
-        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=bias)
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=variant.bias)
+        self.activation = variant.activation
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=variant.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fc(x)  # (B, T, 4C)
-        h = relu_squared(h) if self.squared else F.relu(h)
-        return self.drop(self.proj(h))
+        return self.drop(self.proj(self.activation(self.fc(x))))  # (B, T, C)
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.ln1 = make_norm(cfg)
-        self.attn = CausalSelfAttention(cfg)
-        self.ln2 = make_norm(cfg)
-        self.ffwd = FeedForward(cfg)
+    """Pre-norm: each branch reads a normalised copy of x and adds its result to x."""
 
-    def forward(self, x, past=None, rope=None):
-        a, kv = self.attn(self.ln1(x), past, rope)
-        x = x + a
-        x = x + self.ffwd(self.ln2(x))
-        return x, kv
+    def __init__(self, cfg: ModelConfig, variant: Variant):
+        super().__init__()
+        self.ln1 = variant.norm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg, variant)
+        self.ln2 = variant.norm(cfg.n_embd)
+        self.ffwd = MLP(cfg, variant)
+
+    def forward(self, x, rope=None, cache=None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), rope, cache, layer)
+        return x + self.ffwd(self.ln2(x))
+
+
+# -- the model --------------------------------------------------------------------------------
 
 
 class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         cfg.validate()
-        self.config = cfg
+        self.config, variant = cfg, Variant.of(cfg)
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        if cfg.pos == "rope":
-            self.rotary = Rotary(cfg)
+        if variant.rotary:
+            self.rotary = Rotary(cfg.n_embd // cfg.n_head, cfg.block_size)
         else:
             self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_f = make_norm(cfg)
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=cfg.arch != "modern")
+        self.emb_drop = nn.Dropout(cfg.dropout if cfg.emb_dropout else 0.0)
+        self.blocks = nn.ModuleList(Block(cfg, variant) for _ in range(cfg.n_layer))
+        self.ln_f = variant.norm(cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=variant.bias)
         if cfg.tie_weights:
-            # The shared matrix keeps the output layer's small initialisation: the
-            # embedding's N(0, 1) would make the initial logits, and loss, huge.
+            # The shared matrix keeps the head's small initialisation: the embedding's
+            # N(0, 1) would make the first logits, and loss, huge.
             self.tok_emb.weight = self.lm_head.weight
-        if cfg.init == "normal":
-            self.apply(_init_normal)
-            # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer).
+        self._init_weights(cfg, variant)
+
+    def _init_weights(self, cfg: ModelConfig, variant: Variant) -> None:
+        if cfg.init == "normal":  # GPT-2's: N(0, 0.02), residual projections scaled down
+            for module in self.modules():
+                if isinstance(module, (nn.Linear, nn.Embedding)):
+                    nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    nn.init.zeros_(module.bias)
             for name, p in self.named_parameters():
                 if name.endswith("proj.weight"):
                     nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
-        if cfg.arch == "modern":
-            # Each block starts as the identity and the model as the uniform distribution
-            # (a tied head keeps its init: it is the input embedding too).
+        if variant.zero_init:  # every block starts as the identity, the model as uniform
             for block in self.blocks:
                 nn.init.zeros_(block.attn.proj.weight)
                 nn.init.zeros_(block.ffwd.proj.weight)
-            if not cfg.tie_weights:
+            if not cfg.tie_weights:  # a tied head is the input embedding too
                 nn.init.zeros_(self.lm_head.weight)
 
     def num_params(self) -> int:
@@ -157,43 +251,35 @@ class GPT(nn.Module):
         self,
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
-        cache: KVCache | None = None,
+        *,
+        cache=None,
         position: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, KVCache]:
-        """idx (B, T) of token ids -> logits (B, T, vocab), mean loss if targets, new cache.
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """ids (B, T) -> (logits (B, T, V), mean cross-entropy against targets, or None).
 
-        `position` is that of idx[:, 0] (default: the number of cached positions). With
-        rotary positions, the cache rolls: it keeps the last block_size positions.
+        Generation passes a key/value cache (sample.KVCache) and the position of idx[:, 0],
+        which must follow the positions the cache has taken in.
         """
         B, T = idx.shape
-        start = position if position is not None else (cache[0][0].size(2) if cache else 0)
+        if cache is not None and position is None:
+            raise ValueError("a key/value cache needs the position of the new ids")
+        start = position or 0
         x = self.tok_emb(idx)  # (B, T, C)
         rope = None
         if self.config.pos == "rope":
-            rope = self.rotary(start, T)  # cos, sin: (T, head_size / 2)
+            rope = self.rotary(start, T)  # cos, sin: (T, hs/2)
+        elif start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} exceeds block_size {self.config.block_size}")
         else:
-            if start + T > self.config.block_size:
-                raise ValueError(
-                    f"sequence of {start + T} exceeds block_size {self.config.block_size}"
-                )
             x = x + self.pos_emb(torch.arange(start, start + T, device=idx.device))
-        new_cache: KVCache = []
+        x = self.emb_drop(x)
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, cache[i] if cache else None, rope)
-            new_cache.append(kv)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
-        if self.config.logit_softcap:
-            logits = softcap(logits, self.config.logit_softcap)
+            x = block(x, rope, cache, i)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        if self.config.logit_softcap:  # cap * tanh(logits / cap), in float32
+            cap = self.config.logit_softcap
+            logits = cap * torch.tanh(logits.float() / cap)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(B * T, -1).float(), targets.reshape(B * T))
-        return logits, loss, new_cache
-
-
-def _init_normal(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T))
+        return logits, loss

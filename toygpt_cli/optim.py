@@ -96,13 +96,17 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
     optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=fused or None)
     if muon:
         params, splits = muon_params(model)
-        # Newton-Schulz in bfloat16 where the hardware runs it fast, as --dtype auto picks.
-        fast = resolve_dtype("auto", device) == "bfloat16"
-        ns_dtype = torch.bfloat16 if fast else torch.float32
         group = {"name": "muon", "params": params, "splits": splits}
-        optimizer = MuonAdamW(optimizer, Muon([group], lr=cfg.muon_lr, ns_dtype=ns_dtype))
+        muon = Muon([group], lr=cfg.muon_lr, ns_dtype=ns_dtype(cfg, device))
+        optimizer = MuonAdamW(optimizer, muon)
     apply_hparams(optimizer, cfg)
     return optimizer
+
+
+def ns_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
+    """The precision of Muon's Newton-Schulz iterations: the training's (--dtype), bfloat16
+    when it trains in bfloat16, float32 otherwise (float16's range is too narrow for it)."""
+    return torch.bfloat16 if resolve_dtype(cfg.dtype, device) == "bfloat16" else torch.float32
 
 
 def load_optimizer_state(optimizer, state: dict[str, Any], model: torch.nn.Module) -> None:

@@ -1,7 +1,14 @@
-"""What a periodic eval measures while training: the fixed windows each split is scored on,
-cut to fit a time budget, and the per-eval sample. The Trainer decides when an eval is due
-and what follows it (best-so-far, checkpoints); this module measures and reports progress
-through the Trainer's events."""
+"""The evals during training: the fixed windows each split is scored on, and the sample.
+
+Every eval of a run scores the same windows: per split, the first `count` of one fixed
+sequence of window offsets (drawn from seed + 1 for train, seed + 2 for val, never from the
+training streams, which is what keeps resume exact). `count` is eval_iters x batch_size,
+or what a time budget affords; it is decided at the run's first full eval and kept in the
+run's state, so a resume, another batch size or another budget scores the same windows and
+"best" always compares like with like. The first eval of a new run (step 0, where the
+loss is about ln(vocabulary) anyway) scores at most FIRST_EVAL_WINDOWS of them, so the
+first training step comes within seconds; it is marked as such and never counts as best.
+"""
 
 from __future__ import annotations
 
@@ -11,95 +18,100 @@ from collections.abc import Callable
 import torch
 
 from toygpt_cli.budget import Budget
+from toygpt_cli.config import TrainConfig
 from toygpt_cli.device import resolve_dtype
-from toygpt_cli.evaluate import estimate_loss, fixed_windows
+from toygpt_cli.evaluate import LossSum, fixed_windows, window_losses
 from toygpt_cli.events import Notice, PhaseProgress, PhaseStarted, SampleWritten
 from toygpt_cli.parallel.distributed import Distributed
 from toygpt_cli.sample import sample_text
 
-EVAL_CHUNK = 64  # windows per forward pass in periodic evals
+EVAL_CHUNK = 64  # windows per forward pass
+FIRST_EVAL_WINDOWS = 512  # per split, at step 0 of a new run
 
 
 class PeriodicEval:
-    """Scores the model on the same windows at every eval. The windows come from their own
-    generators (seed + 1 for train, seed + 2 for val), so evals never disturb the training
-    RNG streams: that is what keeps resume exact."""
-
     def __init__(
-        self,
-        trainer,
-        data: dict[str, torch.Tensor],
-        emit: Callable[[object], None],
-        dist: Distributed,
-    ):
-        self.trainer, self.data, self.emit, self.dist = trainer, data, emit, dist
-        cfg, block = trainer.cfg, trainer.model_cfg.block_size
-        n = cfg.eval_iters * cfg.batch_size
-        self.windows = {
-            s: fixed_windows(len(d), n, block, cfg.seed + i + 1)
-            for i, (s, d) in enumerate(data.items())
-        }
+        self, model, data: dict[str, torch.Tensor], block_size: int, cfg: TrainConfig,
+        dtype: str, tokenizer, emit: Callable[[object], None], dist: Distributed, stop,
+    ):  # fmt: skip
+        self.model, self.data, self.block, self.cfg = model, data, block_size, cfg
+        self.dtype, self.tokenizer, self.emit, self.dist, self.stop = (
+            dtype, tokenizer, emit, dist, stop,
+        )  # fmt: skip
+        self.planned = cfg.eval_iters * cfg.batch_size
 
-    def losses(self, step: int, budget: Budget) -> dict[str, float]:
-        """Mean loss per split; under a time budget (timed by `probe` before the first step)
-        every eval scores only as many windows as the budget affords."""
-        t0 = time.perf_counter()
-        planned = len(self.windows["train"])
-        # Every rank scores the same number of windows (the smallest any rank's clock allows).
-        count = self.dist.min(budget.eval_windows(planned, EVAL_CHUNK * self.dist.world_size))
-        if count < planned and not budget.told_shrunk:
-            budget.told_shrunk = True
-            self.emit(
-                Notice(
-                    f"evals cut to {count} of {planned} windows per split to fit the "
-                    f"{budget.max_time:g} s budget"
+    def windows(self, split: str, count: int) -> torch.Tensor:
+        seed = self.cfg.seed + (1 if split == "train" else 2)
+        return fixed_windows(len(self.data[split]), count, self.block, seed)
+
+    def _count(self, budget: Budget, state) -> int:
+        """The windows per split of every full eval of the run (decided once)."""
+        if state.eval_windows is None:
+            fits = budget.eval_windows(self.planned, EVAL_CHUNK * self.dist.world_size)
+            state.eval_windows = self.dist.min(fits)  # every rank scores the same windows
+            if state.eval_windows < self.planned:
+                self.emit(
+                    Notice(
+                        f"evals cut to {state.eval_windows} of {self.planned} windows per "
+                        f"split to fit the {budget.max_time:g} s budget"
+                    )
                 )
-            )
+        return state.eval_windows
+
+    def losses(self, step: int, budget: Budget, state) -> tuple[dict[str, float], int]:
+        """Mean loss per split, and the windows per split it scored. Raises EvalStopped
+        (from train.py) when a stop is asked for meanwhile."""
+        count = self._count(budget, state)
+        if step == 0 and state.last_eval_step < 0:  # a new run's first eval: quick
+            count = min(count, FIRST_EVAL_WINDOWS)
+        t0 = time.perf_counter()
         if self.dist.is_main:
             self.emit(PhaseStarted("eval", step, 2 * count))
-        losses = {s: self._split_loss(s, count, done=i * count) for i, s in enumerate(self.data)}
+        losses = {s: self._split_loss(s, count, i * count) for i, s in enumerate(("train", "val"))}
         budget.eval_took(time.perf_counter() - t0, count)
-        return losses
+        return losses, count
 
-    def probe(self, budget: Budget) -> None:
-        """Time one chunk of windows, so that a time budget knows what an eval costs before
-        the first one: how many windows fit, and when to stop so that the final eval fits."""
-        probe = self.windows["train"][:EVAL_CHUNK]
-        self._loss("train", probe)  # a cold first pass would overstate the cost: time the second
+    def probe(self, budget: Budget, state) -> None:
+        """Time a chunk of windows, so a time budget knows what an eval costs before the
+        first one: how many windows fit, and when to stop so that the final eval fits."""
+        probe = self.windows("train", EVAL_CHUNK)
+        self._loss("train", probe)  # a cold first pass would overstate the cost
         t0 = time.perf_counter()
         self._loss("train", probe)
         budget.eval_took(time.perf_counter() - t0, len(probe) / 2)
-        count = budget.eval_windows(len(self.windows["train"]), EVAL_CHUNK * self.dist.world_size)
-        budget.eval_cost = budget.eval_rate * 2 * count  # the expected cost of a whole eval
+        budget.eval_cost = budget.eval_rate * 2 * self._count(budget, state)
 
     def _split_loss(self, split: str, count: int, done: int) -> float:
-        windows = self.dist.shard(self.windows[split][:count])
-        total, n = 0.0, 0
-        for i in range(0, len(windows), EVAL_CHUNK * 4):
-            part = windows[i : i + EVAL_CHUNK * 4]
-            total += self._loss(split, part) * len(part)
-            n += len(part)
+        from toygpt_cli.train import EvalStopped
+
+        windows = self.dist.shard(self.windows(split, count))
+        total = LossSum()
+        for i in range(0, len(windows), EVAL_CHUNK):
+            if self.dist.agree_any(self.stop.signal is not None):
+                raise EvalStopped
+            part = windows[i : i + EVAL_CHUNK]
+            total.add(*window_losses(self.model, self.data[split], part, self.block, self.dtype))
             if self.dist.is_main:
                 self.emit(PhaseProgress("eval", done + i + len(part), 2 * count))
-        return self.dist.mean(total / max(n, 1))
+        return self.dist.mean(total.mean())
 
     def _loss(self, split: str, starts: torch.Tensor) -> float:
-        t = self.trainer
-        return estimate_loss(t.model, self.data[split], starts, t.model_cfg.block_size, t.dtype)
+        total = LossSum()
+        total.add(*window_losses(self.model, self.data[split], starts, self.block, self.dtype))
+        return total.mean()
 
-    def sample(self, step: int, budget: Budget) -> None:
+    def sample(self, step: int, budget: Budget, device) -> None:
         """The per-eval sample (fixed seed); stops for good once one costs over 5% of the
         time budget."""
-        trainer, cfg = self.trainer, self.trainer.cfg
         self.emit(PhaseStarted("sample", step))
         t0 = time.perf_counter()
-        n_params = trainer.model.num_params()
-        dtype = resolve_dtype(cfg.dtype, trainer.device, generation=True, n_params=n_params)
+        n = self.model.num_params()
+        dtype = resolve_dtype(self.cfg.dtype, device, generation=True, n_params=n)
         text = sample_text(
-            trainer.model, trainer.corpus.tokenizer, max_new_tokens=cfg.sample_chars,
-            seed=cfg.seed, dtype=dtype,
+            self.model, self.tokenizer, max_new_tokens=self.cfg.sample_chars,
+            seed=self.cfg.seed, dtype=dtype,
         )[0]  # fmt: skip
         if budget.sample_took(time.perf_counter() - t0):
             self.emit(Notice("per-eval samples skipped from now on: each costs over 5% of the "
                              "time budget"))  # fmt: skip
-        self.emit(SampleWritten(step, cfg.seed, text))
+        self.emit(SampleWritten(step, self.cfg.seed, text))

@@ -1,39 +1,89 @@
-"""Text generation from a trained model: token by token (for streaming) or all at once.
+"""Generating text: the key/value cache, picking each next character, and streaming.
 
-`stream_samples` yields the new characters of every sample as they are drawn;
-`sample_text` collects them. Both draw from the same generator in the same order, so the
-same seed gives the same text whichever is used.
+Each step turns the last position's logits into a distribution over the vocabulary and
+draws one character from it. The filters apply in this order, each only when asked:
+
+    1. temperature   logits / t (t = 0 is greedy: always the likeliest character)
+    2. top_k         keep the k likeliest characters
+    3. top_p         keep the likeliest characters whose probabilities add up to p (nucleus)
+    4. min_p         keep the characters at least min_p times as likely as the likeliest
+
+The likeliest character always survives, so there is always something to draw.
+`stream_samples` yields each step's characters as they are drawn; `sample_text` collects
+them. Both draw from the same generator in the same order: the same seed gives the same
+text whichever is used.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass, fields
 
 import torch
 
+from toygpt_cli.config import option, validate
 from toygpt_cli.device import autocast
-from toygpt_cli.errors import UsageError
+from toygpt_cli.errors import ToygptError, UsageError
 
 # Below this a temperature is greedy decoding in all but name, and dividing logits by it
 # overflows float32 (1e-38 made NaN probabilities): ask for 0, which means greedy.
 MIN_TEMPERATURE = 1e-4
+MAX_NEW_TOKENS = 10_000_000  # one sample's length, and all samples' together (memory)
+SAMPLING = "Sampling"
 
 
-def check_sampling(temperature: float, top_k: int | None = None) -> None:
-    """One-line errors for settings that would crash or silently misbehave."""
-    if not math.isfinite(temperature) or temperature < 0:
-        raise UsageError(
-            f"--temperature must be 0 (greedy) or a positive number, got {temperature}"
-        )
-    if 0 < temperature < MIN_TEMPERATURE:
-        raise UsageError(
-            f"--temperature {temperature} is too small to sample with; "
-            f"use 0 for greedy decoding or at least {MIN_TEMPERATURE:g}"
-        )
-    if top_k is not None and top_k < 1:
-        raise UsageError(f"--top-k must be at least 1, got {top_k}")
+@dataclass
+class SampleConfig:
+    """How characters are drawn (options of `toygpt sample`)."""
+
+    max_new_tokens: int = option(
+        500, "Characters to generate.", SAMPLING, flag="--max-new-tokens", aliases=("-n",),
+        min=1, max=MAX_NEW_TOKENS,
+    )  # fmt: skip
+    temperature: float = option(
+        1.0, "Above 1 is wilder, below 1 is safer, 0 is greedy.", SAMPLING, aliases=("-t",),
+        min=0.0,
+    )  # fmt: skip
+    top_k: int = option(0, "Draw only among the k likeliest characters (0: all).", SAMPLING, min=0)
+    top_p: float = option(
+        1.0,
+        "Nucleus: draw among the likeliest characters whose probabilities add up to p (1: all).",
+        SAMPLING,
+        above=0.0,
+        max=1.0,
+    )
+    min_p: float = option(
+        0.0,
+        "Drop characters less than min_p times as likely as the likeliest (0: none).",
+        SAMPLING,
+        min=0.0,
+        max=1.0,
+    )
+    num_samples: int = option(
+        1, "Independent samples, drawn as one batch.", SAMPLING, min=1, max=10_000
+    )
+    seed: int = option(
+        -1, "Same seed, same text (-1: a fresh one, printed).", SAMPLING, min=-1, max=2**63 - 1
+    )
+
+    def validate(self) -> None:
+        validate(self)
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise UsageError(
+                f"--temperature {self.temperature} is too small to sample with; "
+                f"use 0 for greedy decoding or at least {MIN_TEMPERATURE:g}"
+            )
+        if self.max_new_tokens * self.num_samples > MAX_NEW_TOKENS:
+            raise UsageError(
+                f"--max-new-tokens x --num-samples is {self.max_new_tokens * self.num_samples:,}"
+                f" characters; at most {MAX_NEW_TOKENS:,} are drawn in one command"
+            )
+
+    def filters(self) -> dict:
+        """The keyword arguments of `pick`."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name in ("temperature", "top_k", "top_p", "min_p")}  # fmt: skip
 
 
 def new_seed() -> int:
@@ -41,18 +91,60 @@ def new_seed() -> int:
     return secrets.randbelow(2**31)
 
 
-def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:
-    """One token id per row from the last position's logits (B, vocab) -> (B, 1)."""
+class KVCache:
+    """The keys and values of the positions generated so far, for every layer: what lets
+    generation feed the model one new position per step instead of the whole context.
+
+    A layer keeps at most `window` (block_size) positions. When a new one comes in, the
+    oldest goes: a rolling cache. Keys are stored rotated by their own positions, so with
+    rotary positions the angle between a new query and a cached key stays right, and a
+    rolling cache computes exactly what the model computes for a sequence longer than
+    block_size (sliding-window attention). Memory does not grow with the text's length.
+    """
+
+    def __init__(self, n_layer: int, window: int):
+        self.window = window
+        self.keys: list[torch.Tensor | None] = [None] * n_layer
+        self.values: list[torch.Tensor | None] = [None] * n_layer
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Add the new positions' k, v (B, nh, T, hs); returns every key and value the new
+        queries can see: the cached ones (at most window - 1 back) and the new ones."""
+        if self.keys[layer] is not None:
+            k = torch.cat((self.keys[layer], k), dim=2)
+            v = torch.cat((self.values[layer], v), dim=2)
+        self.keys[layer], self.values[layer] = k[:, :, -self.window :], v[:, :, -self.window :]
+        visible = self.window + k.size(2) - 1  # what the first new query can still see
+        return k[:, :, -visible:], v[:, :, -visible:]
+
+
+def pick(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One character id per row from the last position's logits (B, V) -> (B, 1)."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)  # greedy
     logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.size(-1):  # top-k larger than the vocab is a no-op
+    if top_k and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of the likelier ones
+        drop = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, before >= top_p)
+        probs = probs.masked_fill(drop, 0.0)
+    if min_p > 0.0:
+        probs = probs.masked_fill(probs < min_p * probs.amax(dim=-1, keepdim=True), 0.0)
+    if not torch.isfinite(probs).all():
+        raise ToygptError("the model's output is not a number (its weights hold NaN or inf)")
     if generator is not None and generator.device != probs.device:
-        # A CPU generator gives the same draws on every device; the copy is a few KB.
-        probs = probs.cpu()
+        probs = probs.cpu()  # a CPU generator gives the same draws on every device
     return torch.multinomial(probs, 1, generator=generator)
 
 
@@ -62,79 +154,70 @@ def generate_tokens(
     idx: torch.Tensor,
     max_new_tokens: int,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
     generator: torch.Generator | None = None,
     dtype: str = "float32",
     use_cache: bool = True,
+    **filters,
 ) -> Iterator[torch.Tensor]:
-    """Yield max_new_tokens new token columns (B, 1) that extend idx (B, T), one per step.
+    """Yield max_new_tokens new id columns (B, 1) that extend idx (B, T), one per step.
 
-    While the context fits in block_size, a key/value cache feeds one new position per
-    step. Past that the window slides:
-    - learned absolute positions mean every cached key would need its position changed,
-      so the whole window is recomputed each step (`use_cache=False` does that from the
-      start: the straightforward method, giving the same tokens);
-    - rotary positions keep a rolling cache: the oldest position drops out and the new one
-      comes in, its keys rotated at its own position, so the angles between queries and
-      cached keys stay what they were. Each cached key keeps the context it was computed
-      in, so this is sliding-window attention (what the model computes for a sequence
-      longer than block_size); with one layer it equals recomputing the window, with more
-      the text differs from `use_cache=False`, which recomputes every window from scratch.
-    Only the last block_size tokens are kept, so memory does not grow with the length.
+    With the cache (the default), each step feeds one new position:
+    - rotary positions: the whole prompt is read first (block_size positions at a time),
+      then the cache rolls; the text is exactly that of the model reading everything
+      generated so far with its sliding attention window;
+    - learned positions cannot go past block_size: once the context is full, every step
+      reads the last block_size characters afresh, at positions 0 .. block_size - 1.
+    `use_cache=False` reads the last block_size characters afresh at every step (the
+    straightforward method): the same text for learned positions, and past block_size a
+    nearly equal but different computation for rotary ones with more than one layer (a
+    cached key keeps the context it was computed in; a recomputed one does not).
     """
-    check_sampling(temperature, top_k)
     was_training = model.training
     model.eval()
     block = model.config.block_size
-    rolling = use_cache and getattr(model.config, "pos", "learned") == "rope"
-    device = idx.device
-    ctx = idx[:, -block:]  # (B, <= block)
-    cache, seen = None, 0  # seen: the positions the cache has taken in
+    rolling = use_cache and model.config.pos == "rope"
+
+    def last_logits(ids, cache=None, position=None):
+        # Autocast per step: a `with` held across `yield` would leak into the caller.
+        with autocast(ids.device, dtype):
+            return model(ids, cache=cache, position=position)[0][:, -1, :]
+
     try:
-        for _ in range(max_new_tokens):
-            # Autocast per step: a `with` held across `yield` would leak into the caller.
-            with autocast(device, dtype):
-                if cache is not None:
-                    logits, _, cache = model(ctx[:, -1:], cache=cache, position=seen)
-                    seen += 1
-                else:
-                    logits, _, cache = model(ctx)  # the window, from position 0
-                    seen = ctx.size(1)
-                if not use_cache or (seen >= block and not rolling):
-                    cache = None  # the next step's window no longer starts at position 0
-            nxt = _pick(logits[:, -1, :], temperature, top_k, generator).to(device)  # (B, 1)
+        cache = KVCache(model.config.n_layer, block) if use_cache else None
+        if rolling:
+            for start in range(0, idx.size(1), block):  # the whole prompt, a block at a time
+                logits = last_logits(idx[:, start : start + block], cache, start)
+            position, ctx = idx.size(1), None
+        else:
+            ctx = idx[:, -block:]
+            logits = last_logits(ctx, cache, 0 if cache is not None else None)
+            position = ctx.size(1)
+        for i in range(max_new_tokens):
+            nxt = pick(logits, generator=generator, **filters).to(idx.device)  # (B, 1)
             yield nxt
-            ctx = torch.cat((ctx, nxt), dim=1)[:, -block:]
+            if i + 1 == max_new_tokens:
+                break
+            if ctx is not None:
+                ctx = torch.cat((ctx, nxt), dim=1)[:, -block:]
+            if cache is not None and (rolling or position < block):
+                logits = last_logits(nxt, cache, position)  # one new position
+                position += 1
+            else:  # the window slides: read it afresh from position 0
+                logits = last_logits(ctx)
     finally:
         model.train(was_training)
 
 
-def generate(
-    model,
-    idx: torch.Tensor,
-    max_new_tokens: int,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-    dtype: str = "float32",
-    use_cache: bool = True,
-) -> torch.Tensor:
-    """idx (B, T) extended by max_new_tokens sampled tokens; rows are independent samples."""
-    new = list(
-        generate_tokens(
-            model,
-            idx,
-            max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            generator=generator,
-            dtype=dtype,
-            use_cache=use_cache,
-        )
-    )
-    return torch.cat([idx, *new], dim=1)
+def generate(model, idx: torch.Tensor, max_new_tokens: int, **kw) -> torch.Tensor:
+    """idx (B, T) extended by max_new_tokens sampled ids; rows are independent samples."""
+    return torch.cat([idx, *generate_tokens(model, idx, max_new_tokens, **kw)], dim=1)
+
+
+def start_ids(tokenizer, prompt: str) -> list[int]:
+    """The ids generation starts from: the prompt, or a newline (or the vocabulary's first
+    character) for an empty one, which is not part of the text."""
+    start = prompt or ("\n" if "\n" in tokenizer.stoi else tokenizer.chars[0])
+    return tokenizer.encode(start)
 
 
 def stream_samples(
@@ -142,64 +225,39 @@ def stream_samples(
     tokenizer,
     *,
     prompt: str = "",
-    max_new_tokens: int = 500,
-    num_samples: int = 1,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int | None = None,
+    config: SampleConfig | None = None,
     dtype: str = "float32",
+    **settings,
 ) -> Iterator[list[str]]:
-    """Yield, per generated position, the new character of each of `num_samples` samples.
+    """Yield, per generated position, the new character of each sample (drawn as one batch).
 
-    The samples are generated as one batch. An empty prompt starts from a newline (or the
-    first character of the vocabulary), which is not part of the text.
+    `config` (or its fields as keywords: temperature=0.8, seed=1, ...) says how; a seed of
+    -1 or None draws a fresh one.
     """
-    check_sampling(temperature, top_k)
+    cfg = config or SampleConfig(**{k: -1 if k == "seed" and v is None else v
+                                     for k, v in settings.items()})  # fmt: skip
+    cfg.validate()
     device = next(model.parameters()).device
-    start = prompt or ("\n" if "\n" in tokenizer.stoi else tokenizer.chars[0])
-    ids = tokenizer.encode(start)
-    idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    idx = torch.tensor([start_ids(tokenizer, prompt)] * cfg.num_samples, device=device)
+    generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed >= 0 else None
     for column in generate_tokens(
-        model,
-        idx,
-        max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        generator=generator,
-        dtype=dtype,
+        model, idx, cfg.max_new_tokens, generator=generator, dtype=dtype, **cfg.filters()
     ):
         yield [tokenizer.chars[i] for i in column[:, 0].tolist()]
 
 
-def sample_text(
-    model,
-    tokenizer,
-    *,
-    prompt: str = "",
-    max_new_tokens: int = 500,
-    num_samples: int = 1,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int | None = None,
-    dtype: str = "float32",
-) -> list[str]:
-    """`num_samples` continuations of `prompt`, generated as one batch; each includes the prompt.
-
-    An empty prompt starts from a newline (or the first character of the vocabulary).
-    """
-    parts: list[list[str]] = [[] for _ in range(num_samples)]
-    for chars in stream_samples(
-        model,
-        tokenizer,
-        prompt=prompt,
-        max_new_tokens=max_new_tokens,
-        num_samples=num_samples,
-        temperature=temperature,
-        top_k=top_k,
-        seed=seed,
-        dtype=dtype,
-    ):
+def sample_text(model, tokenizer, *, prompt: str = "", **kw) -> list[str]:
+    """The finished samples (each including the prompt), as `stream_samples` draws them."""
+    parts: list[list[str]] = []
+    for chars in stream_samples(model, tokenizer, prompt=prompt, **kw):
+        parts = parts or [[] for _ in chars]
         for part, c in zip(parts, chars, strict=True):
             part.append(c)
     return [prompt + "".join(part) for part in parts]
+
+
+def effective_top_k(top_k: int, vocab_size: int) -> str | None:
+    """A note when top_k changes nothing (at or above the vocabulary size)."""
+    if top_k and top_k >= vocab_size:
+        return f"--top-k {top_k} has no effect: the vocabulary has {vocab_size} characters"
+    return None

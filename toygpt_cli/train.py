@@ -1,33 +1,38 @@
-"""The Trainer: steps, evals, budgets and stop requests, reported as events.
+"""Training: the optimizer step, and the loop of steps and evals around it.
 
-    trainer = Trainer(run, model_cfg, train_cfg, corpus, listeners=[print])
+    trainer = Trainer(model_cfg, train_cfg, corpus, listeners=[print])
     result = trainer.run()
 
-It writes nothing itself: listeners (the run recorder, the CLI's display) receive every
-event. Resuming is exact: the checkpoint state carries the model, optimizer, step, best val
-loss, the batch-sampling generators and the dropout RNG, so N steps + resume M steps gives
-the same weights as N + M steps in one go (bit for bit on CPU).
+The loop reports what happens as events (events.py) to its listeners, and hands each
+checkpoint to `checkpoints(state, step, best)`, a callable given at construction (the run
+folder's, when there is one). `state_dict()` / `load_state_dict()` carry everything that
+decides the future of a run: weights, optimizer, loop state, and every random stream of
+every process, so N steps + resume + M steps gives the weights of N + M steps in one go
+(bit for bit on a CPU).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import time
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from toygpt_cli.budget import Budget
-from toygpt_cli.config import ModelConfig, TrainConfig
+from toygpt_cli.config import ModelConfig, TrainConfig, to_dict
 from toygpt_cli.data import Corpus, sample_batch
 from toygpt_cli.device import autocast, resolve_device, resolve_dtype, set_threads
 from toygpt_cli.errors import ToygptError
 from toygpt_cli.events import (
-    CheckpointDue,
+    CheckpointSaved,
     EstimateReady,
     EvalDone,
+    Notice,
     PhaseStarted,
     StepDone,
     TrainEnded,
@@ -36,106 +41,231 @@ from toygpt_cli.events import (
 )
 from toygpt_cli.model import GPT
 from toygpt_cli.optim import (
+    apply_hparams,
     learning_rate,
+    load_optimizer_state,
     lr_factor,
     make_optimizer,
+    set_lr,
 )
-from toygpt_cli.optim import set_lr as _set_lr
 from toygpt_cli.parallel.distributed import Distributed
 from toygpt_cli.periodic import PeriodicEval
-from toygpt_cli.snapshot import State, capture, restore
+
+Checkpoints = Callable[[dict[str, Any], int, bool], None]  # (state, step, best weights?)
 
 
 class Diverged(ToygptError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class BudgetTooSmall(ToygptError):
+    """--max-time cannot fit even the evals a run needs, on this machine."""
+
+    def __init__(self, message: str, fresh: bool):
+        super().__init__(message)
+        self.fresh = fresh  # nothing happened in the run yet (a new run at step 0)
+
+
+class EvalStopped(Exception):
+    """A stop was asked for during an eval: the eval is abandoned (it changed nothing)."""
+
+
+@dataclass
+class LoopState:
+    """What decides the future of a run besides the weights and the optimizer."""
+
+    step: int = 0
+    best_val: float | None = None
+    last_eval_step: int = -1
+    wall_seconds: float = 0.0  # the run's wall time, carried across resumes
+    budget_start: float = 0.0  # wall_seconds when the current max_time budget began
+    eval_windows: int | None = None  # windows per split in every periodic eval of the run
+    last_record: dict | None = None  # the metrics record of the last eval
+
+
+class StopSwitch:
+    """Stop requests (Ctrl-C, SIGTERM): the first asks for a checkpoint and a stop at the
+    next safe point (after the current step, or at once during an eval); a second one stops
+    at once, except while a checkpoint is being written, which finishes first."""
+
+    def __init__(self, on_first: Callable[[int], None] | None = None) -> None:
+        self.signal: int | None = None
+        self.on_first = on_first  # told at once of the first request (to say what happens)
+        self._writing = False
+        self._pending = False
+
+    def request(self, signum: int = signal.SIGINT) -> None:
+        if self.signal is None:
+            self.signal = signum
+            if self.on_first is not None:
+                self.on_first(signum)
+        elif self._writing:
+            self._pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def protect(self) -> Iterator[None]:
+        """A second request waits until the block ends (a checkpoint being written)."""
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+            if self._pending:
+                self._pending = False
+                raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def on_signals(self, signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):
+        """Route these signals to `request` while the block runs."""
+        old = {s: signal.signal(s, lambda signum, frame: self.request(signum)) for s in signals}
+        try:
+            yield self
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+
 class Trainer:
     def __init__(
         self,
-        run,
         model_cfg: ModelConfig,
         train_cfg: TrainConfig,
         corpus: Corpus,
         *,
-        checkpoint: dict[str, Any] | None = None,
-        listeners: list | None = None,
         dist: Distributed | None = None,
+        listeners: list | tuple = (),
+        checkpoints: Checkpoints | None = None,
+        stop: StopSwitch | None = None,
+        run=None,  # the run folder, reported in events (None: no folder)
+        lock=None,  # released when run() returns: the run may be resumed from then on
         last_eval: dict[str, Any] | None = None,
     ):
-        self.run_dir, self.model_cfg, self.cfg, self.corpus = run, model_cfg, train_cfg, corpus
-        self.listeners = [x for x in (listeners or []) if x is not None]
+        self.model_cfg, self.cfg, self.corpus = model_cfg, train_cfg, corpus
         self.dist = dist or Distributed.single()
+        self.listeners = [x for x in listeners if x is not None]
+        self.checkpoints, self.stop = checkpoints, stop or StopSwitch()
+        self.run_folder, self.lock, self.last_eval = run, lock, last_eval
         self.device = self.dist.device or resolve_device(train_cfg.device)
         self.dtype = resolve_dtype(train_cfg.dtype, self.device)
         set_threads(train_cfg.threads)
-        self._stop_signal: int | None = None
-        self.last_eval = last_eval
         train, val = corpus.splits()
         self.data = {"train": train.to(self.device), "val": val.to(self.device)}
-        torch.manual_seed(train_cfg.seed)  # model init and dropout draw from the global RNG
+        torch.manual_seed(train_cfg.seed)  # the weights: the same on every rank
         self.model = GPT(model_cfg).to(self.device)
+        if self.dist.rank:  # dropout: a stream of each rank's own (rank 0 keeps the seed's)
+            torch.manual_seed(train_cfg.seed + 7919 * self.dist.rank)
         self.optimizer = make_optimizer(self.model, train_cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == "float16")
-        # Each rank draws its own batches; rank 0 keeps the plain seed, so one process
-        # samples exactly what a non-distributed run does.
+        # Batches: each rank its own stream; rank 0's is what a one-process run draws.
         self.batch_gen = torch.Generator().manual_seed(train_cfg.seed + 1000 * self.dist.rank)
-        self.state = State()
-        self.evals = PeriodicEval(self, self.data, self.emit, self.dist)
-        if checkpoint is not None:
-            self._restore(checkpoint)
+        self.state = LoopState()
+        self.evals = PeriodicEval(
+            self.model, self.data, model_cfg.block_size, train_cfg, self.dtype, corpus.tokenizer,
+            self.emit, self.dist, self.stop,
+        )  # fmt: skip
         self.step_model = self.dist.wrap(self.model)
         if train_cfg.compile:
-            # reduce-overhead captures the compiled forward and backward in CUDA graphs
-            # (inputs copied into static buffers): at the default size a GPU step is
-            # otherwise launch-bound. On CPU the modes only change how it compiles.
+            # reduce-overhead captures the compiled step in CUDA graphs; on a CPU the modes
+            # only change how it compiles.
             mode = None if train_cfg.compile_mode == "default" else train_cfg.compile_mode
             self.step_model = torch.compile(self.step_model, mode=mode)
-        self.critical = False  # True while a checkpoint is being handed out to be written
-        self.after_critical = None  # called when that ends (a deferred second Ctrl-C)
-        self.run_lock = None  # the run's exclusive lock, held while this trainer exists
 
     def emit(self, event) -> None:
         for listener in self.listeners:
             listener(event)
 
-    # -- state ------------------------------------------------------------------------
-    def _restore(self, ckpt: dict[str, Any]) -> None:
-        restore(self, ckpt)
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly. Every rank must call it (it gathers)."""
+        cuda = self.device.type == "cuda"
+        return {
+            "model": self.model.state_dict(),
+            "model_config": to_dict(self.model_cfg),
+            "train_config": to_dict(self.cfg),
+            "vocab": self.corpus.tokenizer.chars,
+            "state": vars(self.state).copy(),
+            "dtype": self.dtype,
+            "torch_version": str(torch.__version__),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": {  # one entry per rank
+                "batches": self.dist.gather_states(self.batch_gen.get_state()),
+                "cpu": self.dist.gather_states(torch.get_rng_state()),
+                "cuda": self.dist.gather_states(torch.cuda.get_rng_state(self.device))
+                if cuda
+                else None,
+            },
+        }
 
-    def checkpoint_state(self) -> dict[str, Any]:
-        """Everything needed to resume exactly. Every rank must call it (collective)."""
-        return capture(self)
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        """Put a state_dict back (options changed on resume take effect)."""
+        self.model.load_state_dict(ckpt["model"])
+        load_optimizer_state(self.optimizer, ckpt["optimizer"], self.model)
+        apply_hparams(self.optimizer, self.cfg)
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        known = LoopState.__annotations__
+        self.state = LoopState(**{k: v for k, v in ckpt["state"].items() if k in known})
+        rng, rank = ckpt["rng"], self.dist.rank
 
-    def save(self, best: bool = False) -> None:
-        state = self.checkpoint_state()
-        if self.dist.is_main:
+        def mine(states):  # this rank's state; a checkpoint of fewer ranks gives rank 0's
+            if isinstance(states, torch.Tensor):  # made before every rank's was saved
+                return states
+            return states[rank] if rank < len(states) else None
+
+        if (batches := mine(rng["batches"])) is not None:
+            self.batch_gen.set_state(batches)
+        if (cpu := mine(rng["cpu"])) is not None:
+            torch.set_rng_state(cpu)
+        cuda = mine(rng["cuda"]) if rng.get("cuda") is not None else None
+        if self.device.type == "cuda" and cuda is not None:
+            torch.cuda.set_rng_state(cuda, self.device)
+
+    def save_checkpoint(self, best: bool = False) -> None:
+        """Hand the state to `checkpoints` (every rank gathers; rank 0 writes)."""
+        state = self.state_dict()
+        if self.dist.is_main and self.checkpoints is not None:
             self.emit(PhaseStarted("checkpoint", self.state.step))
-            with self._critical_section():
-                self.emit(CheckpointDue(state, self.state.step, best))
+            with self.stop.protect():
+                self.checkpoints(state, self.state.step, best)
+            self.emit(CheckpointSaved(self.state.step, best))
 
-    @contextlib.contextmanager
-    def _critical_section(self):
-        self.critical = True
-        try:
-            yield
-        finally:
-            self.critical = False
-            if self.after_critical is not None:
-                self.after_critical()
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Stop at the next safe point with a checkpoint (safe from a signal handler)."""
+        self.stop.request(signum)
 
-    def request_stop(self, signum: int) -> None:
-        """Stop after the current step, saving a checkpoint (safe from a signal handler)."""
-        self._stop_signal = signum
+    # -- the step ---------------------------------------------------------------------------
+    def train_step(self, progress: float = 0.0) -> tuple[torch.Tensor, float]:
+        """One optimizer step on a fresh batch; returns the loss (on the device) and the lr."""
+        cfg, st = self.cfg, self.state
+        factor = lr_factor(cfg, st.step, progress)
+        set_lr(self.optimizer, factor)  # each group's own peak rate times the schedule
+        x, y = sample_batch(
+            self.data["train"], cfg.batch_size, self.model_cfg.block_size, self.batch_gen,
+            self.device,
+        )  # fmt: skip
+        with autocast(self.device, self.dtype):
+            _, loss = self.step_model(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        st.step += 1
+        return loss.detach(), cfg.learning_rate * factor
 
-    # -- the loop ------------------------------------------------------------------------
+    # -- the loop ---------------------------------------------------------------------------
     def run(self) -> TrainResult:
         try:
             return self._run()
         finally:  # the run may be resumed as soon as this returns
-            if self.run_lock is not None:
-                self.run_lock.release()
-                self.run_lock = None
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
     def _run(self) -> TrainResult:
         cfg, st = self.cfg, self.state
@@ -143,7 +273,7 @@ class Trainer:
         budget = Budget(cfg.max_time, st.wall_seconds, st.budget_start)
         self.emit(
             TrainStarted(
-                self.run_dir, st.step, cfg.iters, self.model.num_params(), str(self.device),
+                self.run_folder, st.step, cfg.iters, self.model.num_params(), str(self.device),
                 self.dtype, st.step > 0, cfg.max_time, st.wall_seconds, self.last_eval,
                 budget.used(),
             )
@@ -151,9 +281,9 @@ class Trainer:
         try:
             at_end = self._loop(budget, start_step)
             st.wall_seconds = budget.wall()
-            stopped = self._stop_signal is not None and not at_end
+            stopped = self.stop.signal is not None and not at_end
             if stopped:
-                self.save()
+                self.save_checkpoint()
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             message = str(exc) if isinstance(exc, ToygptError) else f"{type(exc).__name__}: {exc}"
@@ -163,11 +293,13 @@ class Trainer:
         if not stopped and not cfg.iters:  # a budget-only run is complete when it ends
             self.cfg = replace(cfg, iters=st.step)
         self.emit(TrainEnded(status, st.step, self.cfg.iters, st.wall_seconds))
-        signal = self._stop_signal if stopped else None
         return TrainResult(
-            status, st.step, self.cfg.iters, self.last_eval, st.best_val, self.run_dir, signal,
-            st.step - start_step,
+            status, st.step, self.cfg.iters, self.last_eval, st.best_val, self.run_folder,
+            self.stop.signal if stopped else None, st.step - start_step,
         )  # fmt: skip
+
+    def _stopping(self) -> bool:
+        return self.dist.agree_any(self.stop.signal is not None)
 
     def _loop(self, budget: Budget, start_step: int) -> bool:
         """Steps and evals until the plan, the budget or a stop request ends the session;
@@ -175,17 +307,22 @@ class Trainer:
         cfg, st = self.cfg, self.state
         tokens_per_step = cfg.batch_size * self.model_cfg.block_size * self.dist.world_size
         window = [0, 0.0]  # steps and seconds since the last eval
-        if budget.max_time:  # a resumed session may not eval before its budget runs out
-            self.evals.probe(budget)
+        if budget.max_time:  # what an eval costs, before the first one is due
+            self.evals.probe(budget, st)
+            self._check_budget(budget, start_step)
         while True:
             st.wall_seconds = budget.wall()
             at_end = bool(cfg.iters and st.step >= cfg.iters)
             at_end = self.dist.agree_any(at_end or budget.must_stop())
             if (st.step % cfg.eval_interval == 0 or at_end) and st.last_eval_step != st.step:
                 tps = tokens_per_step * window[0] / window[1] if window[1] else None
-                self._evaluate(tps, budget, final=at_end)
+                try:
+                    self._evaluate(tps, budget, final=at_end)
+                except EvalStopped:
+                    self.emit(Notice(f"eval at step {st.step} abandoned: stopping"))
+                    return False
                 window = [0, 0.0]
-            if at_end or self.dist.agree_any(self._stop_signal is not None):
+            if at_end or self._stopping():
                 return at_end
             t0 = time.perf_counter()
             # Under a budget every rank follows the slowest clock, so all ranks apply the
@@ -199,42 +336,34 @@ class Trainer:
             budget.step_took(took)
             if cfg.save_every and st.step % cfg.save_every == 0:
                 self._check_finite(loss.item(), "train")
-                self.save()
+                self.save_checkpoint()
             rate = window[0] / window[1]
             self.emit(
                 StepDone(
-                    st.step, cfg.iters, loss, lr, budget.wall(), rate,
-                    tokens_per_step * rate, budget.used(),
+                    st.step, cfg.iters, loss, lr, budget.wall(), rate, tokens_per_step * rate,
+                    budget.used(),
                 )
             )  # fmt: skip
             if budget.estimate_due(st.step - start_step):
                 self.emit(EstimateReady(*budget.estimate(st.step, cfg)))
 
-    def train_step(self, progress: float = 0.0) -> tuple[torch.Tensor, float]:
-        """One optimizer step on a fresh batch; returns the loss (on the device) and the lr."""
-        cfg, st = self.cfg, self.state
-        factor = lr_factor(cfg, st.step, progress)
-        _set_lr(self.optimizer, factor)  # each group's own peak rate times the schedule
-        lr = cfg.learning_rate * factor
-        x, y = sample_batch(
-            self.data["train"], cfg.batch_size, self.model_cfg.block_size, self.batch_gen,
-            self.device,
-        )  # fmt: skip
-        with autocast(self.device, self.dtype):
-            _, loss, _ = self.step_model(x, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if cfg.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        st.step += 1
-        return loss.detach(), lr
+    def _check_budget(self, budget: Budget, start_step: int) -> None:
+        """Refuse a budget that cannot hold this session's evals and a step or two."""
+        cost = budget.eval_cost  # one eval at the run's fixed size
+        evals = 2 if self.state.last_eval_step != self.state.step else 1
+        if budget.used() + evals * cost * 1.2 < budget.max_time:
+            return
+        need = max(2, math.ceil(budget.used() + evals * cost * 1.5 + 5))
+        raise BudgetTooSmall(
+            f"--max-time {budget.max_time:g}s is too small here: an eval of this model takes "
+            f"about {cost:.1f} s and this session needs {evals} with steps between; give "
+            f"--max-time {need}s or more",
+            fresh=start_step == 0 and self.state.last_eval_step < 0,
+        )
 
     def _evaluate(self, tokens_per_sec: float | None, budget: Budget, final: bool) -> None:
         st, cfg = self.state, self.cfg
-        losses = self.evals.losses(st.step, budget)
+        losses, windows = self.evals.losses(st.step, budget, st)
         for split, value in losses.items():
             self._check_finite(value, split)
         record = {
@@ -245,16 +374,19 @@ class Trainer:
             "tokens_per_sec": round(tokens_per_sec, 1) if tokens_per_sec else None,
             "elapsed": round(budget.wall(), 2),
         }
-        improved = st.best_val is None or losses["val"] < st.best_val
+        partial = windows < st.eval_windows  # the quick first eval: not comparable
+        if partial:
+            record["eval_windows"] = windows
+        improved = not partial and (st.best_val is None or losses["val"] < st.best_val)
         if improved:
             st.best_val = losses["val"]
-        st.last_eval_step = st.step
+        st.last_eval_step, st.last_record = st.step, record
         self.last_eval = record
+        self.save_checkpoint(best=improved)  # first: what is listed is on disk
         if self.dist.is_main:
             self.emit(EvalDone(record, improved))
             if cfg.sample_chars and budget.sample_allowed(final):
-                self.evals.sample(st.step, budget)
-        self.save(best=improved)
+                self.evals.sample(st.step, budget, self.device)
         self.model.train()
 
     def _check_finite(self, loss: float, split: str) -> None:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import warnings
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from toygpt_cli.cli import bench_cmd, data_cmd, eval_cmd, export_cmd, runs_cmd, sample_cmd
-from toygpt_cli.cli.common import (
-    out,
-)
+from toygpt_cli.cli.common import ClickException, err, out
 from toygpt_cli.cli.train_cmd import train
 
 # torch warns at import when NumPy is absent; toygpt never uses NumPy.
@@ -29,13 +29,13 @@ app = typer.Typer(
     pretty_exceptions_short=True,
     rich_markup_mode="rich",
 )
-app.add_typer(data_cmd.app, name="data")
-app.add_typer(runs_cmd.app, name="runs")
 app.command(no_args_is_help=False)(train)
 app.command()(sample_cmd.sample)
 app.command("eval")(eval_cmd.eval_)
-app.command()(bench_cmd.bench)
+app.add_typer(runs_cmd.app, name="runs")
+app.add_typer(data_cmd.app, name="data")
 app.command()(export_cmd.export)
+app.command()(bench_cmd.bench)
 
 
 def _version(value: bool) -> None:
@@ -70,9 +70,47 @@ def normalize_argv(args: list[str]) -> list[str]:
     return fixed
 
 
+def usage_line(exc: ClickException) -> str:
+    """A click usage error as one line, with what to type for help."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    return f"{message}{where}"
+
+
 def main(argv: list[str] | None = None) -> None:
     # Ctrl-C means "stop" in every command, even when toygpt was started with SIGINT
     # ignored (a background job of a non-interactive shell): Python would then never raise
     # KeyboardInterrupt, and `sample -i` would wait for input for ever.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    app(args=normalize_argv(sys.argv[1:] if argv is None else argv), prog_name="toygpt")
+    args = normalize_argv(sys.argv[1:] if argv is None else argv)
+    try:
+        code = app(args=args, prog_name="toygpt", standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.Abort:
+        err.print("\nstopped")
+        code = 130
+    except ClickException as exc:  # usage errors: one line, exit 2
+        err.print(f"[bold red]error:[/] {escape(usage_line(exc))}", markup=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        err.print("\nstopped")
+        code = 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        code = 1
+    _finish_stdout()
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _finish_stdout() -> None:
+    """Flush stdout now, so that a failure to write it is handled here, not at exit."""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        # Python would report the failed flush at exit: point stdout at nothing.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass

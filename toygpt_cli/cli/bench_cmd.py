@@ -2,45 +2,23 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated
-
-import typer
-
-from toygpt_cli.cli.common import (
-    DataDir,
-    DeviceOpt,
-    DtypeOpt,
-    JsonFlag,
-    ThreadsOpt,
-    err,
-    handle_errors,
-    out,
-)
+from toygpt_cli.cli.common import err, out, print_json
+from toygpt_cli.cli.options import uses
 
 
-@handle_errors
-def bench(
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    threads: ThreadsOpt = 0,
-    seconds: Annotated[
-        float, typer.Option("--seconds", min=0.5, help="Time spent on each measurement.")
-    ] = 5.0,
-    data_dir: DataDir = None,
-    json_: JsonFlag = False,
-) -> None:
+@uses("device", "dtype", "threads", "seconds", "json")
+def bench(o) -> None:
     """Measure training, eval and sampling speed on this machine, and compare the recipes."""
     from toygpt_cli.device import set_threads
     from toygpt_cli.recipes.bench import run_benchmarks
 
-    set_threads(threads)
-
-    if not json_:
-        err.print("benchmarking the default configuration and the CPU presets (a minute)...")
-    result = run_benchmarks(device=device, dtype=dtype, seconds=seconds)
-    if json_:
-        out.print(json.dumps(result, indent=2), markup=False, highlight=False)
+    set_threads(o.threads)
+    if not o.json:
+        err.print("benchmarking the default configuration and the CPU presets...")
+    result = run_benchmarks(device=o.device, dtype=o.dtype, seconds=o.seconds,
+                            progress=None if o.json else _progress)  # fmt: skip
+    if o.json:
+        print_json(result)
         return
     from rich.table import Table
 
@@ -56,6 +34,10 @@ def bench(
     out.print(table)
     if result["recipes"]:
         out.print(_recipes_table(result["recipes"]))
+
+
+def _progress(what: str) -> None:
+    err.print(f"  {what}", highlight=False)
 
 
 def _recipes_table(recipes):

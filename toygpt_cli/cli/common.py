@@ -1,4 +1,8 @@
-"""Pieces every command shares: consoles, option types, and the one-line error handler."""
+"""What every command shares: the consoles, where data and runs live, JSON output, and the
+one-line error handling.
+
+Results go to stdout, status, progress and errors to stderr, so output pipes cleanly.
+"""
 
 from __future__ import annotations
 
@@ -7,99 +11,83 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
 import typer
 from rich.console import Console
 
-from toygpt_cli.errors import OptionError, ToygptError
+try:  # typer >= 0.26 carries its own copy of click
+    from typer._click.exceptions import ClickException
+    from typer._click.globals import get_current_context
+except ImportError:  # older typer runs on click itself
+    from click import get_current_context  # noqa: F401
+    from click.exceptions import ClickException  # noqa: F401
 
-# Results go to stdout; status, progress and errors to stderr, so output pipes cleanly.
+from toygpt_cli.errors import OptionError, ToygptError
 
 
 def _width(stream) -> int | None:
-    # Off a terminal rich would assume 80 columns and cut table cells; logs and pipes get room.
-    return None if stream is not None and stream.isatty() else 160
-
-
-out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
+    # Off a terminal rich would assume 80 columns and cut table cells; logs and pipes get
+    # room, unless COLUMNS says how wide to be.
+    if os.environ.get("COLUMNS") or (stream is not None and stream.isatty()):
+        return None
+    return 160
 
 
 class _StatusConsole(Console):
-    """stderr: when its reader goes away (`toygpt train 2>&1 | head`), the work goes on
-    quietly instead of ending (rich's default raises SystemExit(1) mid-training)."""
+    """stderr: when it cannot be written (`2>&1 | head` closed, `2>/dev/full`), the work
+    goes on quietly instead of ending (rich's default raises SystemExit mid-training)."""
 
     def on_broken_pipe(self) -> None:
+        self._silence()
+
+    def _silence(self) -> None:
         self.quiet = True
         with contextlib.suppress(OSError, ValueError):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, self.file.fileno())
 
+    def _check_buffer(self) -> None:
+        try:
+            super()._check_buffer()
+        except OSError:
+            del self._buffer[:]
+            self._silence()
 
+
+class _ResultConsole(Console):
+    """stdout: a failure to write it (a full disk, a dead device) is one line, exit 1."""
+
+    def _check_buffer(self) -> None:
+        try:
+            super()._check_buffer()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            del self._buffer[:]
+            raise ToygptError(f"cannot write the output: {exc.strerror or exc}") from None
+
+
+out = _ResultConsole(highlight=False, soft_wrap=True, width=_width(sys.stdout))
 err = _StatusConsole(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
 
-RunsDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--runs-dir",
-        envvar="TOYGPT_RUNS_DIR",
-        help="Folder holding one sub-folder per run. \\[default: ./runs]",
-        show_default=False,
-    ),
-]
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="TOYGPT_DATA_DIR",
-        help="Folder where datasets are downloaded. \\[default: ./data]",
-        show_default=False,
-    ),
-]
+
+@dataclass
+class Paths:
+    """Where datasets and runs live: ./data and ./runs of the current directory unless
+    --data-dir / --runs-dir (or TOYGPT_DATA_DIR / TOYGPT_RUNS_DIR) say otherwise."""
+
+    data_dir: Path
+    runs_dir: Path
 
 
-def complete_run(incomplete: str) -> list[str]:
-    """Shell completion for a run: `latest` and the run folders' names, newest first."""
-    from toygpt_cli.runs.folder import list_run_dirs
-
-    try:
-        names = [p.name for p in list_run_dirs(paths().runs_dir)]
-    except Exception:  # completion must never print a traceback into the shell
-        return []
-    return [n for n in ("latest", *names) if n.startswith(incomplete)]
-
-
-RunRef = Annotated[
-    str,
-    typer.Option(
-        "--run",
-        "-r",
-        help="A run: latest, latest~1 (the one before), a folder name or a path.",
-        autocompletion=complete_run,
-    ),
-]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
-DeviceOpt = Annotated[
-    str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
-]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")]
-ThreadsOpt = Annotated[
-    int,
-    typer.Option(
-        "--threads",
-        envvar="TOYGPT_THREADS",
-        min=0,
-        help="CPU threads for torch (0: torch's choice, one per core).",
-    ),
-]
-CheckpointOpt = Annotated[
-    str,
-    typer.Option(
-        "--checkpoint", help="best (lowest val loss) or last; the default is best when it exists."
-    ),
-]
+def paths(data_dir: str | Path | None = None, runs_dir: str | Path | None = None) -> Paths:
+    return Paths(
+        Path(data_dir or os.environ.get("TOYGPT_DATA_DIR") or "data"),
+        Path(runs_dir or os.environ.get("TOYGPT_RUNS_DIR") or "runs"),
+    )
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -107,38 +95,57 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def one_line(exc: ToygptError) -> str:
+    """A ToygptError as the command line shows it: flags for the fields it names."""
+    if isinstance(exc, OptionError):  # the library names fields; show the flags
+        from toygpt_cli.cli.options import flag_of
+
+        return exc.render(flag_of)
+    return str(exc)
+
+
 def handle_errors(func):
-    """Turn a user's mistake (ToygptError) into one line on stderr and its exit code."""
+    """A user's mistake (ToygptError) becomes one line on stderr and its exit code; Ctrl-C
+    that reaches here ends with 130 and one line."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except ToygptError as exc:
-            text = str(exc)
-            if isinstance(exc, OptionError):  # the library names fields; show the flags
-                from toygpt_cli.config import flag_of
-
-                text = exc.render(flag_of)
             if os.environ.get("RANK", "0") != "0":  # one line per launch, from rank 0
                 raise typer.Exit(exc.exit_code) from None
-            raise fail(text.replace("[", r"\["), exc.exit_code) from None
+            raise fail(one_line(exc).replace("[", r"\["), exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("\nstopped")
+            raise typer.Exit(130) from None
 
     return wrapper
 
 
-def emit(data, render: Callable[[], None], as_json: bool) -> None:
-    """The `--json` pattern: `data` as JSON on stdout, or else `render()` for people."""
+def print_json(data: Any) -> None:
+    """JSON on stdout: the `--json` of every command."""
+    write_out(json.dumps(data, indent=2) + "\n")
+
+
+def write_out(text: str) -> None:
+    """Text on stdout, now (streaming output)."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except (OSError, AttributeError) as exc:  # AttributeError: stdout is closed (None)
+        why = getattr(exc, "strerror", None) or exc
+        raise ToygptError(f"cannot write the output: {why}") from None
+
+
+def emit(data, render, as_json: bool) -> None:
+    """`data` as JSON on stdout, or else `render()` for people."""
     if as_json:
-        out.print(json.dumps(data, indent=2), markup=False, highlight=False)
+        print_json(data)
     else:
         render()
-
-
-def paths(data_dir: Path | None = None, runs_dir: Path | None = None):
-    from toygpt_cli.cli.paths import Paths
-
-    return Paths.from_env(data_dir, runs_dir)
 
 
 def fancy_output(quiet: bool = False) -> bool:

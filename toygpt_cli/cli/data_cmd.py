@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from toygpt_cli.cli.common import (
-    DataDir,
-    JsonFlag,
-    emit,
-    err,
-    fancy_output,
-    handle_errors,
-    out,
-    paths,
-)
+from toygpt_cli.cli.common import emit, err, fancy_output, out, paths, print_json
 from toygpt_cli.cli.meter import Meter
+from toygpt_cli.cli.options import uses
 
 app = typer.Typer(help="Download and inspect datasets.", no_args_is_help=True)
 
@@ -26,42 +16,21 @@ VOCAB_SHOWN = 200  # characters of the vocabulary shown in the table (--json has
 
 
 @app.command()
-@handle_errors
-def fetch(
-    url: Annotated[
-        str | None, typer.Option("--url", help="Fetch another plain-text corpus instead.")
-    ] = None,
-    sha256: Annotated[
-        str | None, typer.Option("--sha256", help="Expected sha256 of the file (hex).")
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Download again even if present.")] = False,
-    max_bytes: Annotated[
-        str,
-        typer.Option(
-            "--max-bytes", help="Refuse a file larger than this once decompressed (e.g. 500M, 4G)."
-        ),
-    ] = "1G",
-    timeout: Annotated[
-        float,
-        typer.Option("--timeout", help="Seconds the whole download may take, retries included."),
-    ] = 600.0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    json_: JsonFlag = False,
-    data_dir: DataDir = None,
-) -> None:
+@uses("url", "sha256", "refetch", "max_bytes", "timeout", "quiet", "json", "data_dir")
+def fetch(o) -> None:
     """Download Tiny Shakespeare (or --url) into the data folder, checking its sha256."""
     from toygpt_cli.corpus.download import TINY_SHAKESPEARE_URL, fetch, parse_size
 
-    target = paths(data_dir=data_dir).data_dir
-    source = url or TINY_SHAKESPEARE_URL
-    limit = parse_size(max_bytes)
-    with _download_progress(not fancy_output(quiet or json_)) as progress:
+    target = paths(data_dir=o.data_dir).data_dir
+    source = o.url or TINY_SHAKESPEARE_URL
+    limit = parse_size(o.max_bytes)
+    with _download_progress(not fancy_output(o.quiet or o.json)) as progress:
         result = fetch(
             source,
             target,
-            sha256=sha256,
-            force=force,
-            timeout=timeout,
+            sha256=o.sha256,
+            force=o.refetch,
+            timeout=o.timeout,
             max_bytes=limit,
             progress=progress,
         )
@@ -75,7 +44,7 @@ def fetch(
         "sha256": result.sha256,
         "downloaded": result.downloaded,
     }
-    emit(data, lambda: err.print(f"sha256 {result.sha256}", highlight=False), json_)
+    emit(data, lambda: err.print(f"sha256 {result.sha256}", highlight=False), o.json)
 
 
 class _download_progress:
@@ -111,27 +80,27 @@ class _download_progress:
 
 
 @app.command()
-@handle_errors
-def info(
-    file: Annotated[
-        Path | None,
-        typer.Argument(help="A text file; default: Tiny Shakespeare in the data folder."),
-    ] = None,
-    data_dir: DataDir = None,
-    json_: JsonFlag = False,
-) -> None:
+@uses("file", "data_dir", "json")
+def info(o) -> None:
     """Show a dataset: path, size, characters, vocabulary, train/val split."""
     from toygpt_cli.corpus.cache import text_facts
-    from toygpt_cli.corpus.download import TINY_SHAKESPEARE_FILE, read_checksums
+    from toygpt_cli.corpus.download import (
+        TINY_SHAKESPEARE_FILE,
+        find_tiny_shakespeare,
+        read_checksums,
+    )
     from toygpt_cli.data import train_chars
     from toygpt_cli.errors import ToygptError
 
-    folder = paths(data_dir=data_dir).data_dir
-    path = file or folder / TINY_SHAKESPEARE_FILE
-    if not path.exists() and file is None:
-        raise ToygptError(f"no dataset at {path}; run `toygpt data fetch` first")
+    folder = paths(data_dir=o.data_dir).data_dir
+    path = Path(o.file) if o.file else find_tiny_shakespeare(folder)  # as train finds it
+    if path is None:
+        raise ToygptError(
+            f"no Tiny Shakespeare in {folder} (looked for {TINY_SHAKESPEARE_FILE} and any file "
+            "with its checksum); run `toygpt data fetch` first, or name a FILE"
+        )
     # The facts come from the token cache after the first look (the file is only hashed).
-    with Meter(fancy_output(json_), "bytes") as meter:
+    with Meter(fancy_output(o.json), "bytes") as meter:
         facts = text_facts(path, meter)
     n_train = train_chars(facts.n_chars)  # at the default --val-fraction
     info = {
@@ -145,8 +114,8 @@ def info(
         "sha256": facts.sha256,
         "recorded_sha256": read_checksums(path.parent).get(path.name),
     }
-    if json_:
-        out.print(json.dumps(info, indent=2), markup=False, highlight=False)
+    if o.json:
+        print_json(info)
         return
     from rich.table import Table
 

@@ -2,53 +2,27 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated
 
-import typer
-
-from toygpt_cli.cli.common import (
-    CheckpointOpt,
-    JsonFlag,
-    RunsDir,
-    complete_run,
-    err,
-    handle_errors,
-    paths,
-)
+from toygpt_cli.cli.common import err, paths, print_json, write_out
+from toygpt_cli.cli.options import uses
 
 
-@handle_errors
-def export(
-    run: Annotated[
-        str,
-        typer.Argument(
-            help="A run: latest, latest~1, a folder name or a path.", autocompletion=complete_run
-        ),
-    ] = "latest",
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="File to write (default: model.safetensors in the run folder).",
-        ),
-    ] = None,
-    checkpoint: CheckpointOpt = "auto",
-    json_: JsonFlag = False,
-    runs_dir: RunsDir = None,
-) -> None:
-    """Export a run's weights as safetensors, configuration and vocabulary in the metadata."""
+@uses("run_arg", "output", "checkpoint", "json", "runs_dir")
+def export(o) -> None:
+    """Export a run's weights as safetensors, configuration and vocabulary in the metadata
+    (default file: model.safetensors in the run folder)."""
     from toygpt_cli.errors import UsageError
     from toygpt_cli.runs.export import SUFFIX, export_run
     from toygpt_cli.runs.folder import open_run
 
+    output = Path(o.output) if o.output else None
     if output is not None and not output.name.endswith(SUFFIX):
         raise UsageError(f"--output must end in {SUFFIX} (sample and eval recognise it by that)")
-    result = export_run(open_run(run, paths(runs_dir=runs_dir).runs_dir), output, checkpoint)
-    if json_:
-        print(json.dumps(result, indent=2))
+    run = open_run(o.run_arg, paths(runs_dir=o.runs_dir).runs_dir)
+    result = export_run(run, output, o.checkpoint)
+    if o.json:
+        print_json(result)
         return
     tied = f"; tied {', '.join(result['tied'])} stored once" if result["tied"] else ""
     err.print(
@@ -56,4 +30,4 @@ def export(
         f"{result['tensors']} tensors, {result['bytes'] / 1e6:.1f} MB{tied}",
         highlight=False,
     )
-    print(result["output"])
+    write_out(result["output"] + "\n")

@@ -88,6 +88,16 @@ class TrainDisplay:
         if handler is not None:
             handler(event)
 
+    def stopping(self, signum: int) -> None:
+        """Said at once on the first Ctrl-C (or SIGTERM, SIGHUP): what happens next."""
+        import signal
+
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self._print(
+            f"{what}: stopping at the next safe point (after this step, or now during an "
+            "eval) with a checkpoint; Ctrl-C again stops at once"
+        )
+
     def _started(self, e) -> None:
         self.iters, self.max_time = e.iters, e.max_time
         self._budget_t0 = time.monotonic() - e.budget_used

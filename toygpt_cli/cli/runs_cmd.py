@@ -1,22 +1,26 @@
 """`toygpt runs`: list, show, compare, plot and remove runs.
 
 Everything shown here comes from files a user can edit, so it is rendered as plain Text,
-never parsed as rich markup, and a damaged run is shown as damaged with its reason.
+never parsed as rich markup, and a damaged run is shown as damaged with its reason. Tables
+fit the terminal: columns that do not fit are left out, most useful first kept.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import math
+import os
 from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from toygpt_cli.cli.charts import line_chart
-from toygpt_cli.cli.common import JsonFlag, RunsDir, emit, err, handle_errors, out, paths
+from toygpt_cli.cli.common import emit, err, get_current_context, out, paths
+from toygpt_cli.cli.options import uses
+from toygpt_cli.errors import ToygptError, UsageError
 
 app = typer.Typer(help="List, inspect, compare, plot and remove runs.", invoke_without_command=True)
 
@@ -28,8 +32,9 @@ STATUS_STYLE = {
     "damaged": "bold red",
 }
 SHORT_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-RunArg = Annotated[str, typer.Argument(help="latest, latest~N, a run name, a label or a path.")]
-Count = Annotated[int | None, typer.Option("--count", "-n", min=1, help="Show at most N.")]
+SHOWN_SAMPLE = 2_000  # characters of a sample `runs show` prints (--json has them all)
+SHOWN_METRICS = (5, 15)  # first and last eval rows `runs show` prints
+CHART_POINTS = 400  # most points per curve in a chart
 
 
 def _loss(value) -> str:
@@ -54,57 +59,87 @@ def _steps(r) -> str:
     return f"{r['step']}/{r['planned_steps']}" if r["planned_steps"] else str(r["step"])
 
 
-def _curve(metrics: list[dict], key: str) -> list[tuple[float, float]]:
+def _run_name(r) -> str:
+    return f"{r['name']} ({r['label']})" if r.get("label") else r["name"]
+
+
+def _thin(points: list, limit: int = CHART_POINTS) -> list:
+    """At most `limit` evenly spaced points (the last one kept)."""
+    if len(points) <= limit:
+        return points
+    step = len(points) / limit
+    return [points[int(i * step)] for i in range(limit - 1)] + [points[-1]]
+
+
+def _curve(records, key: str) -> list[tuple[float, float]]:
     """(step, value) points that can be drawn (a diverged run's NaNs cannot)."""
-    points = [(m["step"], m.get(key)) for m in metrics]
-    return [(s, v) for s, v in points if v is not None and math.isfinite(v)]
+    points = [(m["step"], m.get(key)) for m in records]
+    return _thin([(s, v) for s, v in points if isinstance(v, (int, float)) and math.isfinite(v)])
 
 
 @app.callback()
-def _default(
-    ctx: typer.Context, count: Count = None, json_: JsonFlag = False, runs_dir: RunsDir = None
-) -> None:
+@uses("count", "json", "runs_dir")
+def _default(o) -> None:
     """With no subcommand, `toygpt runs` lists the runs (same options as `runs list`)."""
-    if ctx.invoked_subcommand is None:
-        list_runs(count=count, json_=json_, runs_dir=runs_dir)
+    if get_current_context().invoked_subcommand is None:
+        _list(o)
 
 
 @app.command("list")
-@handle_errors
-def list_runs(count: Count = None, json_: JsonFlag = False, runs_dir: RunsDir = None) -> None:
-    """All runs, newest first: label, status, progress, losses, data, size, device, wall time."""
+@uses("count", "json", "runs_dir")
+def list_runs(o) -> None:
+    """All runs, newest first: label, status, steps, losses, size, data, device, wall time."""
+    _list(o)
+
+
+def _list(o) -> None:
     from toygpt_cli.runs.folder import Run, list_run_dirs
 
-    folder = paths(runs_dir=runs_dir).runs_dir
-    rows = [Run(p).summary() for p in list_run_dirs(folder)[:count]]
-    emit(rows, lambda: _list_table(rows, folder), json_)
+    folder = paths(runs_dir=o.runs_dir).runs_dir
+    rows = [Run(p).summary() for p in list_run_dirs(folder)[: o.count]]
+    emit(rows, lambda: _list_table(rows, folder), o.json)
+
+
+# Columns of `runs list`: (header, cell, justify, kept first when space is short: lower).
+COLUMNS = [
+    ("run", lambda r: r["name"], "left", 0),
+    ("status", lambda r: r["status"], "left", 0),
+    ("steps", _steps, "right", 0),
+    ("best val", lambda r: _loss(r["best_val_loss"]), "right", 0),
+    ("last val", lambda r: _loss(r["last_val_loss"]), "right", 0),
+    ("label", lambda r: r["label"] or "-", "left", 1),
+    ("wall", lambda r: _duration(r["wall_seconds"]), "right", 2),
+    ("params", lambda r: _params(r["params"]), "right", 3),
+    ("data", lambda r: r["data"] or "-", "left", 4),
+    ("device", lambda r: f"{r['device'] or '-'} {SHORT_DTYPE.get(r['dtype'], '')}".strip(),
+     "right", 5),
+]  # fmt: skip
+
+
+def pick_columns(rows: list[dict], width: int) -> list[tuple]:
+    """The columns that fit in `width`, the most useful first; in their table order."""
+    cells = {c[0]: [c[1](r) for r in rows] for c in COLUMNS}
+    need = {c[0]: max(len(c[0]), *(len(x) for x in cells[c[0]])) + 3 for c in COLUMNS}
+    chosen, used = set(), 1
+    for c in sorted(COLUMNS, key=lambda c: c[3]):
+        if c[3] == 0 or used + need[c[0]] <= width:
+            chosen.add(c[0])
+            used += need[c[0]]
+    return [c for c in COLUMNS if c[0] in chosen]
 
 
 def _list_table(rows: list[dict], folder: Path) -> None:
     if not rows:
         err.print(Text(f"no runs in {folder}; start one with `toygpt train`"))
         return
+    columns = pick_columns(rows, out.width)
     table = Table(title=Text(f"runs in {folder}"))
-    table.add_column("run", no_wrap=True, min_width=15)  # a name must never be cut
-    for col in ("label", "started", "status"):
-        table.add_column(col, no_wrap=True)
-    for col in ("steps", "best val", "last val", "params", "data", "device", "wall"):
-        table.add_column(col, justify="right")
+    for header, _, justify, _ in columns:
+        table.add_column(header, justify=justify, no_wrap=header in ("run", "status", "steps"))
     for r in rows:
-        cells = [
-            r["name"],
-            r["label"] or "-",
-            (r["started"] or "-")[5:16].replace("T", " "),
-            Text(r["status"], style=STATUS_STYLE.get(r["status"], "")),
-            _steps(r),
-            _loss(r["best_val_loss"]),
-            _loss(r["last_val_loss"]),
-            _params(r["params"]),
-            r["data"] or "-",
-            f"{r['device'] or '-'} {SHORT_DTYPE.get(r['dtype'], '')}".strip(),
-            _duration(r["wall_seconds"]),
-        ]
-        table.add_row(*(c if isinstance(c, Text) else Text(c) for c in cells))
+        cells = [Text(cell(r)) for _, cell, _, _ in columns]
+        cells[1].stylize(STATUS_STYLE.get(r["status"], ""))
+        table.add_row(*cells)
     out.print(table)
     for r in rows:
         if r["problem"]:
@@ -112,28 +147,127 @@ def _list_table(rows: list[dict], folder: Path) -> None:
 
 
 @app.command()
-@handle_errors
-def show(run: RunArg = "latest", json_: JsonFlag = False, runs_dir: RunsDir = None) -> None:
-    """One run: configuration, metrics, loss curves, first and last samples, files."""
+@uses("run_arg", "json", "runs_dir")
+def show(o) -> None:
+    """One run: status and losses, its latest sample, the eval table and curves, then its
+    configuration and files."""
     from toygpt_cli.runs.folder import DamagedRun, open_run
 
-    r = open_run(run, paths(runs_dir=runs_dir).runs_dir)
+    r = open_run(o.run_arg, paths(runs_dir=o.runs_dir).runs_dir)
     summary = r.summary()
-    parts: dict = {"summary": summary}
-    for key, read in (("config", r.config), ("metrics", r.metrics), ("samples", r.samples)):
-        try:
-            parts[key] = read()
-        except DamagedRun:
-            parts[key] = None  # the summary's `problem` says why
-    emit(parts, lambda: _show(r, parts), json_)
+    if o.json:  # everything, for machines
+        parts: dict = {"summary": summary}
+        for key, read in (("config", r.config), ("metrics", r.metrics), ("samples", r.samples)):
+            try:
+                parts[key] = read()
+            except DamagedRun:
+                parts[key] = None  # the summary's `problem` says why
+        emit(parts, lambda: None, True)
+        return
+    _show(r, summary)
 
 
-def _show(r, parts: dict) -> None:
-    summary, config = parts["summary"], parts["config"] or {}
-    metrics, samples = parts["metrics"] or [], parts["samples"] or []
-    out.rule(Text(f"run {r.name} — {summary['status']}, step {_steps(summary)}"))
+def _bounded_records(r, name: str, kinds):
+    """(first rows, last rows, chart points, count) of a JSON-lines file, in one pass with
+    bounded memory: what `runs show` prints of a run with any number of evals."""
+    from toygpt_cli.runs.files import iter_records
+
+    head_n, tail_n = SHOWN_METRICS
+    head, tail, thinned, stride, count = [], collections.deque(maxlen=tail_n), [], 1, 0
+    for rec in iter_records(r.file(name), r.name, kinds):
+        if count < head_n:
+            head.append(rec)
+        tail.append(rec)
+        if count % stride == 0:
+            thinned.append(rec)
+            if len(thinned) > 2 * CHART_POINTS:  # keep every other, and take half as many
+                thinned, stride = thinned[::2], stride * 2
+        count += 1
+    if tail and (not thinned or thinned[-1] is not tail[-1]):
+        thinned.append(tail[-1])
+    return head, list(tail), thinned, count
+
+
+def _show(r, summary: dict) -> None:
+    from toygpt_cli.runs.files import METRIC_FIELDS, SAMPLE_FIELDS, iter_records
+    from toygpt_cli.runs.folder import DamagedRun
+
+    title = f"run {_run_name(summary)}: {summary['status']}, step {_steps(summary)}"
+    out.rule(Text(title))
     if summary["problem"]:
         out.print(Text(f"damaged: {summary['problem']}", style="bold red"))
+    facts = Table(show_header=False, box=None, pad_edge=False)
+    facts.add_column(style="bold")
+    facts.add_column()
+    for k, v in (
+        ("best val loss", _loss(summary["best_val_loss"])),
+        ("last val / train", f"{_loss(summary['last_val_loss'])} / "
+                             f"{_loss(summary['last_train_loss'])}"),
+        ("wall time", _duration(summary["wall_seconds"])),
+        ("parameters", _params(summary["params"])),
+        ("data", summary["data"] or "-"),
+    ):  # fmt: skip
+        facts.add_row(Text(k), Text(v))
+    out.print(facts)
+    try:
+        head, tail, points, count = _bounded_records(r, "metrics.jsonl", METRIC_FIELDS)
+        last_sample = None
+        for last_sample in iter_records(r.file("samples.jsonl"), r.name, SAMPLE_FIELDS):  # noqa: B007
+            pass
+    except DamagedRun:
+        head, tail, points, count, last_sample = [], [], [], 0, None
+    if last_sample is not None:
+        text = last_sample.get("text") or ""
+        out.rule(f"latest sample, at step {last_sample['step']}", style="dim")
+        out.print(text[:SHOWN_SAMPLE], markup=False, highlight=False)
+        if len(text) > SHOWN_SAMPLE:
+            out.print(Text(f"... ({len(text) - SHOWN_SAMPLE:,} more characters: --json has "
+                           "them all)", style="dim"))  # fmt: skip
+    if count:
+        _metrics_table(head, tail, count)
+        curves = {"train": _curve(points, "train_loss"), "val": _curve(points, "val_loss")}
+        out.print(line_chart(curves, width=_chart_width()))
+    _config(r)
+    _files(r)
+
+
+def _chart_width() -> int:
+    return max(20, min(64, out.width - 12))
+
+
+def _metrics_table(head: list, tail: list, count: int) -> None:
+    cut = count > len(head) + len(tail)
+    title = f"evals (first {len(head)} and last {len(tail)} of {count:,})" if cut else "evals"
+    table = Table(title=title)
+    for col in ("step", "train", "val", "lr", "tok/s", "elapsed"):
+        table.add_column(col, justify="right")
+    rows = head + tail if cut else head + tail[len(tail) - (count - len(head)) :]
+    for i, m in enumerate(rows):
+        if cut and i == len(head):
+            table.add_row("...", *[""] * 5)
+        lr, tps = m.get("lr"), m.get("tokens_per_sec")
+        table.add_row(
+            str(m["step"]) + ("*" if "eval_windows" in m else ""),
+            _loss(m.get("train_loss")),
+            _loss(m.get("val_loss")),
+            "-" if lr is None else f"{lr:.2e}",
+            "-" if tps is None else f"{tps:,.0f}",
+            _duration(m.get("elapsed")),
+        )
+    out.print(table)
+    if any("eval_windows" in m for m in rows):
+        out.print(Text("* the quick first eval: fewer windows, never counted as best",
+                       style="dim"))  # fmt: skip
+
+
+def _config(r) -> None:
+    from toygpt_cli.runs.folder import DamagedRun
+
+    try:
+        config = r.config()
+    except DamagedRun:
+        return
+    out.rule("configuration", style="dim")
     cfg = Table(show_header=False, box=None, pad_edge=False)
     cfg.add_column(style="bold")
     cfg.add_column()
@@ -144,33 +278,13 @@ def _show(r, parts: dict) -> None:
         chars = data.get("chars")
         shown = f"{data['path']} ({chars:,} chars)" if isinstance(chars, int) else data["path"]
         rows.append(("data", shown))
-    rows += [("label", config.get("label") or "-"), ("parameters", _params(config.get("n_params")))]
-    rows.append(("command", config.get("command", "")))
+    rows += [("label", config.get("label") or "-"), ("command", config.get("command", ""))]
     for k, v in rows:
         cfg.add_row(Text(str(k)), Text(str(v)))
     out.print(cfg)
-    if metrics:
-        table = Table(title="metrics")
-        for col in ("step", "train", "val", "lr", "tok/s", "elapsed"):
-            table.add_column(col, justify="right")
-        for m in metrics:
-            lr, tps = m.get("lr"), m.get("tokens_per_sec")
-            table.add_row(
-                str(m["step"]),
-                _loss(m.get("train_loss")),
-                _loss(m.get("val_loss")),
-                "-" if lr is None else f"{lr:.2e}",
-                "-" if tps is None else f"{tps:,.0f}",
-                _duration(m.get("elapsed")),
-            )
-        out.print(table)
-        out.print(
-            line_chart({"train": _curve(metrics, "train_loss"), "val": _curve(metrics, "val_loss")})
-        )
-    picked = samples[:1] + samples[-1:] if len(samples) > 1 else samples
-    for s in picked:
-        out.rule(f"sample at step {s['step']}", style="dim")
-        out.print(s.get("text") or "", markup=False, highlight=False)
+
+
+def _files(r) -> None:
     out.rule("files", style="dim")
     try:
         files = sorted(p for p in r.path.iterdir() if not p.name.startswith("."))
@@ -179,29 +293,29 @@ def _show(r, parts: dict) -> None:
         out.print(Text(f"cannot list {r.path}: {exc.strerror}"))
     for p in files:
         try:
-            what = f"{p.lstat().st_size:,} bytes" if not p.is_dir() else "folder"
+            what = f"{p.lstat().st_size / 1e6:,.1f} MB" if not p.is_dir() else "folder"
         except OSError as exc:
             what = exc.strerror or "unreadable"
         out.print(Text(f"{p}  ({what})"))
 
 
 @app.command()
-@handle_errors
-def compare(
-    runs: Annotated[list[str], typer.Argument(help="Two or more runs.")],
-    json_: JsonFlag = False,
-    runs_dir: RunsDir = None,
-) -> None:
+@uses("runs", "json", "runs_dir")
+def compare(o) -> None:
     """Runs side by side: differing options highlighted, losses, val curves in one chart."""
-    from toygpt_cli.errors import UsageError
     from toygpt_cli.runs.folder import open_run
 
-    if len(runs) < 2:
+    if len(o.runs) < 2:
         raise UsageError("compare needs at least two runs")
-    folder = paths(runs_dir=runs_dir).runs_dir
-    opened = [open_run(ref, folder) for ref in runs]
+    folder = paths(runs_dir=o.runs_dir).runs_dir
+    opened = [open_run(ref, folder) for ref in o.runs]
     configs = [r.config() for r in opened]
-    curves = {r.name: _curve(r.metrics(), "val_loss") for r in opened}  # damage shows here
+    summaries = [r.summary() for r in opened]
+    names = [_run_name(s) for s in summaries]
+    curves = {}
+    for r, name in zip(opened, names, strict=True):
+        _, _, points, _ = _bounded_records(r, "metrics.jsonl", _metric_fields())
+        curves[name] = _curve(points, "val_loss")
     options: dict[str, list] = {}
     for i, cfg in enumerate(configs):
         for section in ("model", "train", "resolved"):
@@ -209,8 +323,7 @@ def compare(
                 options.setdefault(k, [None] * len(opened))[i] = v
         options.setdefault("data", [None] * len(opened))[i] = cfg.get("data", {}).get("path")
     differing = sorted(k for k, vals in options.items() if len({json.dumps(v) for v in vals}) > 1)
-    summaries = [r.summary() for r in opened]
-    warnings = _comparability(opened, configs)
+    warnings = _comparability(names, configs)
     for w in warnings:
         err.print(Text(f"warning: {w}", style="yellow"))
     result = {
@@ -220,12 +333,17 @@ def compare(
         "summaries": summaries,
         "warnings": warnings,
     }
-    emit(result, lambda: _compare_table(opened, options, differing, summaries, curves), json_)
+    emit(result, lambda: _compare_table(names, options, differing, summaries, curves), o.json)
 
 
-def _comparability(opened, configs: list[dict]) -> list[str]:
+def _metric_fields():
+    from toygpt_cli.runs.files import METRIC_FIELDS
+
+    return METRIC_FIELDS
+
+
+def _comparability(names: list[str], configs: list[dict]) -> list[str]:
     """Why these runs' losses may not be comparable: other text, other vocabulary."""
-    names = [r.name for r in opened]
 
     def differ(values: list) -> bool:
         return len({json.dumps(v) for v in values}) > 1
@@ -250,97 +368,68 @@ def _comparability(opened, configs: list[dict]) -> list[str]:
     return []
 
 
-def _compare_table(opened, options, differing, summaries, curves) -> None:
+def _compare_table(names, options, differing, summaries, curves) -> None:
     table = Table(title="configuration (differences highlighted)")
     table.add_column("option", style="bold")
-    for r in opened:
-        table.add_column(Text(r.name))
+    for name in names:
+        table.add_column(Text(name))
+    for label, key, fmt in (
+        ("status", "status", str),
+        ("steps", "step", lambda v: "-" if v is None else str(v)),
+        ("best val", "best_val_loss", _loss),
+        ("last val", "last_val_loss", _loss),
+        ("last train", "last_train_loss", _loss),
+        ("wall", "wall_seconds", _duration),
+    ):
+        table.add_row(label, *(fmt(s[key]) for s in summaries), style="bold")
     for k, vals in options.items():
         style = "bold yellow" if k in differing else "dim"
         table.add_row(Text(k), *(Text(str(v)) for v in vals), style=style)
-    for label, key in (
-        ("steps", "step"),
-        ("best val", "best_val_loss"),
-        ("last val", "last_val_loss"),
-        ("last train", "last_train_loss"),
-        ("wall", "wall_seconds"),
-    ):
-        vals = [s[key] for s in summaries]
-        shown = [
-            str(v if v is not None else "-")
-            if key == "step"
-            else _duration(v)
-            if key == "wall_seconds"
-            else _loss(v)
-            for v in vals
-        ]
-        table.add_row(label, *shown, style="bold")
     out.print(table)
-    out.print(line_chart(curves, y_label="val loss"))
+    out.print(line_chart(curves, y_label="val loss", width=_chart_width()))
 
 
 @app.command()
-@handle_errors
-def plot(
-    run: RunArg = "latest",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Where to write (default: RUN/loss.png).")
-    ] = None,
-    runs_dir: RunsDir = None,
-) -> None:
-    """Redraw a run's loss.png: train and val loss, and the learning rate."""
-    from toygpt_cli.errors import ToygptError
+@uses("run_arg", "output", "runs_dir")
+def plot(o) -> None:
+    """Redraw a run's loss.png: the training loss, train and val at each eval, and the
+    learning-rate schedule."""
+    from toygpt_cli.errors import install_hint
     from toygpt_cli.runs.folder import LOSS_PNG, open_run
     from toygpt_cli.runs.plot import plotting_available, write_loss_png
 
-    r = open_run(run, paths(runs_dir=runs_dir).runs_dir)
+    r = open_run(o.run_arg, paths(runs_dir=o.runs_dir).runs_dir)
     if not plotting_available():
-        raise ToygptError("drawing loss.png needs matplotlib: pip install 'toygpt[plot]'")
-    metrics = r.metrics()
-    if not metrics:
-        raise ToygptError(f"run {r.name} has no evals yet; nothing to plot")
-    target = output or r.file(LOSS_PNG)
+        raise ToygptError(f"drawing loss.png needs matplotlib: {install_hint('plot')}")
+    target = Path(o.output) if o.output else r.file(LOSS_PNG)
     if target.is_dir():
         raise ToygptError(f"--output {target} is a folder; give a file name")
     label = r.label()
-    write_loss_png(target, metrics, f"{r.name} ({label})" if label else r.name)
+    if not write_loss_png(target, r, f"{r.name} ({label})" if label else r.name):
+        raise ToygptError(f"run {r.name} has no evals yet; nothing to plot")
     err.print(Text(f"wrote {target}"))
 
 
 @app.command("rm")
-@handle_errors
-def remove(
-    runs: Annotated[list[str], typer.Argument(help="Runs to delete.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Remove a run marked running whose process cannot be checked (no lock file: "
-            "made by an older toygpt, or on another host). A locked run is never removed.",
-        ),
-    ] = False,
-    runs_dir: RunsDir = None,
-) -> None:
+@uses("runs", "yes", "force", "runs_dir")
+def remove(o) -> None:
     """Delete runs: their own files, then the folder. Asks first unless --yes; refuses a
     run being trained, and any folder holding files toygpt did not write."""
-    import os
+    from toygpt_cli.runs.removal import check_removable, remove_run, run_to_remove
 
-    from toygpt_cli.runs.removal import check_removable, run_to_remove
-
-    folder = paths(runs_dir=runs_dir).runs_dir
+    folder = paths(runs_dir=o.runs_dir).runs_dir
     chosen = {}
-    for ref in runs:
+    for ref in o.runs:
         r = run_to_remove(ref, folder)
         chosen.setdefault(os.path.realpath(r.path), r)
     targets = list(chosen.values())
     for r in targets:  # every check passes before anything is deleted
-        check_removable(r, force)
+        check_removable(r, o.force)
     shown = ", ".join(os.path.abspath(r.path) for r in targets)
     what = f"{len(targets)} runs: {shown}" if len(targets) > 1 else f"run {shown}"
-    if not yes and not typer.confirm(f"delete {what}?", err=True):
+    if not o.yes and not typer.confirm(f"delete {what}?", err=True):
         err.print("nothing removed")
         raise typer.Exit(1)
     for r in targets:
-        r.remove(force)
+        remove_run(r, o.force)
         err.print(Text(f"removed {os.path.abspath(r.path)}"))

@@ -1,218 +1,201 @@
 """`toygpt sample`: generate text from a run, streamed to stdout as it is drawn.
 
 Text goes to stdout, status to stderr. With several samples each one is preceded by a
-line `--- sample N ---` (a format scripts can split on); `--json` prints a JSON list
-instead; `--interactive` reads prompts from stdin, one per line, until EOF or an empty
-line.
+line `--- sample N ---` (a format scripts can split on): sample 1 streams, the others
+follow (they were drawn alongside it, and wait in a temporary file, so memory does not grow
+with their length). `--json` prints a JSON list instead; `--interactive` reads prompts
+from stdin, one per line, until EOF or an empty line.
 """
 
 from __future__ import annotations
 
-import json
+import ctypes
+import mmap
+import os
+import select
+import stat
 import sys
+import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-
-from toygpt_cli.cli.common import (
-    CheckpointOpt,
-    DeviceOpt,
-    DtypeOpt,
-    RunRef,
-    RunsDir,
-    ThreadsOpt,
-    err,
-    handle_errors,
-    paths,
-)
+from toygpt_cli.cli.common import err, paths, print_json, write_out
+from toygpt_cli.cli.options import uses
 from toygpt_cli.errors import ToygptError, UsageError
+from toygpt_cli.sample import SampleConfig, effective_top_k
 
 SEPARATOR = "--- sample {} ---"
+MAX_PROMPT = 1_000_000  # bytes of a prompt (file, stdin or interactive line)
+FIFO_WAIT = 10.0  # seconds a FIFO given as --prompt-file may take to send its text
 
 
-@handle_errors
-def sample(
-    run: RunRef = "latest",
-    max_new_tokens: Annotated[
-        int, typer.Option("--max-new-tokens", "-n", min=1, help="Characters to generate.")
-    ] = 500,
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
-    prompt_file: Annotated[
-        Path | None,
-        typer.Option("--prompt-file", help="Continue the text of this UTF-8 file (- for stdin)."),
-    ] = None,
-    interactive: Annotated[
-        bool,
-        typer.Option(
-            "--interactive",
-            "-i",
-            help="Read a prompt per line from stdin and continue each; EOF or an empty line ends.",
-        ),
-    ] = False,
-    temperature: Annotated[
-        float,
-        typer.Option(
-            "--temperature", "-t", help="Above 1 is wilder, below 1 is safer, 0 is greedy."
-        ),
-    ] = 1.0,
-    top_k: Annotated[
-        int | None, typer.Option("--top-k", help="Sample only among the k likeliest characters.")
-    ] = None,
-    num_samples: Annotated[
-        int, typer.Option("--num-samples", min=1, help="Independent samples, made in one batch.")
-    ] = 1,
-    seed: Annotated[
-        int | None, typer.Option("--seed", help="Same seed, same text (default: a fresh one).")
-    ] = None,
-    json_: Annotated[
-        bool, typer.Option("--json", help="Print a JSON list of samples instead of streaming.")
-    ] = False,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    checkpoint: CheckpointOpt = "auto",
-    threads: ThreadsOpt = 0,
-    runs_dir: RunsDir = None,
-) -> None:
+@uses(
+    "run", "prompt", "prompt_file", "interactive", SampleConfig, "json", "device", "dtype",
+    "threads", "checkpoint", "runs_dir",
+)  # fmt: skip
+def sample(o) -> None:
     """Generate text from a trained run, streamed as it is drawn (text on stdout)."""
-    from toygpt_cli.sample import check_sampling, new_seed
-
-    check_sampling(temperature, top_k)
-    if sys.stdout is None:
-        raise ToygptError("stdout is closed: there is nowhere to write the text")
-    if prompt and prompt_file is not None:
+    cfg = SampleConfig(**{f: getattr(o, f) for f in SampleConfig.__dataclass_fields__})
+    cfg.validate()
+    if o.prompt and o.prompt_file is not None:
         raise UsageError("give --prompt or --prompt-file, not both")
-    if interactive and (prompt or prompt_file is not None):
+    if o.interactive and (o.prompt or o.prompt_file is not None):
         raise UsageError("--interactive reads its prompts from stdin; drop --prompt/--prompt-file")
-    if interactive and json_:
+    if o.interactive and o.json:
         raise UsageError("--interactive streams text; --json is for one-shot sampling")
-    if prompt_file is not None:
-        prompt = read_prompt_file(prompt_file)
+    prompt = o.prompt if o.prompt_file is None else read_prompt_file(o.prompt_file)
 
     from toygpt_cli.device import set_threads
     from toygpt_cli.runs.inference import load_for_inference
+    from toygpt_cli.sample import new_seed
 
-    set_threads(threads)
-
-    loaded = load_for_inference(run, paths(runs_dir=runs_dir).runs_dir, checkpoint, device, dtype)
-    what = "the prompt" if prompt_file is None else f"prompt file {prompt_file}"
-    check_vocabulary(loaded.tokenizer, prompt, what)
-    seed = new_seed() if seed is None else seed
+    set_threads(o.threads, generation=True)
+    loaded = load_for_inference(o.run, paths(runs_dir=o.runs_dir).runs_dir, o.checkpoint,
+                                o.device, o.dtype)  # fmt: skip
+    what = "the prompt" if o.prompt_file is None else f"prompt file {o.prompt_file}"
+    loaded.tokenizer.check(prompt, what, UsageError)
+    if cfg.seed < 0:
+        cfg.seed = new_seed()
     err.print(
-        f"sampling from {loaded.name} ({loaded.checkpoint.name}, step {loaded.step}) "
-        f"on {loaded.device}, seed {seed}",
+        f"sampling from {loaded.label} ({loaded.checkpoint.name}, step {loaded.step}) "
+        f"on {loaded.device}, seed {cfg.seed}",
         highlight=False,
     )
-    settings = {
-        "max_new_tokens": max_new_tokens,
-        "num_samples": num_samples,
-        "temperature": temperature,
-        "top_k": top_k,
-        "dtype": loaded.dtype,
-    }
-    try:
-        if interactive:
-            _interactive(loaded, settings, seed)
-        elif json_:
-            texts = _generate(loaded, prompt, settings, seed, write=None)
-            print(json.dumps(_records(loaded, prompt, texts, settings, seed), indent=2))
-        else:
-            _generate(loaded, prompt, settings, seed, write=_write)
-    except KeyboardInterrupt:
-        err.print()  # end the half-written line; exit like a shell does on Ctrl-C
-        raise typer.Exit(130) from None
+    note = effective_top_k(cfg.top_k, loaded.tokenizer.vocab_size)
+    if note:
+        err.print(f"note: {note}", highlight=False)
+    if o.interactive:
+        _interactive(loaded, cfg)
+    elif o.json:
+        texts = _generate(loaded, prompt, cfg, write=None)
+        print_json(_records(loaded, prompt, texts, cfg))
+    else:
+        _generate(loaded, prompt, cfg, write=write_out)
 
 
-def read_prompt_file(path: Path) -> str:
-    """The file's text, or a one-line error saying why it cannot be used."""
-    if str(path) == "-":
+def read_prompt_file(path: str) -> str:
+    """The file's text (`-`: stdin), at most MAX_PROMPT bytes, or a one-line error."""
+    if path == "-":
         if sys.stdin is None:
             raise ToygptError("--prompt-file -: stdin is closed")
-        raw = sys.stdin.buffer.read()
-    else:
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise ToygptError(f"prompt file not found: {path}") from None
-        except IsADirectoryError:
-            raise ToygptError(f"prompt file is a folder: {path}") from None
-        except OSError as exc:
-            raise ToygptError(f"cannot read prompt file {path}: {exc.strerror or exc}") from None
+        raw = sys.stdin.buffer.read(MAX_PROMPT + 1)
+        return _decode(raw, "stdin")
+    p = Path(path)
+    try:
+        mode = os.stat(p).st_mode
+        if stat.S_ISDIR(mode):
+            raise ToygptError(f"prompt file is a folder: {p}")
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ToygptError(f"prompt file not found: {p}") from None
+    except OSError as exc:
+        raise ToygptError(f"cannot read prompt file {p}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(mode):  # a pipe: wait (a while) for its writer's text
+            if not select.select([fd], [], [], FIFO_WAIT)[0]:
+                raise ToygptError(f"prompt file {p} sent nothing within {FIFO_WAIT:g} s")
+            os.set_blocking(fd, True)
+        raw = f.read(MAX_PROMPT + 1)
+    return _decode(raw, str(p))
+
+
+def _decode(raw: bytes, where: str) -> str:
+    if len(raw) > MAX_PROMPT:
+        raise ToygptError(f"the prompt from {where} is longer than {MAX_PROMPT:,} bytes")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ToygptError(
-            f"prompt file {path} is not UTF-8 text "
+            f"prompt file {where} is not UTF-8 text "
             f"(byte 0x{raw[exc.start]:02x} at offset {exc.start})"
         ) from None
 
 
-def check_vocabulary(tokenizer, text: str, what: str) -> None:
-    missing = tokenizer.unknown(text)
-    if missing:
-        raise UsageError(
-            f"{what} has characters outside the run's vocabulary: "
-            + " ".join(repr(c) for c in missing)
-        )
+class _Spool:
+    """The characters of samples 2..N as they are drawn, one row of ids per step in a
+    temporary file, read back sample by sample: memory stays flat however long they are."""
+
+    def __init__(self, width: int):
+        self.width, self.rows = width, 0
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+
+    def add(self, ids) -> None:
+        import torch
+
+        row = torch.tensor(ids, dtype=torch.int32)
+        self.file.write(ctypes.string_at(row.data_ptr(), row.numel() * 4))
+        self.rows += 1
+
+    def samples(self, group: int = 64):
+        """Each sample's ids, in order (read a group of samples at a time)."""
+        import torch
+
+        self.file.flush()
+        if not self.rows:
+            yield from ([] for _ in range(self.width))
+            return
+        with mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            ids = torch.frombuffer(mapped, dtype=torch.int32).view(self.rows, self.width)
+            for start in range(0, self.width, group):
+                yield from ids[:, start : start + group].T.tolist()
+            del ids
+
+    def close(self) -> None:
+        self.file.close()
 
 
-def _write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-def _generate(loaded, prompt: str, settings: dict[str, Any], seed: int, write, echo=True):
-    """Generate one batch; stream sample 1 through `write` as it is drawn, then the others.
-
-    The samples are drawn together, so the others are complete when the first one is.
-    `echo=False` leaves out sample 1's prompt (a terminal already shows what was typed).
-    Returns the texts, each including the prompt, exactly as `sample_text` would.
-    """
+def _generate(loaded, prompt: str, cfg: SampleConfig, write, echo: bool = True) -> list[str]:
+    """Draw one batch; stream sample 1 through `write` as it is drawn, then the others.
+    Without `write` (--json), return the texts (each including the prompt)."""
     from toygpt_cli.sample import stream_samples
 
-    n = settings["num_samples"]
-    parts: list[list[str]] = [[] for _ in range(n)]
-    if write:
-        if n > 1:
-            write(SEPARATOR.format(1) + "\n")
-        if echo:
-            write(prompt)
-    for chars in stream_samples(
-        loaded.model,
-        loaded.tokenizer,
-        prompt=prompt,
-        max_new_tokens=settings["max_new_tokens"],
-        num_samples=n,
-        temperature=settings["temperature"],
-        top_k=settings["top_k"],
-        seed=seed,
-        dtype=settings["dtype"],
-    ):
-        if write:
-            write(chars[0])
-        for part, c in zip(parts, chars, strict=True):
-            part.append(c)
-    texts = [prompt + "".join(part) for part in parts]
-    if write:
+    n, chars = cfg.num_samples, loaded.tokenizer.chars
+    draw = stream_samples(loaded.model, loaded.tokenizer, prompt=prompt, config=cfg,
+                          dtype=loaded.dtype)  # fmt: skip
+    if write is None:
+        parts: list[list[str]] = [[] for _ in range(n)]
+        for step in draw:
+            for part, c in zip(parts, step, strict=True):
+                part.append(c)
+        return [prompt + "".join(part) for part in parts]
+    if n > 1:
+        write(SEPARATOR.format(1) + "\n")
+    if echo:
+        write(prompt)
+    spool = _Spool(n - 1) if n > 1 else None
+    try:
+        for step in draw:
+            write(step[0])
+            if spool is not None:
+                spool.add([loaded.tokenizer.stoi[c] for c in step[1:]])
         write("\n")
-        for i in range(1, n):
-            write(f"{SEPARATOR.format(i + 1)}\n{texts[i]}\n")
-    return texts
+        if spool is not None:
+            for i, ids in enumerate(spool.samples(), start=2):
+                write(f"{SEPARATOR.format(i)}\n{prompt}")
+                for start in range(0, len(ids), 4096):
+                    write("".join(chars[j] for j in ids[start : start + 4096]))
+                write("\n")
+    finally:
+        if spool is not None:
+            spool.close()
+    return []
 
 
-def _records(loaded, prompt, texts, settings, seed) -> list[dict[str, Any]]:
+def _records(loaded, prompt, texts, cfg: SampleConfig) -> list[dict[str, Any]]:
     return [
         {
             "sample": i + 1,
             "prompt": prompt,
             "text": text,
             "completion": text[len(prompt) :],
-            "seed": seed,
-            "num_samples": settings["num_samples"],
-            "max_new_tokens": settings["max_new_tokens"],
-            "temperature": settings["temperature"],
-            "top_k": settings["top_k"],
-            "dtype": settings["dtype"],
+            "seed": cfg.seed,
+            "num_samples": cfg.num_samples,
+            "max_new_tokens": cfg.max_new_tokens,
+            "temperature": cfg.temperature,
+            "top_k": cfg.top_k or None,
+            "top_p": cfg.top_p,
+            "min_p": cfg.min_p,
+            "dtype": loaded.dtype,
             "run": loaded.name,
             "checkpoint": loaded.checkpoint.name,
             "step": loaded.step,
@@ -224,8 +207,6 @@ def _records(loaded, prompt, texts, settings, seed) -> list[dict[str, Any]]:
 def _wait_readable(stream) -> None:
     """Wait for input in short slices. A Ctrl-C may be delivered to one of torch's worker
     threads; a main thread blocked in read() would then never see it (measured: a hang)."""
-    import select
-
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):
@@ -234,12 +215,14 @@ def _wait_readable(stream) -> None:
         pass
 
 
-def _interactive(loaded, settings: dict[str, Any], seed: int) -> None:
+def _interactive(loaded, cfg: SampleConfig) -> None:
     """Prompt, continuation, repeat. Turn k uses seed + k - 1, so a session replays exactly.
 
     On a terminal the prompt the user typed is already on screen, so a single sample
     prints only the continuation; from a pipe the prompt is echoed, so stdout reads as text.
     """
+    import dataclasses
+
     from rich.markup import escape
 
     stdin = sys.stdin
@@ -248,12 +231,15 @@ def _interactive(loaded, settings: dict[str, Any], seed: int) -> None:
     tty = stdin.isatty()
     if tty:
         err.print("type a prompt and press Enter; an empty line or Ctrl-D ends", style="dim")
-    turn = 0
+    turn, seed = 0, cfg.seed
     while True:
         if tty:
             err.print("> ", end="")
         _wait_readable(stdin)
-        line = stdin.buffer.readline() if hasattr(stdin, "buffer") else stdin.readline()
+        reader = stdin.buffer if hasattr(stdin, "buffer") else stdin
+        line = reader.readline(MAX_PROMPT + 1)
+        if len(line) > MAX_PROMPT:
+            raise ToygptError(f"a prompt line is longer than {MAX_PROMPT:,} characters")
         if isinstance(line, bytes):
             try:
                 line = line.decode("utf-8")
@@ -266,11 +252,12 @@ def _interactive(loaded, settings: dict[str, Any], seed: int) -> None:
                 err.print()  # Ctrl-D leaves the cursor after "> "
             return
         try:
-            check_vocabulary(loaded.tokenizer, text, "the prompt")
+            loaded.tokenizer.check(text, "the prompt", UsageError)
         except UsageError as exc:
             again = "try again" if tty else "skipped"
             err.print(f"[bold red]error:[/] {escape(str(exc))}; {again}", highlight=False)
             continue
-        echo = not tty or settings["num_samples"] > 1
-        _generate(loaded, text, settings, seed + turn, write=_write, echo=echo)
+        echo = not tty or cfg.num_samples > 1
+        turn_cfg = dataclasses.replace(cfg, seed=seed + turn)
+        _generate(loaded, text, turn_cfg, write=write_out, echo=echo)
         turn += 1

@@ -1,0 +1,48 @@
+"""Corpora: a text file (or string) as a Corpus of ids, Tiny Shakespeare's download, and
+the token cache that encodes a file once.
+
+    corpus = load_corpus("data/tinyshakespeare.txt")   # encoded once, memory-mapped after
+    corpus = corpus_from_text("to be or not to be")    # in memory, no file
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toygpt_cli.corpus.cache import load_tokens, text_facts
+from toygpt_cli.corpus.encoding import Progress, encode_text, facts_of_text
+from toygpt_cli.data import CharTokenizer, Corpus
+
+
+def load_corpus(
+    path: Path,
+    val_fraction: float = 0.1,
+    tokenizer: CharTokenizer | None = None,
+    progress: Progress | None = None,
+) -> Corpus:
+    """The file's ids under `tokenizer` (default: its own characters), encoded once and
+    cached; `progress(phase, bytes_done, bytes_total)` hears about long passes."""
+    path = Path(path)
+    facts = text_facts(path, progress)
+    tokenizer = tokenizer or CharTokenizer(facts.vocab)
+    tokenizer.check(facts.vocab, str(path))
+    tokens = load_tokens(path, facts, tokenizer.chars, progress)
+    return Corpus(path, facts.sha256, tokenizer, tokens, val_fraction)
+
+
+def corpus_from_text(
+    text: str,
+    tokenizer: CharTokenizer | None = None,
+    val_fraction: float = 0.1,
+    path: Path = Path("<text>"),
+) -> Corpus:
+    """A corpus held in memory (no file, no cache), encoded the same way."""
+    facts = facts_of_text(text)
+    tokenizer = tokenizer or CharTokenizer(facts.vocab)
+    tokenizer.check(facts.vocab)
+    return Corpus(
+        Path(path), facts.sha256, tokenizer, encode_text(text, tokenizer.chars), val_fraction
+    )
+
+
+__all__ = ["corpus_from_text", "load_corpus"]

@@ -110,12 +110,11 @@ class Distributed:
         dist.broadcast(buf, src=0)
         return Path(bytes(buf.cpu().tolist()).decode())
 
-    def gather_generator_states(self, gen: torch.Generator) -> list[torch.Tensor]:
-        """Every rank's batch-generator state, so a resume restores each rank's stream."""
-        state = gen.get_state()
+    def gather_states(self, state: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's random-generator state (a byte tensor of one fixed size), so a
+        resume restores each rank's own stream."""
         if not self.active:
             return [state]
-        # CPU generator states have one fixed size, so a plain all_gather works.
         local = state.to(self.device)
         states = [torch.empty_like(local) for _ in range(self.world_size)]
         dist.all_gather(states, local)

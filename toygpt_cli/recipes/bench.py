@@ -15,9 +15,10 @@ from typing import Any
 import torch
 
 from toygpt_cli.config import ModelConfig, TrainConfig, build_configs
+from toygpt_cli.corpus import corpus_from_text
 from toygpt_cli.data import CharTokenizer, Corpus
 from toygpt_cli.device import TORCH_DTYPES, resolve_device, resolve_dtype
-from toygpt_cli.evaluate import estimate_loss, fixed_windows
+from toygpt_cli.evaluate import LossSum, fixed_windows, window_losses
 from toygpt_cli.model import GPT
 from toygpt_cli.recipes.presets import preset_options
 from toygpt_cli.runs.session import Trainer
@@ -32,7 +33,7 @@ def synthetic_corpus(chars: int = 200_000, seed: int = 0) -> Corpus:
     alphabet = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
     rng = random.Random(seed)
     text = "".join(rng.choice(alphabet) for _ in range(chars))
-    return Corpus.from_text(text, CharTokenizer(alphabet), path=Path("<synthetic>"))
+    return corpus_from_text(text, CharTokenizer(alphabet), path=Path("<synthetic>"))
 
 
 def _timed(fn, seconds: float, min_reps: int = 3) -> float:
@@ -77,13 +78,16 @@ def run_benchmarks(
     model_cfg: ModelConfig | None = None,
     train_cfg: TrainConfig | None = None,
     recipes: tuple[str, ...] = RECIPES,
+    progress=None,
 ) -> dict[str, Any]:
+    """`progress(what)` hears what is measured next (the whole takes about a minute)."""
+    say = progress or (lambda what: None)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     corpus = synthetic_corpus()
     model_cfg = replace(model_cfg or ModelConfig(), vocab_size=corpus.tokenizer.vocab_size)
     train_cfg = replace(train_cfg or TrainConfig(), device=str(dev), dtype=dt, sample_chars=0)
-    trainer = Trainer(None, model_cfg, train_cfg, corpus)
+    trainer = Trainer(model_cfg, train_cfg, corpus)
     n_params = trainer.model.num_params()
     gen_dt = resolve_dtype(dtype, dev, generation=True, n_params=n_params)  # as `sample` does
     tokens = train_cfg.batch_size * model_cfg.block_size
@@ -92,15 +96,22 @@ def run_benchmarks(
         loss, _ = trainer.train_step()
         loss.item()  # wait for the device
 
+    say(f"training steps of the default model ({seconds:g} s)")
     step_s = _timed(step, seconds)
     val = trainer.data["val"]
     windows = fixed_windows(len(val), 64 * 8, model_cfg.block_size, 0)
-    eval_s = _timed(
-        lambda: estimate_loss(trainer.model, val, windows, model_cfg.block_size, dt),
-        seconds / 2,
-        min_reps=1,
-    )
+
+    def evaluate():
+        total = LossSum()
+        for i in range(0, len(windows), 64):
+            total.add(*window_losses(trainer.model, val, windows[i : i + 64],
+                                     model_cfg.block_size, dt))  # fmt: skip
+        return total.mean()
+
+    say("the eval")
+    eval_s = _timed(evaluate, seconds / 2, min_reps=1)
     n_chars = 200
+    say("sampling")
     sample_s = _timed(
         lambda: sample_text(
             trainer.model, corpus.tokenizer, max_new_tokens=n_chars, seed=0, dtype=gen_dt
@@ -158,7 +169,7 @@ def run_benchmarks(
         "sample_chars_per_sec": n_chars / sample_s,
         "rows": rows,
         "recipes": [
-            bench_recipe(name, *build_configs(preset_options(name)), dev, dt, seconds, dtype)
+            bench_recipe(name, *build_configs(preset_options(name)), dev, dt, seconds, dtype, say)
             for name in recipes
         ],
     }
@@ -172,6 +183,7 @@ def bench_recipe(
     dtype: str,
     seconds: float,
     sample_dtype: str | None = None,
+    say=lambda what: None,
     sample_block: int = SAMPLE_BLOCK,
 ) -> dict[str, Any]:
     """Training speed of a recipe at its own shape, and its sampling speed past
@@ -180,7 +192,8 @@ def bench_recipe(
     corpus = synthetic_corpus()
     model_cfg = replace(model_cfg, vocab_size=corpus.tokenizer.vocab_size)
     train_cfg = replace(train_cfg, device=str(device), dtype=dtype, sample_chars=0)
-    trainer = Trainer(None, model_cfg, train_cfg, corpus)
+    trainer = Trainer(model_cfg, train_cfg, corpus)
+    say(f"--preset {name}: training steps, then sampling past block_size")
     step_s = _timed(lambda: trainer.train_step()[0].item(), seconds)
     tokens = train_cfg.batch_size * model_cfg.block_size
     if sample_dtype is None or sample_dtype == "auto":  # as `toygpt sample` picks it

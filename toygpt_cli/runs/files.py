@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,9 @@ _TESTS = {
 
 # The fields each file may hold, and their kinds (a missing field or null is always fine).
 METRIC_FIELDS = {"step": "int", "train_loss": "num", "val_loss": "num", "lr": "num"}
-METRIC_FIELDS.update(tokens_per_sec="num", elapsed="num")
+METRIC_FIELDS.update(tokens_per_sec="num", elapsed="num", eval_windows="int")
 SAMPLE_FIELDS = {"step": "int", "text": "str"}
+TRACE_FIELDS = {"step": "int", "loss": "num", "lr": "num", "elapsed": "num"}
 STATUS_FIELDS = {"status": "str", "host": "str", "started": "str", "updated": "str"}
 STATUS_FIELDS.update(step="int", planned_steps="int", wall_seconds="num")
 STATUS_FIELDS.update(best_val="num", last_val="num", last_train="num")
@@ -113,18 +115,23 @@ def load_json(path: Path, run_name: str) -> Any:
 
 
 def read_records(path: Path, run_name: str, kinds: dict[str, str]) -> list[dict[str, Any]]:
-    """A JSON-lines file's records, each with an integer `step`. A line torn by a crash
-    mid-write is skipped (the last one, or one a later append ran into), as fileio does;
-    a whole record of the wrong shape is a DamagedRun naming its line."""
+    """All of a JSON-lines file's records (see `iter_records`)."""
+    return list(iter_records(path, run_name, kinds))
+
+
+def iter_records(path: Path, run_name: str, kinds: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """A JSON-lines file's records, one at a time (memory does not grow with the file), each
+    with an integer `step`. A line torn by a crash mid-write is skipped (the last one, or one
+    a later append ran into); a whole record of the wrong shape is a DamagedRun naming its
+    line."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise DamagedRun(run_name, f"{path.name} is not a regular file")
         f = open(path, "rb")  # noqa: SIM115 (closed below)
     except FileNotFoundError:
-        return []
+        return
     except OSError as exc:
         raise DamagedRun(run_name, f"cannot read {path.name}: {exc.strerror}") from None
-    records = []
     with f:
         for lineno, line in enumerate(f, 1):
             if not line.endswith(b"\n"):
@@ -141,5 +148,4 @@ def read_records(path: Path, run_name: str, kinds: dict[str, str]) -> list[dict[
                 problem = check_fields(record, kinds)
             if problem:
                 raise DamagedRun(run_name, f"{path.name} line {lineno}: {problem}")
-            records.append(record)
-    return records
+            yield record

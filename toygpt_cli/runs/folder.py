@@ -25,9 +25,11 @@ from toygpt_cli.storage.locks import pid_alive  # noqa: F401 (part of this modul
 from toygpt_cli.runs.files import (
     METRIC_FIELDS,
     SAMPLE_FIELDS,
+    TRACE_FIELDS,
     STATUS_FIELDS,
     DamagedRun,
     check_fields,
+    iter_records,
     config_problem,
     load_json,
     read_records,
@@ -38,6 +40,7 @@ CONFIG = "config.json"
 STATUS = "status.json"
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
+TRACE = "trace.jsonl"
 EVAL = "eval.json"
 CKPT_LAST = "ckpt.pt"
 CKPT_BEST = "best.pt"
@@ -49,7 +52,7 @@ TENSORBOARD = "tb"
 # Everything toygpt writes in a run folder: `runs rm` deletes these and refuses a folder
 # that holds anything else. One place: a new file a run gets must be added here.
 RUN_FILES = frozenset(
-    {CONFIG, STATUS, METRICS, SAMPLES, EVAL, CKPT_LAST, CKPT_BEST, LOSS_PNG, EXPORT, LOCK}
+    {CONFIG, STATUS, METRICS, SAMPLES, TRACE, EVAL, CKPT_LAST, CKPT_BEST, LOSS_PNG, EXPORT, LOCK}
 )
 RUN_FILE_PATTERNS = (".*.tmp",)  # fileio's temporary files, left by a kill mid-write
 RUN_SUBDIRS = {TENSORBOARD: ("events.out.tfevents.*",)}  # sub-folder: what may be in it
@@ -72,30 +75,6 @@ def _sort_key(path: Path) -> tuple[str, int, str]:
         mtime = 0
     stamp = datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y%m%d-%H%M%S")
     return (stamp, 0, path.name)
-
-
-def create_run_dir(runs_dir: Path, now: datetime | None = None) -> Path:
-    """A new, empty run folder named by the UTC time; unique even within one second."""
-    runs_dir = Path(runs_dir)
-    try:
-        runs_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ToygptError(f"cannot create runs directory {runs_dir}: {exc.strerror}") from exc
-    if not os.access(runs_dir, os.W_OK):
-        raise ToygptError(
-            f"runs directory {runs_dir} is not writable; pick another with --runs-dir"
-        )
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
-    for n in range(1, 10_000):
-        path = runs_dir / (stamp if n == 1 else f"{stamp}-{n}")
-        try:
-            path.mkdir()  # atomic: fails if another process took the name first
-            return path
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise ToygptError(f"cannot create run folder in {runs_dir}: {exc.strerror}") from exc
-    raise ToygptError(f"too many runs started at {stamp} in {runs_dir}")
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -286,6 +265,13 @@ class Run:
     def append_sample(self, record: dict[str, Any]) -> None:
         append_jsonl(self.path / SAMPLES, record)
 
+    def trace(self) -> list[dict[str, Any]]:
+        """The training loss and learning rate every few steps (trace.jsonl)."""
+        return read_records(self.path / TRACE, self.name, TRACE_FIELDS)
+
+    def append_trace(self, record: dict[str, Any]) -> None:
+        append_jsonl(self.path / TRACE, record)
+
     # -- checkpoints ------------------------------------------------------------------------
     def checkpoint_path(self, which: str = "auto") -> Path:
         """'best', 'last', or 'auto' (best when it exists)."""
@@ -310,44 +296,58 @@ class Run:
         row: dict[str, Any] = {"name": self.name, "path": str(self.path), "label": None}
         row.update(dict.fromkeys(("data", "started", "step", "planned_steps")))
         row.update(dict.fromkeys(("best_val_loss", "last_val_loss", "last_train_loss")))
-        row.update(dict.fromkeys(("params", "device", "dtype", "wall_seconds")))
+        row.update(dict.fromkeys(("params", "device", "dtype", "wall_seconds", "evals")))
         row.update(status=st["status"], problem=None, started=st.get("started"))
         try:
-            cfg, metrics = self.config(), self.metrics()
-            self.samples()  # read only to be checked: `runs show` prints them
+            cfg = self.config()
+            seen = self.metric_summary()
+            for _ in iter_records(self.path / SAMPLES, self.name, SAMPLE_FIELDS):
+                pass  # read only to be checked: `runs show` prints them
         except DamagedRun as exc:
             return {**row, "status": "damaged", "problem": exc.reason}
-        vals = [m["val_loss"] for m in metrics if m.get("val_loss") is not None]
         row.update(
             label=cfg.get("label"),
             data=Path(cfg["data"]["path"]).name if "data" in cfg else None,
             started=st.get("started") or cfg.get("created"),
-            step=st.get("step", metrics[-1]["step"] if metrics else 0),
+            step=st.get("step", seen["last_step"] or 0),
             planned_steps=st.get("planned_steps", cfg.get("train", {}).get("iters")),
-            best_val_loss=min(vals) if vals else None,
-            last_val_loss=vals[-1] if vals else None,
-            last_train_loss=metrics[-1].get("train_loss") if metrics else None,
+            best_val_loss=seen["best_val"],
+            last_val_loss=seen["last_val"],
+            last_train_loss=seen["last_train"],
             params=cfg.get("n_params"),
             device=cfg.get("resolved", {}).get("device"),
             dtype=cfg.get("resolved", {}).get("dtype"),
             wall_seconds=st.get("wall_seconds"),
+            evals=seen["evals"],
         )
         if st["status"] == "damaged":
             row["problem"] = st.get("message")
-        elif st["status"] != "running" and not (self.path / CKPT_LAST).exists():
+        elif st["status"] != "running" and not any(
+            (self.path / name).exists() for name in (CKPT_LAST, CKPT_BEST)
+        ):
             row.update(status="damaged", problem=f"no {CKPT_LAST}: it stopped before saving one")
         return row
+
+    def metric_summary(self) -> dict[str, Any]:
+        """Counted in one pass over metrics.jsonl (memory does not grow with it): evals,
+        best and last val loss, last train loss and step. A partial eval (the quick first
+        one, `eval_windows` recorded) is never the best."""
+        seen: dict[str, Any] = dict.fromkeys(("best_val", "last_val", "last_train", "last_step"))
+        seen["evals"] = 0
+        for m in iter_records(self.path / METRICS, self.name, METRIC_FIELDS):
+            seen["evals"] += 1
+            seen["last_step"], seen["last_train"] = m["step"], m.get("train_loss")
+            val = m.get("val_loss")
+            if val is not None:
+                seen["last_val"] = val
+                if "eval_windows" not in m and (seen["best_val"] is None or val < seen["best_val"]):
+                    seen["best_val"] = val
+        return seen
 
     def remove_stale_temp_files(self) -> None:
         """Temporary files a killed process left mid-write (the real files are intact)."""
         for tmp in self.path.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
-
-    def remove(self, force: bool = False) -> None:
-        """Delete the run: its known files, then the empty folder. See run_removal."""
-        from toygpt_cli.runs.removal import remove_run
-
-        remove_run(self, force)
 
 
 def open_run(ref: str, runs_dir: Path) -> Run:

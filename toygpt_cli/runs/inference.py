@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
-from toygpt_cli.runs.checkpoint import load_checkpoint, model_from_checkpoint
-from toygpt_cli.data import CharTokenizer, Corpus
+from toygpt_cli.runs.checkpoint import read_checkpoint
+from toygpt_cli.corpus import load_corpus
+from toygpt_cli.data import CharTokenizer
 from toygpt_cli.device import resolve_device, resolve_dtype
 from toygpt_cli.errors import ToygptError, UsageError
 from toygpt_cli.evaluate import loss_report, scored_chars, split_loss
@@ -35,6 +36,12 @@ class LoadedRun:
     name: str  # the run's name (for an export, the run it was exported from)
     data_path: Path | None  # the training text, to evaluate on (None if not recorded)
     data_sha256: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The run's name, with its label when it has one: `20261130-101500 (small)`."""
+        label = self.run.label() if self.run is not None else None
+        return f"{self.name} ({label})" if label else self.name
 
 
 def load_for_inference(
@@ -70,19 +77,19 @@ def load_for_inference(
         )
     run = open_run(ref, runs_dir)
     path = run.checkpoint_path(which)
-    ckpt = load_checkpoint(path)
-    model, tokenizer = model_from_checkpoint(ckpt, dev)
+    ckpt = read_checkpoint(path)
+    model = ckpt.build_model(dev)
     dt = resolve_dtype(dtype, dev, generation=True, n_params=model.num_params())
     data = run.config().get("data", {})
     return LoadedRun(
         run,
         path,
         model,
-        tokenizer,
+        ckpt.tokenizer,
         dev,
         dt,
-        ckpt["state"]["step"],
-        ckpt["train_config"].get("val_fraction", 0.1),
+        ckpt.step,
+        ckpt.train_config().val_fraction,
         run.name,
         Path(data["path"]) if data.get("path") else None,
         data.get("sha256"),
@@ -94,18 +101,19 @@ def evaluate_run(
     splits: tuple[str, ...] = ("train", "val"),
     max_chars: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    offsets: int = 1,
 ) -> dict[str, Any]:
     """Losses of a loaded run on its splits, merged into the run's eval.json.
 
-    Each split is scored whole, or on `max_chars` of its positions (evenly spaced windows,
-    see `evaluate.subset_windows`). `progress(split, done, total)` counts scored positions.
+    Each split is scored whole (from `offsets` window alignments, averaged), or on
+    `max_chars` of its positions (evenly spaced windows, see `evaluate.subset_windows`). `progress(split, done, total)` counts scored positions.
     Results kept from eval.json: the splits not scored now, when they were scored from the
     same checkpoint file at the same step on the same text (sha256).
     """
     if loaded.data_path is None:
         raise ToygptError(f"cannot evaluate {loaded.name}: it does not record its training text")
     try:
-        corpus = Corpus.load(loaded.data_path, loaded.val_fraction, loaded.tokenizer)
+        corpus = load_corpus(loaded.data_path, loaded.val_fraction, loaded.tokenizer)
     except ToygptError as exc:
         raise ToygptError(f"cannot evaluate {loaded.name}: {exc}") from None
     block = loaded.model.config.block_size
@@ -117,13 +125,15 @@ def evaluate_run(
         tick = None if progress is None else functools.partial(progress, s)
         # The split stays in its memory map: each chunk of windows goes to the device alone.
         loss = split_loss(
-            loaded.model, data[s], block, loaded.dtype, max_chars=max_chars, progress=tick
-        )
+            loaded.model, data[s], block, loaded.dtype, max_chars=max_chars, offsets=offsets,
+            progress=tick,
+        )  # fmt: skip
         scored[s] = {
             **loss_report(loss),
             "chars": len(data[s]),
             "scored_chars": scored_chars(len(data[s]), block, max_chars),
             "max_chars": max_chars,
+            "offsets": offsets if max_chars is None else 1,
             "device": str(loaded.device),
             "dtype": loaded.dtype,
             "evaluated": now,
@@ -140,10 +150,14 @@ def evaluate_run(
         "evaluated": now,
         "splits": scored,
     }
-    if loaded.run is not None:
+    if loaded.run is not None:  # a read-only run still gets its scores, and a note
         path = loaded.run.file(EVAL)
         result["splits"] = {**_kept_splits(path, result), **scored}
-        write_json(path, result)
+        try:
+            write_json(path, result)
+            result["saved"] = True
+        except ToygptError as exc:
+            result["saved"], result["save_error"] = False, str(exc)
     return result
 
 

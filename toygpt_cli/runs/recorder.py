@@ -1,64 +1,65 @@
-"""The run recorder: the one listener that writes a run folder.
+"""The run recorder: what writes a run folder while it trains.
 
-It subscribes to the trainer's events and owns every file of the run: status.json,
-metrics.jsonl, samples.jsonl, loss.png, ckpt.pt and best.pt. Benchmarks, notebooks and
-ranks other than 0 simply do not attach one.
+It listens to the trainer's events and writes status.json, metrics.jsonl, samples.jsonl,
+trace.jsonl and loss.png; the trainer hands it each checkpoint (`save_checkpoint`), which
+it writes as ckpt.pt (everything, to resume) and, for the best weights so far, best.pt
+(the weights alone, to sample), as `keep` says. Benchmarks, notebooks and ranks other than
+0 train without one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import time
+from typing import Any
 
-from toygpt_cli.runs.checkpoint import save_checkpoint
 from toygpt_cli.errors import ToygptError
-from toygpt_cli.events import (
-    CheckpointDue,
-    CheckpointSaved,
-    EvalDone,
-    SampleWritten,
-    TrainEnded,
-    TrainStarted,
-)
-from toygpt_cli.runs.plot import write_loss_png
+from toygpt_cli.events import EvalDone, SampleWritten, StepDone, TrainEnded, TrainStarted
+from toygpt_cli.runs.checkpoint import RESUME_ONLY, save_checkpoint
 from toygpt_cli.runs.folder import CKPT_BEST, CKPT_LAST, LOSS_PNG, Run, utc_now
+from toygpt_cli.runs.plot import write_loss_png
 
-# What best.pt leaves out of the full state: it is for sampling, not resuming.
-_RESUME_ONLY = ("optimizer", "scaler", "rng")
+TRACE_EVERY = 10  # steps between trace.jsonl records (the training loss and rate as it was)
+TRACE_SECONDS = 0.5  # ... and at most two a second
 
 
 class RunRecorder:
-    def __init__(self, run: Run, notify=None):
-        self.run = run
-        self.notify = notify or (lambda event: None)  # told when a checkpoint is on disk
+    def __init__(self, run: Run, keep: str = "both"):
+        self.run, self.keep = run, keep
+        self._traced = 0.0
+
+    def save_checkpoint(self, state: dict[str, Any], step: int, best: bool) -> None:
+        save_checkpoint(self.run.file(CKPT_LAST), state)
+        if best and self.keep != "last":
+            weights = {k: v for k, v in state.items() if k not in RESUME_ONLY}
+            save_checkpoint(self.run.file(CKPT_BEST), weights)
 
     def __call__(self, event) -> None:
         if isinstance(event, TrainStarted):
             self.run.mark_running(event.step, event.iters)
-        elif isinstance(event, EvalDone):
+        elif isinstance(event, StepDone):
+            now = time.monotonic()
+            if event.step % TRACE_EVERY == 0 and now - self._traced >= TRACE_SECONDS:
+                self._traced = now
+                loss = event.loss.item()  # waits for the device: a few times a second at most
+                record = {"step": event.step, "loss": round(loss, 5), "lr": event.lr}
+                self.run.append_trace({**record, "elapsed": round(event.elapsed, 2)})
+        elif isinstance(event, EvalDone):  # after its checkpoint is on disk
             r = event.record
             self.run.append_metric(r)
-            write_loss_png(self.run.file(LOSS_PNG), self.run.metrics(), self.run.name)
-            best = self.run.raw_status().get("best_val")
-            if event.improved or best is None:
-                best = r["val_loss"]
-            self.run.update_status(
-                step=r["step"],
-                best_val=best,
-                last_val=r["val_loss"],
-                last_train=r["train_loss"],
-                wall_seconds=round(r["elapsed"], 1),
-            )
+            write_loss_png(self.run.file(LOSS_PNG), self.run, self.run.name)
+            fields = {"step": r["step"], "last_val": r["val_loss"], "last_train": r["train_loss"]}
+            if event.improved:
+                fields["best_val"] = r["val_loss"]
+            self.run.update_status(**fields, wall_seconds=round(r["elapsed"], 1))
         elif isinstance(event, SampleWritten):
             self.run.append_sample({"step": event.step, "seed": event.seed, "text": event.text})
-        elif isinstance(event, CheckpointDue):
-            path = self.run.file(CKPT_LAST)
-            save_checkpoint(path, event.state)
-            if event.best:
-                state = {k: v for k, v in event.state.items() if k not in _RESUME_ONLY}
-                save_checkpoint(self.run.file(CKPT_BEST), state)
-            self.notify(CheckpointSaved(path, event.step))
         elif isinstance(event, TrainEnded):
+            if event.status == "completed" and self.keep == "best" and self.run.file(
+                CKPT_BEST
+            ).exists():
+                self.run.file(CKPT_LAST).unlink(missing_ok=True)  # keep only the best weights
             # The end must be recorded even when the disk is full or the process is dying.
             with contextlib.suppress(ToygptError, OSError):
                 self.run.update_status(

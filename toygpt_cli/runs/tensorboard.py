@@ -8,27 +8,33 @@ Files go to `<run>/tb/`, so `tensorboard --logdir runs` shows every run.
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
-
-from toygpt_cli.errors import ToygptError
-from toygpt_cli.events import EvalDone, SampleWritten, TrainEnded
+from toygpt_cli.errors import ToygptError, install_hint
+from toygpt_cli.events import EvalDone, SampleWritten, TrainEnded, TrainStarted
+from toygpt_cli.runs.folder import TENSORBOARD
 
 
 def require_tensorboard() -> None:
     if importlib.util.find_spec("tensorboard") is None:
         raise ToygptError(
-            "--tensorboard needs the tensorboard package: pip install 'toygpt[tensorboard]'"
+            f"--tensorboard needs the tensorboard package: {install_hint('tensorboard')}"
         )
 
 
 class TensorBoardLogger:
-    def __init__(self, log_dir: Path):
-        require_tensorboard()
-        from torch.utils.tensorboard import SummaryWriter
+    """Writes to <run>/tb/ from the moment training starts (the run folder has its final
+    name by then)."""
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+    def __init__(self, run):
+        require_tensorboard()
+        self.run, self.writer = run, None
 
     def __call__(self, event) -> None:
+        if isinstance(event, TrainStarted):
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.run.file(TENSORBOARD)))
+        if self.writer is None:
+            return
         if isinstance(event, EvalDone):
             r, step = event.record, event.record["step"]
             self.writer.add_scalar("loss/train", r["train_loss"], step)
