@@ -1,13 +1,10 @@
-import json
+"""config.py: every option declared once: defaults, checks, layers, and the messages that
+name fields (the command line shows them as flags)."""
 
 import pytest
 
-from toygpt_cli.config import ModelConfig, TrainConfig, build_configs
-from toygpt_cli.errors import UsageError
-from toygpt_cli.recipes.presets import PRESETS, load_config_file
-
-from .cli_helpers import toygpt
-from .conftest import TINY_ARGS
+from toygpt_cli.config import ModelConfig, TrainConfig, build_configs, declared_fields
+from toygpt_cli.errors import OptionError
 
 
 def test_defaults_are_the_seeds():
@@ -23,70 +20,31 @@ def test_layers_later_wins_and_none_means_not_given():
     assert m.n_layer == 2 and t.iters == 10
 
 
-def test_unknown_option_in_a_config_file(tmp_path):
-    path = tmp_path / "c.toml"
-    path.write_text("n_layers = 3\n")
-    with pytest.raises(UsageError, match="unknown option 'n_layers'"):
-        build_configs(load_config_file(path))
+def test_library_errors_name_fields_and_the_cli_shows_flags():
+    from toygpt_cli.cli.options import flag_of
+
+    with pytest.raises(OptionError) as info:
+        TrainConfig(batch_size=0).validate()
+    assert str(info.value) == "batch_size must be greater than 0, got 0"
+    assert info.value.render(flag_of) == "--batch-size must be greater than 0, got 0"
 
 
-def test_toml_config_and_command_line_precedence(dirs, corpus_file, tmp_path):
-    _, runs = dirs
-    path = tmp_path / "exp.toml"
-    path.write_text(
-        f'data = "{corpus_file}"\niters = 12\n[model]\nn_embd = 48\nn_head = 4\n'
-        "n_layer = 1\n[train]\nbatch_size = 4\nlearning_rate = 0.002\n"
-    )
-    r = toygpt("train", "--config", path, "--iters", "8", "--eval-iters", "2")
-    assert r.exit_code == 0, r.stderr
-    (run,) = runs.iterdir()
-    cfg = json.loads((run / "config.json").read_text())
-    assert cfg["model"]["n_embd"] == 48 and cfg["model"]["n_layer"] == 1
-    assert cfg["train"]["batch_size"] == 4 and cfg["train"]["learning_rate"] == 0.002
-    assert cfg["train"]["iters"] == 8  # the command line wins
-    assert cfg["data"]["path"] == str(corpus_file)
+def test_every_field_is_declared_with_help_and_a_policy():
+    for _, f, opt in declared_fields():
+        assert opt.help and opt.resume in ("fixed", "change", "steps"), f.name
 
 
-def test_like_and_config_json_reproduce_a_run(dirs, corpus_file):
-    _, runs = dirs
-    r = toygpt("train", "--data", corpus_file, *TINY_ARGS, "--iters", "6", "--lr", "2e-3")
-    assert r.exit_code == 0, r.stderr
-    (first,) = runs.iterdir()
-    assert toygpt("train", "--like", first.name).exit_code == 0
-    assert toygpt("train", "--config", first / "config.json").exit_code == 0
-    runs_made = sorted(runs.iterdir())
-    configs = [json.loads((p / "config.json").read_text()) for p in runs_made]
-    assert len(configs) == 3
-    for cfg in configs[1:]:
-        assert cfg["model"] == configs[0]["model"] and cfg["train"] == configs[0]["train"]
-    metrics = [(p / "metrics.jsonl").read_text() for p in runs_made]
-    strip = [
-        [
-            {k: v for k, v in json.loads(line).items() if k in ("step", "train_loss", "val_loss")}
-            for line in m.splitlines()
-        ]
-        for m in metrics
-    ]
-    assert strip[0] == strip[1] == strip[2]  # same seed, same configuration, same losses
-
-
-def test_presets_apply_and_the_command_line_wins():
-    m, t = build_configs(PRESETS["nanogpt-char"], {"iters": 7})
-    assert (m.block_size, m.n_layer, m.n_head, m.n_embd, t.batch_size) == (256, 6, 6, 384, 64)
-    assert t.lr_schedule == "cosine" and t.warmup_iters > 0 and t.iters == 7
-    assert build_configs(PRESETS["seed"]) == (ModelConfig(), TrainConfig())
-    _, t = build_configs(PRESETS["cpu"])  # raises if invalid: heads divide width, lr >= min_lr
-    assert t.max_time == 600.0 and t.lr_schedule == "cosine" and t.iters == 0  # no step limit
-
-
-def test_cpu_presets_build_and_todays_recipe_is_kept_beside_the_new_one():
-    for name in ("cpu", "cpu-1m", "cpu-adamw"):
-        _, t = build_configs(PRESETS[name])
-        assert t.max_time > 0 and t.iters == 0, name
-    m, t = build_configs(PRESETS["cpu"])
-    assert (m.pos, m.arch, t.optimizer) == ("rope", "modern", "muon")
-    assert (m.block_size, t.batch_size, m.dropout, m.attn_dropout) == (256, 12, 0.1, False)
-    assert t.muon_weight_decay == 0.05
-    m, t = build_configs(PRESETS["cpu-adamw"])
-    assert (m.pos, m.arch, t.optimizer) == ("learned", "gpt2", "adamw")
-    assert (m.n_layer, m.n_embd, t.batch_size, t.weight_decay) == (5, 128, 48, 0.3)
+def test_bounds_choices_and_types_come_from_the_declaration():
+    for bad, message in (
+        (ModelConfig(dropout=1.0), r"dropout must be in \[0, 1\)"),
+        (ModelConfig(arch="x"), "arch must be one of gpt2, nanogpt, modern"),
+        (ModelConfig(n_layer="2"), "n_layer must be an integer"),
+        (TrainConfig(learning_rate=float("nan")), "learning_rate must be a finite number"),
+        (TrainConfig(max_time="1e300h"), "max_time is too long: at most 365 days"),
+        (TrainConfig(keep="none"), "keep must be one of both, last, best"),
+    ):
+        with pytest.raises(OptionError, match=message):
+            bad.validate()
+    cfg = TrainConfig(max_time="10m", learning_rate=1)  # parsed and widened
+    cfg.validate()
+    assert cfg.max_time == 600.0 and isinstance(cfg.learning_rate, float)

@@ -18,7 +18,9 @@ def test_tokenizer_round_trip(tiny_text):
 
 def test_tokenizer_names_unknown_characters_once_for_every_caller():
     tok = CharTokenizer.from_text("abc")
-    with pytest.raises(ToygptError, match="the text has characters outside the vocabulary: 'x' 'z'"):
+    with pytest.raises(
+        ToygptError, match="the text has characters outside the vocabulary: 'x' 'z'"
+    ):
         tok.encode("abzx")
     with pytest.raises(ToygptError, match="the prompt has characters outside"):
         tok.check("abq", "the prompt")

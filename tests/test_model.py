@@ -9,9 +9,9 @@ import torch
 from toygpt_cli.config import ModelConfig
 from toygpt_cli.errors import OptionError
 from toygpt_cli.fused import relu_squared
+from toygpt_cli.measure.seed_reference import SeedGPT, copy_into_seed
 from toygpt_cli.model import GPT, Rotary, Variant, apply_rotary, rope_angles
 from toygpt_cli.sample import KVCache
-from toygpt_cli.measure.seed_reference import SeedGPT, copy_into_seed
 
 VARIANTS = {
     "gpt2": {},

@@ -6,13 +6,11 @@ import dataclasses
 import pytest
 import torch
 
-from toygpt_cli.config import ModelConfig
+from toygpt_cli.config import MIN_TEMPERATURE, ModelConfig, SampleConfig
 from toygpt_cli.data import CharTokenizer
 from toygpt_cli.errors import ToygptError, UsageError
 from toygpt_cli.model import GPT
 from toygpt_cli.sample import (
-    MIN_TEMPERATURE,
-    SampleConfig,
     effective_top_k,
     generate,
     pick,

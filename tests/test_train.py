@@ -42,8 +42,12 @@ def _round_trip(state):
 def test_training_lowers_the_loss(corpus):
     records = []
     cfg = _cfg(iters=300, eval_interval=150, eval_iters=8, batch_size=32)
-    trainer = Trainer(_model_cfg(corpus), cfg, corpus,
-                      listeners=[lambda e: records.append(e) if isinstance(e, EvalDone) else None])
+    trainer = Trainer(
+        _model_cfg(corpus),
+        cfg,
+        corpus,
+        listeners=[lambda e: records.append(e) if isinstance(e, EvalDone) else None],
+    )
     result = trainer.run()
     losses = [e.record["val_loss"] for e in records]
     assert result.status == "completed" and result.step == 300 and len(losses) == 3
@@ -73,8 +77,12 @@ def test_state_dict_resumes_exactly(corpus, optimizer):
 
 def test_the_loop_saves_checkpoints_through_the_call_it_was_given(corpus):
     saved = []
-    trainer = Trainer(_model_cfg(corpus), _cfg(), corpus,
-                      checkpoints=lambda state, step, best: saved.append((step, best, state)))
+    trainer = Trainer(
+        _model_cfg(corpus),
+        _cfg(),
+        corpus,
+        checkpoints=lambda state, step, best: saved.append((step, best, state)),
+    )
     trainer.run()
     assert [(s, b) for s, b, _ in saved] == [(0, True), (20, True), (40, True)]
     assert saved[-1][2]["state"]["step"] == 40 and "optimizer" in saved[-1][2]
@@ -153,7 +161,7 @@ def test_a_budget_ends_the_run_in_time_with_a_final_eval(corpus):
                       listeners=[lambda e: evals.append(e.record) if isinstance(e, EvalDone)
                                  else None])  # fmt: skip
     result = trainer.run()
-    assert result.status == "completed" and 0 < result.step
+    assert result.status == "completed" and result.step > 0
     assert evals[-1]["step"] == result.step and evals[-1]["elapsed"] < 2.5
     assert result.iters == result.step  # a budget-only run is complete where it ended
 
@@ -169,8 +177,12 @@ def test_a_budget_too_small_for_its_evals_is_refused_before_any_step(corpus, mon
 
     monkeypatch.setattr(PeriodicEval, "probe", slow_machine)
     steps = []
-    trainer = Trainer(_model_cfg(corpus), _cfg(iters=0, max_time=5.0), corpus,
-                      listeners=[lambda e: steps.append(e) if isinstance(e, StepDone) else None])
+    trainer = Trainer(
+        _model_cfg(corpus),
+        _cfg(iters=0, max_time=5.0),
+        corpus,
+        listeners=[lambda e: steps.append(e) if isinstance(e, StepDone) else None],
+    )
     with pytest.raises(BudgetTooSmall, match=r"--max-time 5s is too small here: an eval") as info:
         trainer.run()
     assert not steps and info.value.fresh
@@ -198,8 +210,9 @@ def test_a_budget_schedule_follows_the_clock_all_ranks_agree_on(corpus, monkeypa
 def test_divergence_stops_with_one_line_and_the_last_good_step(corpus):
     cfg = _cfg(iters=40, eval_interval=10, learning_rate=1e30)
     saved = []
-    trainer = Trainer(_model_cfg(corpus), cfg, corpus,
-                      checkpoints=lambda s, step, b: saved.append(_round_trip(s)))
+    trainer = Trainer(
+        _model_cfg(corpus), cfg, corpus, checkpoints=lambda s, step, b: saved.append(_round_trip(s))
+    )
     with pytest.raises(Diverged, match="training diverged.*last good checkpoint"):
         trainer.run()
     assert all(torch.isfinite(t).all() for t in saved[-1]["model"].values())
@@ -208,8 +221,12 @@ def test_divergence_stops_with_one_line_and_the_last_good_step(corpus):
 def test_the_first_eval_of_a_new_run_is_quick_and_never_the_best(corpus):
     records = []
     cfg = _cfg(iters=20, eval_interval=10, eval_iters=100, batch_size=8)  # 800 windows
-    Trainer(_model_cfg(corpus), cfg, corpus,
-            listeners=[lambda e: records.append(e) if isinstance(e, EvalDone) else None]).run()
+    Trainer(
+        _model_cfg(corpus),
+        cfg,
+        corpus,
+        listeners=[lambda e: records.append(e) if isinstance(e, EvalDone) else None],
+    ).run()
     first, later = records[0], records[1:]
     assert first.record["eval_windows"] == 512 and not first.improved
     assert all("eval_windows" not in e.record for e in later) and later[0].improved

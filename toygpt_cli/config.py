@@ -22,8 +22,9 @@ from toygpt_cli.errors import OptionError, UsageError
 # CHANGE fields may change on resume and do; STEPS is `iters`, which a resume sets from
 # the number of further steps it is asked for.
 FIXED, CHANGE, STEPS = "fixed", "change", "steps"
-MODEL, TRAINING, OPTIMIZER = "Model", "Training", "Schedule and optimizer"
+RUN, MODEL, TRAINING, OPTIMIZER = "Run", "Model", "Training", "Schedule and optimizer"
 INT64_MAX = 2**63 - 1
+MAX_TIME = 365 * 24 * 3600.0  # seconds: a budget past a year is a typo
 
 
 def parse_duration(value: Any) -> float:
@@ -175,7 +176,7 @@ class TrainConfig:
     max_time: float = option(
         0.0,
         "Wall-clock budget, e.g. 90s, 10m, 1h (0: none); the schedule fits it.",
-        TRAINING,
+        RUN,
         min=0.0,
         parse=parse_duration,
         metavar="DURATION",
@@ -250,6 +251,12 @@ class TrainConfig:
 
     def validate(self) -> None:
         validate(self)
+        if self.max_time > MAX_TIME:
+            raise OptionError(
+                f"max_time is too long: at most 365 days ({MAX_TIME:,.0f} s), got "
+                f"{self.max_time:.3g} s",
+                "max_time",
+            )
         if self.iters == 0 and not self.max_time:
             raise OptionError("iters must be greater than 0 (or give max_time)", "iters")
         if self.min_lr > self.learning_rate:
@@ -263,6 +270,65 @@ class TrainConfig:
             raise OptionError(
                 f"device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}", "device"
             )
+
+
+# Below this a temperature is greedy decoding in all but name, and dividing logits by it
+# overflows float32 (1e-38 made NaN probabilities): ask for 0, which means greedy.
+MIN_TEMPERATURE = 1e-4
+MAX_NEW_TOKENS = 10_000_000  # one sample's length, and all samples' together (memory)
+SAMPLING = "Sampling"
+
+
+@dataclass
+class SampleConfig:
+    """How characters are drawn (options of `toygpt sample`)."""
+
+    max_new_tokens: int = option(
+        500, "Characters to generate.", SAMPLING, flag="--max-new-tokens", aliases=("-n",),
+        min=1, max=MAX_NEW_TOKENS,
+    )  # fmt: skip
+    temperature: float = option(
+        1.0, "Above 1 is wilder, below 1 is safer, 0 is greedy.", SAMPLING, aliases=("-t",),
+        min=0.0,
+    )  # fmt: skip
+    top_k: int = option(0, "Draw only among the k likeliest characters (0: all).", SAMPLING, min=0)
+    top_p: float = option(
+        1.0,
+        "Nucleus: draw among the likeliest characters whose probabilities add up to p (1: all).",
+        SAMPLING,
+        above=0.0,
+        max=1.0,
+    )
+    min_p: float = option(
+        0.0,
+        "Drop characters less than min_p times as likely as the likeliest (0: none).",
+        SAMPLING,
+        min=0.0,
+        max=1.0,
+    )
+    num_samples: int = option(
+        1, "Independent samples, drawn as one batch.", SAMPLING, min=1, max=10_000
+    )
+    seed: int = option(
+        -1, "Same seed, same text (-1: a fresh one, printed).", SAMPLING, min=-1, max=2**63 - 1
+    )
+
+    def validate(self) -> None:
+        validate(self)
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise UsageError(
+                f"--temperature {self.temperature} is too small to sample with; "
+                f"use 0 for greedy decoding or at least {MIN_TEMPERATURE:g}"
+            )
+        if self.max_new_tokens * self.num_samples > MAX_NEW_TOKENS:
+            raise UsageError(
+                f"--max-new-tokens x --num-samples is {self.max_new_tokens * self.num_samples:,}"
+                f" characters; at most {MAX_NEW_TOKENS:,} are drawn in one command"
+            )
+
+    def filters(self) -> dict[str, Any]:
+        """The keyword arguments of `sample.pick`."""
+        return {k: getattr(self, k) for k in ("temperature", "top_k", "top_p", "min_p")}
 
 
 CONFIG_CLASSES = (ModelConfig, TrainConfig)

@@ -40,12 +40,15 @@ class CharTokenizer:
         """The characters of `text` this vocabulary lacks, sorted."""
         return sorted({c for c in text if c not in self.stoi})
 
-    def check(self, text: str, what: str = "the text", error=ToygptError) -> None:
-        """A one-line error naming the characters of `text` outside the vocabulary."""
+    def check(
+        self, text: str, what: str = "the text", error=ToygptError, whose: str = "the"
+    ) -> None:
+        """A one-line error naming the characters of `text` outside the vocabulary
+        ("{what} has characters outside {whose} vocabulary: 'x' 'z'")."""
         missing = self.unknown(text)
         if missing:
             shown = " ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
-            raise error(f"{what} has characters outside the vocabulary: {shown}")
+            raise error(f"{what} has characters outside {whose} vocabulary: {shown}")
 
     def encode(self, text: str) -> list[int]:
         self.check(text)

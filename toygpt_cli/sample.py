@@ -18,72 +18,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
 
 import torch
 
-from toygpt_cli.config import option, validate
+from toygpt_cli.config import SampleConfig
 from toygpt_cli.device import autocast
-from toygpt_cli.errors import ToygptError, UsageError
-
-# Below this a temperature is greedy decoding in all but name, and dividing logits by it
-# overflows float32 (1e-38 made NaN probabilities): ask for 0, which means greedy.
-MIN_TEMPERATURE = 1e-4
-MAX_NEW_TOKENS = 10_000_000  # one sample's length, and all samples' together (memory)
-SAMPLING = "Sampling"
-
-
-@dataclass
-class SampleConfig:
-    """How characters are drawn (options of `toygpt sample`)."""
-
-    max_new_tokens: int = option(
-        500, "Characters to generate.", SAMPLING, flag="--max-new-tokens", aliases=("-n",),
-        min=1, max=MAX_NEW_TOKENS,
-    )  # fmt: skip
-    temperature: float = option(
-        1.0, "Above 1 is wilder, below 1 is safer, 0 is greedy.", SAMPLING, aliases=("-t",),
-        min=0.0,
-    )  # fmt: skip
-    top_k: int = option(0, "Draw only among the k likeliest characters (0: all).", SAMPLING, min=0)
-    top_p: float = option(
-        1.0,
-        "Nucleus: draw among the likeliest characters whose probabilities add up to p (1: all).",
-        SAMPLING,
-        above=0.0,
-        max=1.0,
-    )
-    min_p: float = option(
-        0.0,
-        "Drop characters less than min_p times as likely as the likeliest (0: none).",
-        SAMPLING,
-        min=0.0,
-        max=1.0,
-    )
-    num_samples: int = option(
-        1, "Independent samples, drawn as one batch.", SAMPLING, min=1, max=10_000
-    )
-    seed: int = option(
-        -1, "Same seed, same text (-1: a fresh one, printed).", SAMPLING, min=-1, max=2**63 - 1
-    )
-
-    def validate(self) -> None:
-        validate(self)
-        if 0 < self.temperature < MIN_TEMPERATURE:
-            raise UsageError(
-                f"--temperature {self.temperature} is too small to sample with; "
-                f"use 0 for greedy decoding or at least {MIN_TEMPERATURE:g}"
-            )
-        if self.max_new_tokens * self.num_samples > MAX_NEW_TOKENS:
-            raise UsageError(
-                f"--max-new-tokens x --num-samples is {self.max_new_tokens * self.num_samples:,}"
-                f" characters; at most {MAX_NEW_TOKENS:,} are drawn in one command"
-            )
-
-    def filters(self) -> dict:
-        """The keyword arguments of `pick`."""
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name in ("temperature", "top_k", "top_p", "min_p")}  # fmt: skip
+from toygpt_cli.errors import ToygptError
 
 
 def new_seed() -> int:

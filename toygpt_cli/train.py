@@ -284,6 +284,7 @@ class Trainer:
             stopped = self.stop.signal is not None and not at_end
             if stopped:
                 self.save_checkpoint()
+            self.dist.barrier()  # rank 0 may still be sampling: leave together
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             message = str(exc) if isinstance(exc, ToygptError) else f"{type(exc).__name__}: {exc}"

@@ -26,10 +26,16 @@ from typing import Annotated, Any
 
 import typer
 
-from toygpt_cli.config import ModelConfig, TrainConfig, check, field_type, format_default, option
-from toygpt_cli.sample import SampleConfig
-
-RUN_PANEL = "Run"
+from toygpt_cli.config import RUN as RUN_PANEL
+from toygpt_cli.config import (
+    ModelConfig,
+    SampleConfig,
+    TrainConfig,
+    check,
+    field_type,
+    format_default,
+    option,
+)
 
 
 def complete_run(incomplete: str) -> list[str]:

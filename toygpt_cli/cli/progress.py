@@ -31,18 +31,28 @@ def clock(seconds: float) -> str:
     return f"{h:d}:{m:02d}:{s:02d}"
 
 
+def speed(tokens_per_sec: float) -> str:
+    return f"{tokens_per_sec / 1000:.1f}k" if tokens_per_sec >= 10_000 else f"{tokens_per_sec:,.0f}"
+
+
 def eval_line(record: dict, iters: int, max_time: float = 0.0, used: float | None = None) -> str:
-    """One eval as a line. Under a time budget the step count is not the goal: the line
-    shows `used` of the budget; without `used` (or a budget), the run's wall time."""
+    """One eval as a line that fits in 80 columns. Under a time budget the step count is not
+    the goal: the line shows `used` of the budget; else the run's wall time.
+
+        step  2400/5100  train 1.5123  val 1.6234  lr 1.0e-03  1,612 tok/s  0:12:34
+    """
     tps = record.get("tokens_per_sec")
-    total = f"/{iters}" if iters and not max_time else ""
+    step = f"{record['step']:>{len(str(iters))}}/{iters}" if iters and not max_time else (
+        f"{record['step']:>5}"
+    )  # fmt: skip
     when = clock(record["elapsed"])
     if max_time and used is not None:
-        when = f"{clock(used)} of {clock(max_time)}"
+        when = f"{clock(used)}/{clock(max_time)}"
+    partial = f" ({record['eval_windows']} windows)" if "eval_windows" in record else ""
     return (
-        f"step {record['step']:>6}{total}  train {fmt_loss(record['train_loss'])}  "
-        f"val {fmt_loss(record['val_loss'])}  lr {record['lr']:.2e}  "
-        + (f"{tps:,.0f} tok/s  " if tps else "")
+        f"step {step}  train {fmt_loss(record['train_loss'])}  "
+        f"val {fmt_loss(record['val_loss'])}{partial}  lr {record['lr']:.1e}  "
+        + (f"{speed(tps)} tok/s  " if tps else "")
         + when
     )
 

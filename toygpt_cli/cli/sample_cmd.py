@@ -21,8 +21,8 @@ from typing import Any
 
 from toygpt_cli.cli.common import err, paths, print_json, write_out
 from toygpt_cli.cli.options import uses
+from toygpt_cli.config import SampleConfig
 from toygpt_cli.errors import ToygptError, UsageError
-from toygpt_cli.sample import SampleConfig, effective_top_k
 
 SEPARATOR = "--- sample {} ---"
 MAX_PROMPT = 1_000_000  # bytes of a prompt (file, stdin or interactive line)
@@ -53,7 +53,7 @@ def sample(o) -> None:
     loaded = load_for_inference(o.run, paths(runs_dir=o.runs_dir).runs_dir, o.checkpoint,
                                 o.device, o.dtype)  # fmt: skip
     what = "the prompt" if o.prompt_file is None else f"prompt file {o.prompt_file}"
-    loaded.tokenizer.check(prompt, what, UsageError)
+    loaded.tokenizer.check(prompt, what, UsageError, "the run's")
     if cfg.seed < 0:
         cfg.seed = new_seed()
     err.print(
@@ -61,6 +61,8 @@ def sample(o) -> None:
         f"on {loaded.device}, seed {cfg.seed}",
         highlight=False,
     )
+    from toygpt_cli.sample import effective_top_k
+
     note = effective_top_k(cfg.top_k, loaded.tokenizer.vocab_size)
     if note:
         err.print(f"note: {note}", highlight=False)
@@ -252,7 +254,7 @@ def _interactive(loaded, cfg: SampleConfig) -> None:
                 err.print()  # Ctrl-D leaves the cursor after "> "
             return
         try:
-            loaded.tokenizer.check(text, "the prompt", UsageError)
+            loaded.tokenizer.check(text, "the prompt", UsageError, "the run's")
         except UsageError as exc:
             again = "try again" if tty else "skipped"
             err.print(f"[bold red]error:[/] {escape(str(exc))}; {again}", highlight=False)

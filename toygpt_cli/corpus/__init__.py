@@ -24,8 +24,9 @@ def load_corpus(
     cached; `progress(phase, bytes_done, bytes_total)` hears about long passes."""
     path = Path(path)
     facts = text_facts(path, progress)
+    given = tokenizer is not None
     tokenizer = tokenizer or CharTokenizer(facts.vocab)
-    tokenizer.check(facts.vocab, str(path))
+    tokenizer.check(facts.vocab, str(path), whose="the run's" if given else "the")
     tokens = load_tokens(path, facts, tokenizer.chars, progress)
     return Corpus(path, facts.sha256, tokenizer, tokens, val_fraction)
 

@@ -120,6 +120,11 @@ class Distributed:
         dist.all_gather(states, local)
         return [s.cpu() for s in states]
 
+    def barrier(self) -> None:
+        """Wait until every rank gets here (the end of a run: ranks leave together)."""
+        if self.active:
+            dist.barrier()
+
     def close(self) -> None:
         if self.active and dist.is_initialized():
             dist.destroy_process_group()

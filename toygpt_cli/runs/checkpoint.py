@@ -44,7 +44,11 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     surfaces as a cryptic RuntimeError ("unexpected pos"); a plain write says ENOSPC.
     """
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, **state}, buffer)
+    try:
+        torch.save({"format": FORMAT, **state}, buffer)
+    except (OSError, MemoryError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "out of memory"
+        raise ToygptError(f"could not write {path}: {why}") from None
     write_atomic(Path(path), lambda f: f.write(buffer.getbuffer()))
 
 
@@ -125,7 +129,9 @@ def _load(path: Path) -> dict[str, Any]:
     except IsADirectoryError:
         raise ToygptError(f"checkpoint {path} is a folder") from None
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise DamagedCheckpoint(f"checkpoint {path} is corrupt or truncated ({first_line(exc)})")
+        raise DamagedCheckpoint(
+            f"checkpoint {path} is corrupt or truncated ({first_line(exc)})"
+        ) from None
     if bad is not None:
         raise DamagedCheckpoint(
             f"checkpoint {path} is corrupt: its part {bad} fails its checksum (a damaged disk "

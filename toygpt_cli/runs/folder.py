@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
@@ -21,7 +23,7 @@ from typing import Any
 from toygpt_cli.storage import locks as locking
 from toygpt_cli.errors import ToygptError
 from toygpt_cli.storage.files import append_jsonl, write_json
-from toygpt_cli.storage.locks import pid_alive  # noqa: F401 (part of this module's API)
+from toygpt_cli.storage.locks import is_locked, pid_alive
 from toygpt_cli.runs.files import (
     METRIC_FIELDS,
     SAMPLE_FIELDS,
@@ -75,6 +77,49 @@ def _sort_key(path: Path) -> tuple[str, int, str]:
         mtime = 0
     stamp = datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y%m%d-%H%M%S")
     return (stamp, 0, path.name)
+
+
+STAGING_PREFIX = ".staging-"
+
+
+def make_staging(runs_dir: Path) -> Path:
+    """A hidden folder in runs_dir to build a run in; stale ones of dead processes go."""
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        for old in runs_dir.glob(STAGING_PREFIX + "*"):
+            # Stale when its builder's lock is free and its pid (in the name) is gone: the lock
+            # file exists a moment before it is locked, so the lock alone could be wrong.
+            locked = is_locked(old / LOCK)
+            pid = old.name[len(STAGING_PREFIX) :].split("-")[0]
+            if locked is not True and pid.isdigit() and not pid_alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        staging = runs_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+    except OSError as exc:
+        raise ToygptError(f"cannot create a run in {runs_dir}: {exc.strerror or exc}") from None
+    return staging
+
+
+def publish(staging: Path, runs_dir: Path, now: datetime | None = None) -> Path:
+    """Rename the staging folder to the run's name: its UTC start time, unique even within
+    one second (`-2`, `-3`, ...)."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 10_000):
+        target = runs_dir / (stamp if n == 1 else f"{stamp}-{n}")
+        if target.exists():
+            continue
+        try:
+            os.rename(staging, target)  # atomic; fails if another run took the name
+        except OSError:
+            if target.exists():
+                continue
+            raise
+        run = Run(target)
+        config = run.config()
+        config["name"] = target.name
+        run.write_config(config)
+        return target
+    raise ToygptError(f"too many runs started at {stamp} in {runs_dir}")
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -322,10 +367,10 @@ class Run:
         )
         if st["status"] == "damaged":
             row["problem"] = st.get("message")
-        elif st["status"] != "running" and not any(
-            (self.path / name).exists() for name in (CKPT_LAST, CKPT_BEST)
-        ):
-            row.update(status="damaged", problem=f"no {CKPT_LAST}: it stopped before saving one")
+        elif st["status"] != "running" and not (self.path / CKPT_LAST).exists():
+            only_best = cfg.get("train", {}).get("keep") == "best" and st["status"] == "completed"
+            if not (only_best and (self.path / CKPT_BEST).exists()):
+                row.update(status="damaged", problem=f"no {CKPT_LAST}: it stopped before saving one")
         return row
 
     def metric_summary(self) -> dict[str, Any]:

@@ -18,10 +18,8 @@ import platform
 import shlex
 import shutil
 import sys
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +34,12 @@ from toygpt_cli.errors import OptionError, ToygptError
 from toygpt_cli.events import Callback
 from toygpt_cli.parallel.distributed import Distributed
 from toygpt_cli.runs.checkpoint import DamagedCheckpoint, read_checkpoint
-from toygpt_cli.runs.folder import CKPT_LAST, LOCK, METRICS, SAMPLES, Run, utc_now
+from toygpt_cli.runs.folder import CKPT_LAST, METRICS, SAMPLES, Run, make_staging, publish, utc_now
 from toygpt_cli.runs.recorder import RunRecorder
 from toygpt_cli.runs.resume import plan_resume
 from toygpt_cli.runs.tensorboard import TensorBoardLogger, require_tensorboard
 from toygpt_cli.storage.files import truncate_jsonl
-from toygpt_cli.storage.locks import is_locked, pid_alive
 from toygpt_cli.train import StopSwitch, Trainer
-
-STAGING_PREFIX = ".staging-"
-
 
 def start_training(
     model_cfg: ModelConfig,
@@ -82,7 +76,7 @@ def start_training(
     run = Run(Path(runs_dir))  # its path is set below, on every rank
     lock, staging = None, None
     if dist.is_main:
-        staging = _make_staging(Path(runs_dir))
+        staging = make_staging(Path(runs_dir))
         run.path = staging
         lock = run.lock()
     trainer = _trainer(run, model_cfg, train_cfg, corpus, dist, callback, stop, lock, tensorboard)
@@ -93,7 +87,7 @@ def start_training(
             run.mark_running(0, train_cfg.iters)
         trainer.save_checkpoint()  # from the first moment a visible run can be resumed
         if dist.is_main:
-            run.path = _publish(staging, Path(runs_dir))
+            run.path = publish(staging, Path(runs_dir))
     except BaseException:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
@@ -296,45 +290,6 @@ def _resolved(trainer: Trainer, train_cfg: TrainConfig) -> dict[str, Any]:
         "world_size": trainer.dist.world_size,
         "effective_batch_size": train_cfg.batch_size * trainer.dist.world_size,
     }
-
-
-def _make_staging(runs_dir: Path) -> Path:
-    """A hidden folder in runs_dir to build a run in; stale ones of dead processes go."""
-    try:
-        runs_dir.mkdir(parents=True, exist_ok=True)
-        for old in runs_dir.glob(STAGING_PREFIX + "*"):
-            # Stale when its builder's lock is free and its pid (in the name) is gone: the lock
-            # file exists a moment before it is locked, so the lock alone could be wrong.
-            locked = is_locked(old / LOCK)
-            pid = old.name[len(STAGING_PREFIX) :].split("-")[0]
-            if locked is not True and pid.isdigit() and not pid_alive(int(pid)):
-                shutil.rmtree(old, ignore_errors=True)
-        staging = runs_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
-    except OSError as exc:
-        raise ToygptError(f"cannot create a run in {runs_dir}: {exc.strerror or exc}") from None
-    return staging
-
-
-def _publish(staging: Path, runs_dir: Path) -> Path:
-    """Rename the staging folder to the run's name: its UTC start time, unique."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    for n in range(1, 10_000):
-        target = runs_dir / (stamp if n == 1 else f"{stamp}-{n}")
-        if target.exists():
-            continue
-        try:
-            os.rename(staging, target)  # atomic; fails if another run took the name
-        except OSError:
-            if target.exists():
-                continue
-            raise
-        run = Run(target)
-        config = run.config()
-        config["name"] = target.name
-        run.write_config(config)
-        return target
-    raise ToygptError(f"too many runs started at {stamp} in {runs_dir}")
 
 
 __all__ = ["resume_training", "start_training"]

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 import os
 import socket
 import subprocess
@@ -11,17 +12,20 @@ from toygpt_cli.errors import ToygptError
 from toygpt_cli.runs.folder import (
     DamagedRun,
     Run,
-    create_run_dir,
     list_run_dirs,
+    make_staging,
+    publish,
     resolve_run,
 )
 
-from .fake_runs import make_run
+from ..fake_runs import make_run
 
 
 def _run(runs, when, **status):
-    path = create_run_dir(runs, datetime(2026, 11, 23, 20, 15, when, tzinfo=timezone.utc))
-    Run(path).write_config({"name": path.name})
+    staging = make_staging(Path(runs))
+    Run(staging).write_config({"name": staging.name})
+    path = publish(staging, Path(runs), datetime(2026, 11, 23, 20, 15, when, tzinfo=timezone.utc))
+    assert Run(path).config()["name"] == path.name
     if status:
         Run(path).update_status(**status)
     return path

@@ -21,7 +21,7 @@ from toygpt_cli.corpus.download import (
 )
 from toygpt_cli.errors import ToygptError, UsageError
 
-from .cli_helpers import toygpt
+from ..cli_helpers import toygpt
 
 
 def test_fetch_downloads_and_verifies(tmp_path, http_server):

@@ -10,8 +10,8 @@ import pytest
 
 from toygpt_cli.runs.folder import Run, list_run_dirs
 
-from .cli_helpers import toygpt
-from .fake_runs import make_run
+from ..cli_helpers import toygpt
+from ..fake_runs import make_run
 
 
 def _tree(folder: Path) -> list[str]:
@@ -26,11 +26,7 @@ def _one_line_error(r, pattern: str, code: int = 1) -> None:
 
 
 def _rm(*args, answer=None):
-    from typer.testing import CliRunner
-
-    from toygpt_cli.cli.app import app
-
-    return CliRunner().invoke(app, ["runs", "rm", *map(str, args)], input=answer)
+    return toygpt("runs", "rm", *args, input=answer)
 
 
 @pytest.fixture

@@ -66,4 +66,4 @@ def test_eval_lines_of_a_resumed_budget_show_the_budget_not_the_runs_wall_time()
                             None, 240.0))  # fmt: skip
     display(ev.EvalDone(record, True))
     line = buffer.getvalue().strip().splitlines()[-1]
-    assert "0:04:00 of 0:10:00" in line and "0:15:00" not in line
+    assert "0:04:00/0:10:00" in line and "0:15:00" not in line

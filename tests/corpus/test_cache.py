@@ -1,4 +1,4 @@
-"""The token cache: ids identical to the old per-character encoding, any UTF-8 text,
+"""corpus/cache.py, the token cache: ids identical to the old per-character encoding, any UTF-8 text,
 encoded once and reused, rebuilt when the text changes, never half-written."""
 
 import hashlib
@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from toygpt_cli.corpus import cache as tokens
-from toygpt_cli.corpus import encoding
-from toygpt_cli.data import CharTokenizer, Corpus, sample_batch
+from toygpt_cli.corpus import corpus_from_text, encoding, load_corpus
+from toygpt_cli.data import CharTokenizer, gather_ids, sample_batch, to_ids
 from toygpt_cli.errors import ToygptError
 from toygpt_cli.evaluate import fixed_windows
+from toygpt_cli.storage import mapped
+from toygpt_cli.storage.mapped import note_reads
 
-from .conftest import FIXTURE_CORPUS
+from ..conftest import FIXTURE_CORPUS
 
 
 def _old_splits(text: str, val_fraction: float = 0.1):
@@ -47,8 +49,8 @@ def test_tiny_shakespeare_batches_are_unchanged_bit_for_bit(shakespeare, cached)
     text = shakespeare.read_text(encoding="utf-8")
     old_tok, old_train, old_val = _old_splits(text)
     if cached:
-        Corpus.load(shakespeare)  # the second load reads the memory-mapped cache
-    corpus = Corpus.load(shakespeare)
+        load_corpus(shakespeare)  # the second load reads the memory-mapped cache
+    corpus = load_corpus(shakespeare)
     train, val = corpus.splits()
     assert corpus.tokenizer.chars == old_tok.chars
     assert train.dtype == torch.uint8  # 1 byte per character, not 8
@@ -67,7 +69,7 @@ def test_tiny_shakespeare_batches_are_unchanged_bit_for_bit(shakespeare, cached)
 
 
 def test_splits_are_views_of_one_memory_map(shakespeare):
-    corpus = Corpus.load(shakespeare)
+    corpus = load_corpus(shakespeare)
     train, val = corpus.splits()
     base = corpus.tokens.data_ptr()
     assert train.data_ptr() == base
@@ -93,12 +95,12 @@ def test_any_utf8_text_encodes_like_the_tokenizer(tmp_path, monkeypatch, name, c
     text = TEXTS[name]
     path = tmp_path / "t.txt"
     path.write_text(text, encoding="utf-8")
-    corpus = Corpus.load(path)
+    corpus = load_corpus(path)
     tok = CharTokenizer.from_text(text)
     assert corpus.tokenizer.chars == tok.chars
-    assert tokens.to_ids(corpus.tokens).tolist() == tok.encode(text)
+    assert to_ids(corpus.tokens).tolist() == tok.encode(text)
     assert corpus.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    memory = Corpus.from_text(text)
+    memory = corpus_from_text(text)
     assert torch.equal(memory.tokens, corpus.tokens) and memory.sha256 == corpus.sha256
 
 
@@ -108,16 +110,16 @@ def test_large_vocabularies_use_wider_ids(tmp_path, n_distinct, width):
     text = "".join(chars[:n_distinct]) * 2
     path = tmp_path / "wide.txt"
     path.write_text(text, encoding="utf-8")
-    corpus = Corpus.load(path)
+    corpus = load_corpus(path)
     assert corpus.tokens.element_size() == width and corpus.tokenizer.vocab_size == n_distinct
     ids = list(range(n_distinct)) * 2  # the text lists its vocabulary in code-point order
-    assert tokens.to_ids(corpus.tokens).tolist() == ids
+    assert to_ids(corpus.tokens).tolist() == ids
     idx = torch.tensor([[n_distinct - 1, 0, n_distinct + 5]])
-    assert tokens.gather_ids(corpus.tokens, idx).tolist() == [[ids[i] for i in idx[0]]]
+    assert gather_ids(corpus.tokens, idx).tolist() == [[ids[i] for i in idx[0]]]
 
 
 def test_second_load_reuses_the_cache(shakespeare, monkeypatch):
-    first = Corpus.load(shakespeare)
+    first = load_corpus(shakespeare)
     files = _cache_files(shakespeare.parent)
     assert len(files) == 2 and files[0].endswith(".json") is not files[1].endswith(".json")
 
@@ -126,7 +128,7 @@ def test_second_load_reuses_the_cache(shakespeare, monkeypatch):
 
     monkeypatch.setattr(encoding, "scan", fail)
     monkeypatch.setattr(encoding, "encode", fail)
-    again = Corpus.load(shakespeare)
+    again = load_corpus(shakespeare)
     assert torch.equal(again.tokens, first.tokens) and again.sha256 == first.sha256
     assert _cache_files(shakespeare.parent) == files
 
@@ -134,12 +136,12 @@ def test_second_load_reuses_the_cache(shakespeare, monkeypatch):
 def test_changed_text_is_encoded_again_and_the_old_cache_removed(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("abcabc" * 10, encoding="utf-8")
-    before = Corpus.load(path)
+    before = load_corpus(path)
     old_files = _cache_files(tmp_path)
     path.write_text("xyz" * 20, encoding="utf-8")
-    after = Corpus.load(path)
+    after = load_corpus(path)
     assert after.tokenizer.chars == "xyz" and after.sha256 != before.sha256
-    assert tokens.to_ids(after.tokens).tolist() == [0, 1, 2] * 20
+    assert to_ids(after.tokens).tolist() == [0, 1, 2] * 20
     new_files = _cache_files(tmp_path)
     assert len(new_files) == 2 and not set(new_files) & set(old_files)
 
@@ -147,20 +149,20 @@ def test_changed_text_is_encoded_again_and_the_old_cache_removed(tmp_path):
 def test_a_run_vocabulary_gets_its_own_ids(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("bca" * 10, encoding="utf-8")
-    corpus = Corpus.load(path, tokenizer=CharTokenizer("abcd"))
-    assert tokens.to_ids(corpus.tokens).tolist() == [1, 2, 0] * 10
-    with pytest.raises(ToygptError, match="has characters the run's vocabulary lacks: 'c'"):
-        Corpus.load(path, tokenizer=CharTokenizer("ab"))
+    corpus = load_corpus(path, tokenizer=CharTokenizer("abcd"))
+    assert to_ids(corpus.tokens).tolist() == [1, 2, 0] * 10
+    with pytest.raises(ToygptError, match="t.txt has characters outside the run's vocabulary: 'c'"):
+        load_corpus(path, tokenizer=CharTokenizer("ab"))
 
 
 def test_damaged_cache_files_are_rebuilt(shakespeare):
-    good = Corpus.load(shakespeare).tokens.clone()
+    good = load_corpus(shakespeare).tokens.clone()
     cache = shakespeare.parent / tokens.CACHE_DIR
     (ids_file,) = cache.glob("*.tokens")
     (facts_file,) = cache.glob("*.json")
     ids_file.write_bytes(ids_file.read_bytes()[:100])  # truncated
     facts_file.write_text("{not json")
-    assert torch.equal(Corpus.load(shakespeare).tokens, good)
+    assert torch.equal(load_corpus(shakespeare).tokens, good)
 
 
 def test_an_interrupted_encoding_leaves_nothing(shakespeare, monkeypatch):
@@ -170,17 +172,17 @@ def test_an_interrupted_encoding_leaves_nothing(shakespeare, monkeypatch):
 
     monkeypatch.setattr(encoding, "encode", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        Corpus.load(shakespeare)
+        load_corpus(shakespeare)
     assert [n for n in _cache_files(shakespeare.parent) if not n.endswith(".json")] == []
 
 
 def test_unwritable_folder_falls_back_to_the_user_cache(shakespeare, tmp_path, monkeypatch):
     (shakespeare.parent / tokens.CACHE_DIR).write_text("in the way")  # mkdir fails here
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
-    corpus = Corpus.load(shakespeare)
+    corpus = load_corpus(shakespeare)
     files = sorted(p.name for p in (tmp_path / "home-cache" / "toygpt").iterdir())
     assert len(files) == 2 and all(n.startswith("shakespeare.txt-") for n in files)
-    assert Corpus.load(shakespeare).tokens.data_ptr() != corpus.tokens.data_ptr()  # mapped again
+    assert load_corpus(shakespeare).tokens.data_ptr() != corpus.tokens.data_ptr()  # mapped again
 
 
 def test_no_writable_cache_keeps_the_ids_in_memory(tmp_path, monkeypatch):
@@ -189,9 +191,9 @@ def test_no_writable_cache_keeps_the_ids_in_memory(tmp_path, monkeypatch):
     (tmp_path / tokens.CACHE_DIR).write_text("in the way")
     (tmp_path / "not-a-folder").write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
-    corpus = Corpus.load(path)
+    corpus = load_corpus(path)
     tok = CharTokenizer.from_text(path.read_text())
-    assert tokens.to_ids(corpus.tokens).tolist() == tok.encode(path.read_text())
+    assert to_ids(corpus.tokens).tolist() == tok.encode(path.read_text())
 
 
 @pytest.mark.parametrize(
@@ -214,21 +216,21 @@ def test_bad_text_is_one_clear_error(tmp_path, monkeypatch, content, message, ch
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(ToygptError, match=message):
-        Corpus.load(path)
+        load_corpus(path)
     assert _cache_files(tmp_path) == []
 
 
 def test_a_folder_is_not_a_data_file(tmp_path):
     with pytest.raises(ToygptError, match="data path is not a file"):
-        Corpus.load(tmp_path)
+        load_corpus(tmp_path)
 
 
 def test_text_changing_while_read_is_refused(shakespeare, monkeypatch):
-    Corpus.load(shakespeare)  # a cache exists: the next load hashes the file first
+    load_corpus(shakespeare)  # a cache exists: the next load hashes the file first
     shakespeare.write_text("another text\n" * 100)
     monkeypatch.setattr(encoding, "file_sha256", lambda path, progress=None: "0" * 64)
     with pytest.raises(ToygptError, match="changed while it was being read"):
-        Corpus.load(shakespeare)
+        load_corpus(shakespeare)
 
 
 def test_progress_reports_every_pass(shakespeare, monkeypatch):
@@ -238,11 +240,11 @@ def test_progress_reports_every_pass(shakespeare, monkeypatch):
         return list(dict.fromkeys(p for p, _, _ in events))
 
     first = []
-    Corpus.load(shakespeare, progress=lambda *event: first.append(event))
+    load_corpus(shakespeare, progress=lambda *event: first.append(event))
     assert phases(first) == ["scanning", "encoding"]  # a new file: the scan finds its sha256
     shakespeare.write_text(shakespeare.read_text() + "more\n")  # a known file, changed
     again = []
-    Corpus.load(shakespeare, progress=lambda *event: again.append(event))
+    load_corpus(shakespeare, progress=lambda *event: again.append(event))
     assert phases(again) == ["hashing", "scanning", "encoding"]
     size = shakespeare.stat().st_size
     for phase in phases(again):
@@ -253,13 +255,13 @@ def test_progress_reports_every_pass(shakespeare, monkeypatch):
 def test_text_changing_before_it_is_encoded_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "t.txt"
     path.write_text("abc" * 10, encoding="utf-8")
-    old_sha = Corpus.load(path).sha256
+    old_sha = load_corpus(path).sha256
     for ids_file in (tmp_path / tokens.CACHE_DIR).glob("*.tokens"):
         ids_file.unlink()
     path.write_text("cab" * 10, encoding="utf-8")  # same size and vocabulary, other text
     monkeypatch.setattr(encoding, "file_sha256", lambda path, progress=None: old_sha)
     with pytest.raises(ToygptError, match="changed while it was being read"):
-        Corpus.load(path)
+        load_corpus(path)
     assert list((tmp_path / tokens.CACHE_DIR).glob("*.tokens")) == []
 
 
@@ -279,21 +281,21 @@ def _mapped_kb(path):
 
 
 def test_reading_a_memory_map_unmaps_its_pages_now_and_then(shakespeare, monkeypatch):
-    monkeypatch.setattr(tokens, "TRIM_EVERY", 40)
-    corpus = Corpus.load(shakespeare)
+    monkeypatch.setattr(mapped, "TRIM_EVERY", 40)
+    corpus = load_corpus(shakespeare)
     (path,) = (shakespeare.parent / tokens.CACHE_DIR).glob("*.tokens")
     if _mapped_kb(path) is None:
         pytest.skip("no /proc/self/smaps")
     train, _ = corpus.splits()
     expected = train.long()
-    tokens.note_reads(train, 40)  # unmaps what that read
+    note_reads(train, 40)  # unmaps what that read
     assert _mapped_kb(path) == 0
     g = torch.Generator().manual_seed(0)
     starts = torch.randint(len(train) - 9, (39, 1), generator=g)
     index = starts + torch.arange(9)
-    assert torch.equal(tokens.gather_ids(train, index), expected[index])
+    assert torch.equal(gather_ids(train, index), expected[index])
     assert _mapped_kb(path) > 0  # 39 windows read: the pages are mapped
-    assert torch.equal(tokens.gather_ids(train, index[:1]), expected[index[:1]])
+    assert torch.equal(gather_ids(train, index[:1]), expected[index[:1]])
     assert _mapped_kb(path) == 0  # the 40th window: unmapped again
-    assert torch.equal(tokens.gather_ids(train, index), expected[index])  # and readable
-    tokens.note_reads(expected, 1_000)  # a tensor in memory is left alone
+    assert torch.equal(gather_ids(train, index), expected[index])  # and readable
+    note_reads(expected, 1_000)  # a tensor in memory is left alone

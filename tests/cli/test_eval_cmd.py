@@ -1,18 +1,15 @@
-"""`toygpt eval`: subsets, progress, eval.json merging; eval, sample and data info of an
-existing corpus never read the whole text again."""
+"""`toygpt eval`: subsets, window offsets, progress, eval.json merging; eval and sample of
+an existing corpus never read the whole text again."""
 
 import json
 
 import pytest
-import torch
 
 from toygpt_cli.cli import meter
 from toygpt_cli.corpus import encoding
-from toygpt_cli.evaluate import scored_chars, split_loss, subset_windows
-from toygpt_cli.model import GPT, ModelConfig
 
-from .cli_helpers import toygpt
-from .conftest import TINY_ARGS
+from ..cli_helpers import toygpt
+from ..conftest import TINY_ARGS
 
 
 @pytest.fixture
@@ -30,34 +27,6 @@ def _no_rereading(monkeypatch):
 
     monkeypatch.setattr(encoding, "scan", fail)
     monkeypatch.setattr(encoding, "encode", fail)
-
-
-def test_subset_windows_are_spread_and_disjoint():
-    starts = subset_windows(10_000, 16, 1_000)
-    assert len(starts) == 1_000 // 16 and starts[0] == 0 and starts[-1] == 10_000 - 1 - 16
-    assert bool((starts[1:] - starts[:-1] >= 16).all())  # no position scored twice
-    assert torch.equal(starts, subset_windows(10_000, 16, 1_000))  # deterministic
-    assert subset_windows(10_000, 16, None) is None
-    assert subset_windows(10_000, 16, 10_000) is None  # the whole split fits: all of it
-    assert scored_chars(10_000, 16, 1_000) == 992 and scored_chars(10_000, 16) == 9_999
-    assert len(subset_windows(10_000, 16, 5)) == 1  # at least one window
-
-
-def test_split_loss_subset_and_progress():
-    torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=20, block_size=8, n_embd=16, n_layer=1, n_head=2, dropout=0.0)
-    model = GPT(cfg)
-    data = torch.randint(20, (2_000,), dtype=torch.uint8)
-    seen = []
-    whole = split_loss(model, data, 8, "float32", progress=lambda *p: seen.append(p))
-    assert seen[-1] == (1_999, 1_999) and [d for d, _ in seen] == sorted(d for d, _ in seen)
-    assert whole == pytest.approx(split_loss(model, data.long(), 8, "float32"))
-    assert split_loss(model, data, 8, "float32", max_chars=5_000) == pytest.approx(whole)
-    seen.clear()
-    part = split_loss(model, data, 8, "float32", max_chars=400, progress=lambda *p: seen.append(p))
-    assert seen[-1] == (400, 400) and part != whole
-    windows = data[subset_windows(2_000, 8, 400)[:, None] + torch.arange(9)].long()
-    assert part == pytest.approx(model(windows[:, :-1], windows[:, 1:])[1].item(), rel=1e-5)
 
 
 def test_eval_one_split_keeps_the_other(trained, monkeypatch):
@@ -110,21 +79,32 @@ def test_sample_does_not_need_the_corpus(trained, corpus_file):
     assert len(r.stdout) >= 20
 
 
-def test_data_info_reads_cached_facts(corpus_file, tiny_text, monkeypatch):
-    first = json.loads(toygpt("data", "info", corpus_file, "--json").stdout)
-    _no_rereading(monkeypatch)
-    r = toygpt("data", "info", corpus_file, "--json")
+def test_eval_table(dirs, corpus_file):
+    toygpt("train", "--data", corpus_file, *TINY_ARGS, "--iters", "10")
+    r = toygpt("eval", "--split", "val")
     assert r.exit_code == 0, r.stderr
-    assert json.loads(r.stdout) == first
-    assert first["chars"] == len(tiny_text) and first["vocab"] == "".join(sorted(set(tiny_text)))
-    assert first["train_chars"] == int(len(tiny_text) * 0.9)
+    assert "val" in r.stdout and "bits/char" in r.stdout and "perplexity" in r.stdout
 
 
-def test_data_info_on_a_large_vocabulary(tmp_path):
-    path = tmp_path / "cjk.txt"
-    text = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 1000)) + "\n"
-    path.write_text(text, encoding="utf-8")
-    r = toygpt("data", "info", path)
-    assert r.exit_code == 0, r.stderr
-    assert "1,001" in r.stdout and "..." in r.stdout  # the vocabulary is cut in the table
-    assert json.loads(toygpt("data", "info", path, "--json").stdout)["vocab"] == "\n" + text[:-1]
+def test_eval_offsets_average_several_alignments(trained):
+    one = json.loads(toygpt("eval", "--split", "val", "--json").stdout)["splits"]["val"]
+    four = json.loads(toygpt("eval", "--split", "val", "--offsets", "4", "--json").stdout)
+    four = four["splits"]["val"]
+    assert four["offsets"] == 4 and one["offsets"] == 1
+    assert four["loss"] != one["loss"] and abs(four["loss"] - one["loss"]) < 0.2
+    r = toygpt("eval", "--split", "val", "--offsets", "4")
+    assert "4 window offsets" in r.stdout
+
+
+def test_eval_on_a_read_only_run_prints_its_table_and_says_it_could_not_save(trained,
+                                                                            monkeypatch):  # fmt: skip
+    from toygpt_cli.errors import ToygptError
+    from toygpt_cli.runs import inference
+
+    def read_only(path, obj):
+        raise ToygptError(f"could not write {path}: Read-only file system")
+
+    monkeypatch.setattr(inference, "write_json", read_only)
+    r = toygpt("eval", "--split", "val")
+    assert r.exit_code == 0 and "perplexity" in r.stdout
+    assert "could not save eval.json" in r.stderr

@@ -1,14 +1,84 @@
-"""Bad input: one line on stderr naming the problem, exit 2 (usage) or 1, nothing written."""
+"""cli/app.py and cli/common.py, the command line as a whole: a clean --help, shell
+completion, a lazy torch, and one line on stderr for every mistake (exit 2 for usage, 1
+otherwise), never a traceback, nothing written."""
+
+from __future__ import annotations
 
 import errno
 import json
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from .cli_helpers import toygpt
-from .conftest import TINY_ARGS
+from toygpt_cli.runs.checkpoint import read_checkpoint, save_checkpoint
+
+from ..cli_helpers import toygpt
+from ..conftest import TINY_ARGS
+
+COMMANDS = [[], ["train"], ["sample"], ["eval"], ["bench"], ["export"], ["runs", "list"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "toygpt")
+def test_help_shows_flags_without_a_value_and_plain_defaults(command):
+    r = toygpt(*command, "--help")
+    assert r.exit_code == 0, r.stderr
+    assert "--help" in r.stdout
+    assert "<bool>" not in r.stdout  # typer 0.29 put it after every flag
+    assert "[default: (" not in r.stdout  # a show_default string, parenthesised by typer
+
+
+def test_completion_is_installable():
+    assert "--install-completion" in toygpt("--help").stdout
+    r = toygpt("--show-completion", "bash")
+    assert r.exit_code == 0 and "_TOYGPT_COMPLETE=complete_bash" in r.stdout
+
+
+def test_run_names_complete_in_the_shell(tmp_path):
+    runs = tmp_path / "runs"
+    for name in ("20260101-000000", "20260102-000000", ".staging"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text("{}")
+    env = {
+        **os.environ,
+        "TOYGPT_RUNS_DIR": str(runs),
+        "_TOYGPT_COMPLETE": "complete_bash",
+        "COMP_WORDS": "toygpt sample --run ",
+        "COMP_CWORD": "3",
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "toygpt_cli"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["latest", "20260102-000000", "20260101-000000"]
+    env["COMP_WORDS"] = "toygpt eval --run 202601"
+    r = subprocess.run(
+        [sys.executable, "-m", "toygpt_cli"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert r.stdout.split() == ["20260102-000000", "20260101-000000"]
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys; from toygpt_cli.cli.app import app; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_core_library_never_imports_typer_or_rich():
+    code = (
+        "import sys, pkgutil, importlib, toygpt_cli\n"
+        "for m in pkgutil.iter_modules(toygpt_cli.__path__):\n"
+        "    if m.name not in ('cli', '__main__'):\n"
+        "        importlib.import_module('toygpt_cli.' + m.name)\n"
+        "bad = [m for m in ('typer', 'rich', 'click') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def _snapshot(*folders):
@@ -74,12 +144,14 @@ CASES = [
         2,
     ),
     ("zero batch", [*TRAIN, "--batch-size", "0"], "--batch-size must be greater than 0", 2),
+    ("rope odd head", [*TRAIN, "--n-embd", "36", "--n-head", "4", "--pos", "rope"],
+     r"--pos rope needs an even head size \(--n-embd / --n-head\), got 36/4 = 9", 2),
     ("negative lr", [*TRAIN, "--lr", "-0.1"], "--learning-rate must be greater than 0", 2),
     ("zero interval", [*TRAIN, "--eval-interval", "0"], "--eval-interval must be greater", 2),
     ("negative iters", [*TRAIN, "--iters", "-3"], "--iters must be 0 or more, got -3", 2),
     ("zero block", [*TRAIN, "--block-size", "0"], "--block-size must be greater than 0", 2),
     ("dropout 1", [*TRAIN, "--dropout", "1.0"], r"dropout must be in \[0, 1\)", 2),
-    ("beta2 1", [*TRAIN, "--beta2", "1"], r"beta2 must be in \[0, 1\), got 1.0", 2),
+    ("beta2 1", [*TRAIN, "--beta2", "1"], r"beta2 must be in \[0, 1\), got 1$", 2),
     (
         "block > val",
         [*TRAIN, "--block-size", "5000"],
@@ -111,10 +183,22 @@ CASES = [
     (
         "temperature",
         ["sample", "--temperature", "-1"],
-        "--temperature must be 0 .* or a positive",
+        "--temperature must be 0 or more, got -1",
         2,
     ),
-    ("top-k", ["sample", "--top-k", "0"], "--top-k must be at least 1", 2),
+    ("top-k", ["sample", "--top-k", "-1"], "--top-k must be 0 or more", 2),
+    ("top-p", ["sample", "--top-p", "0"], "--top-p must be greater than 0", 2),
+    ("min-p", ["sample", "--min-p", "1.5"], "--min-p must be at most 1", 2),
+    ("no count", ["sample", "-n", "0"], "--max-new-tokens must be greater than 0", 2),
+    ("huge count", ["sample", "--num-samples", "100000000"], "--num-samples must be at most", 2),
+    ("unknown option", ["sample", "--bogus"], r"No such option: --bogus \(see `toygpt sample", 2),
+    ("not a number", ["sample", "-n", "abc"], "'abc' is not a valid int", 2),
+    ("threads", ["sample", "--threads", "99999"], "more than the .* CPUs", 2),
+    ("bench forever", ["bench", "--seconds", "inf"], "--seconds must be a finite number", 2),
+    ("bench nan", ["bench", "--seconds", "nan"], "--seconds must be a finite number", 2),
+    ("nproc", [*TRAIN, "--nproc", "1000"], "--nproc must be at most 64", 2),
+    ("huge max-time", [*TRAIN, "--max-time", "1e300h"], "--max-time is too long", 2),
+    ("offsets and max-chars", ["eval", "--offsets", "4", "--max-chars", "100"], "--offsets", 2),
     ("resume unknown", ["train", "--resume", "nope"], "no run 'nope'", 1),
     (
         "resume arch",
@@ -123,7 +207,12 @@ CASES = [
         2,
     ),
     ("resume steps", ["train", "--resume", "--steps", "0"], "--steps must be greater than 0", 2),
-    ("eval split", ["eval", "--split", "test"], "--split must be train, val or both", 2),
+    (
+        "eval split",
+        ["eval", "--split", "test"],
+        "--split must be one of train, val, both; got 'test'",
+        2,
+    ),
     # Numbers that are not numbers, and sizes that cannot fit: refused before any work.
     ("nan lr", [*TRAIN, "--lr", "nan"], "--learning-rate must be a finite number, got nan", 2),
     ("inf lr", [*TRAIN, "--lr", "inf"], "--learning-rate must be a finite number", 2),
@@ -178,8 +267,6 @@ def test_bad_input(setup, case):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("error: ")
-    import re
-
     assert re.search(message, lines[0]), lines[0]
     assert "Traceback" not in r.stderr
     assert _snapshot(setup["runs"], setup["data"]) == before
@@ -201,3 +288,35 @@ def test_disk_full_during_save_keeps_previous_checkpoint(setup, monkeypatch):
     assert (run / "ckpt.pt").read_bytes() == before
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
     assert json.loads((run / "status.json").read_text())["status"] == "failed"
+
+
+def _edit_checkpoint(path, edit):
+    ckpt = read_checkpoint(path).data
+    edit(ckpt)
+    save_checkpoint(path, {k: v for k, v in ckpt.items() if k != "format"})
+
+
+@pytest.mark.parametrize(
+    "what, edit, message",
+    [
+        ("wider config", lambda c: c["model_config"].update(n_embd=64), "does not fit|damaged"),
+        ("no state", lambda c: c.pop("state", None), "has no 'state'"),
+        ("no rng", lambda c: c.pop("rng", None), "has no 'rng'"),
+        ("bad step", lambda c: c["state"].update(step="ten"), "damaged: its step is 'ten'"),
+        ("short vocab", lambda c: c.update(vocab="ab"), "vocabulary"),
+    ],
+)
+def test_hand_made_checkpoints_are_one_line(dirs, corpus_file, what, edit, message):
+    _, runs = dirs
+    assert toygpt("train", "--data", corpus_file, *TINY_ARGS, "--iters", "2").exit_code == 0
+    (run,) = [p for p in runs.iterdir() if not p.name.startswith(".")]
+    for name in ("ckpt.pt", "best.pt"):
+        _edit_checkpoint(run / name, edit)
+    for args in (["train", "--resume", "--steps", "1"], ["sample", "-n", "5"]):
+        r = toygpt(*args)
+        if what in ("no state", "no rng", "bad step") and args[0] == "sample":
+            continue  # sampling needs none of these
+        assert r.exit_code == 1, (args, r.stdout, r.stderr)
+        (line,) = r.stderr.strip().splitlines()[-1:]
+        assert line.startswith("error: ") and "Traceback" not in r.stderr
+        assert re.search(message, line), line

@@ -8,10 +8,12 @@ import subprocess
 import sys
 import time
 
-from toygpt_cli.runs.checkpoint import load_checkpoint
+import torch
 
-from .cli_helpers import toygpt
-from .conftest import TINY_ARGS
+from toygpt_cli.runs.checkpoint import read_checkpoint
+
+from ..cli_helpers import toygpt
+from ..conftest import TINY_ARGS
 
 ARGS = [
     *TINY_ARGS,
@@ -52,7 +54,7 @@ def test_two_process_training_matches_one_process_with_the_same_effective_batch(
     config = json.loads((run / "config.json").read_text())
     assert config["resolved"]["world_size"] == 2
     assert config["resolved"]["effective_batch_size"] == 16
-    ckpt = load_checkpoint(run / "ckpt.pt")
+    ckpt = read_checkpoint(run / "ckpt.pt").data
     assert not any(k.startswith("module.") for k in ckpt["model"])
     assert len(ckpt["rng"]["batches"]) == 2  # each rank's batch stream, for resume
 
@@ -124,7 +126,7 @@ def test_sigterm_to_the_launcher_stops_every_worker_with_a_checkpoint(dirs, corp
     assert proc.returncode == 143, stderr
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "interrupted"
-    assert load_checkpoint(run / "ckpt.pt")["state"]["step"] == status["step"] > 0
+    assert read_checkpoint(run / "ckpt.pt").data["state"]["step"] == status["step"] > 0
     # No worker outlived the launcher: the run's lock is free again.
     r = toygpt("train", "--resume", str(run), "--steps", "2")
     assert r.exit_code == 0, r.stderr
@@ -140,3 +142,41 @@ def test_nproc_with_the_dataset_missing_offline_is_one_line_and_leaves_nothing(d
     assert len(errors) == 1 and "download failed" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not data.exists() and not runs.exists()
+
+
+def _weights_and_moments(run):
+    ckpt = read_checkpoint(run / "ckpt.pt", resume=True).data
+    moments = {(i, k): v for i, s in ckpt["optimizer"]["state"].items() for k, v in s.items()}
+    return ckpt, moments
+
+
+def test_two_process_resume_is_exact_and_each_rank_has_its_own_dropout(dirs, corpus_file):
+    _, runs = dirs
+    env = dict(os.environ, OMP_NUM_THREADS="1", CI="1")
+    base = [sys.executable, "-m", "toygpt_cli", "train", "--nproc", "2", "--data", str(corpus_file),
+            *TINY_ARGS, "--eval-interval", "20", "--eval-iters", "2", "--threads", "1",
+            "--dropout", "0.2"]  # fmt: skip
+
+    def train(folder, *extra):
+        proc = subprocess.run([*base, "--runs-dir", str(runs / folder), *extra], env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+
+    train("straight", "--iters", "40")
+    train("resumed", "--iters", "20")
+    (resumed,) = (runs / "resumed").iterdir()
+    resume = [sys.executable, "-m", "toygpt_cli", "train", "--nproc", "2", "--resume",
+              str(resumed), "--steps", "20", "--threads", "1"]  # fmt: skip
+    proc = subprocess.run(resume, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (straight,) = (runs / "straight").iterdir()
+    a, a_moments = _weights_and_moments(straight)
+    b, b_moments = _weights_and_moments(resumed)
+    assert a["state"]["step"] == b["state"]["step"] == 40
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert a_moments.keys() == b_moments.keys()
+    for key, tensor in a_moments.items():
+        assert torch.equal(tensor, b_moments[key]), key
+    cpu = a["rng"]["cpu"]  # every rank's dropout stream, each its own
+    assert len(cpu) == 2 and not torch.equal(cpu[0], cpu[1])
