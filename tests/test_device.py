@@ -43,9 +43,10 @@ def test_the_float64_guard_catches_float64():
 @pytest.mark.parametrize("pos", ["learned", "rope"])
 def test_train_eval_and_sample_make_no_float64_for_mps(tiny_text, pos):
     corpus = corpus_from_text(tiny_text)
+    rope = pos == "rope"
     model_cfg = ModelConfig(vocab_size=corpus.tokenizer.vocab_size, block_size=16, n_embd=32,
-                            n_layer=2, n_head=4, pos=pos, arch="modern" if pos == "rope" else "gpt2",
-                            logit_softcap=15.0 if pos == "rope" else 0.0)  # fmt: skip
+                            n_layer=2, n_head=4, pos=pos, arch="modern" if rope else "gpt2",
+                            logit_softcap=15.0 if rope else 0.0)  # fmt: skip
     cfg = TrainConfig(iters=30, eval_interval=15, eval_iters=2, batch_size=8, sample_chars=40,
                       optimizer="muon" if pos == "rope" else "adamw", lr_schedule="cosine",
                       max_time=60.0, dtype="float32")  # fmt: skip

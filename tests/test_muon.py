@@ -119,6 +119,7 @@ def test_a_changed_muon_learning_rate_takes_effect():
     assert (muon["base_lr"], muon["lr"], muon["momentum"]) == (0.01, 0.01, 0.9)
 
 
+@pytest.mark.slow  # a long training
 def test_training_with_muon_lowers_the_loss(corpus_file, tiny_model, tmp_path):
     cfg = TrainConfig(iters=150, eval_interval=150, eval_iters=8, batch_size=16, sample_chars=0,
                       optimizer="muon", learning_rate=3e-3)  # fmt: skip
@@ -141,6 +142,7 @@ def _weights(run):
     return read_checkpoint(run.file("ckpt.pt"), resume=True).data
 
 
+@pytest.mark.slow  # a long training
 def test_resume_with_muon_is_exact(corpus_file, tiny_model, tmp_path, ns_precision):
     model_cfg = replace(tiny_model, pos="rope", arch="modern")
     cfg = TrainConfig(iters=40, eval_interval=20, eval_iters=2, batch_size=8, sample_chars=20,

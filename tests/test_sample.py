@@ -206,7 +206,7 @@ def test_tiny_but_allowed_temperature_gives_real_characters():
     assert len(text) == 20 and set(text) <= set(tok.chars)
 
 
-def _draws(logits, n=4000, **kw):
+def _draws(logits, n=1500, **kw):
     gen = torch.Generator().manual_seed(0)
     return torch.cat([pick(logits, generator=gen, **kw) for _ in range(n // len(logits))])
 

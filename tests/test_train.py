@@ -39,6 +39,7 @@ def _round_trip(state):
     return torch.load(buffer, weights_only=True)
 
 
+@pytest.mark.slow  # a long training
 def test_training_lowers_the_loss(corpus):
     records = []
     cfg = _cfg(iters=300, eval_interval=150, eval_iters=8, batch_size=32)

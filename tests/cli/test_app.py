@@ -17,7 +17,7 @@ import torch
 from toygpt_cli.runs.checkpoint import read_checkpoint, save_checkpoint
 
 from ..cli_helpers import toygpt
-from ..conftest import TINY_ARGS
+from ..conftest import FIXTURE_CORPUS, TINY_ARGS
 
 COMMANDS = [[], ["train"], ["sample"], ["eval"], ["bench"], ["export"], ["runs", "list"]]
 
@@ -93,11 +93,17 @@ def _snapshot(*folders):
     return state
 
 
-@pytest.fixture
-def setup(dirs, corpus_file, tmp_path):
-    """A finished tiny run, plus odd files for the table to point at."""
-    data, runs = dirs
-    r = toygpt("train", "--data", corpus_file, *TINY_ARGS, "--iters", "4", "--eval-interval", "4")
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A finished tiny run, plus odd files for the table to point at (made once: no case
+    may change any of it)."""
+    tmp_path = tmp_path_factory.mktemp("bad_input")
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    corpus_file = tmp_path / "tiny.txt"
+    corpus_file.write_text(FIXTURE_CORPUS.read_text(encoding="utf-8")[:30_000])
+    env = {"TOYGPT_DATA_DIR": str(data), "TOYGPT_RUNS_DIR": str(runs), "CI": "1"}
+    r = toygpt("train", "--data", corpus_file, *TINY_ARGS, "--iters", "4", "--eval-interval", "4",
+               env=env)  # fmt: skip
     assert r.exit_code == 0, r.stderr
     empty = tmp_path / "empty.txt"
     empty.write_text("")
@@ -124,6 +130,7 @@ def setup(dirs, corpus_file, tmp_path):
         files[key].write_text(text)
     return {
         **files,
+        "env": env,
         "corpus": corpus_file,
         "empty": empty,
         "latin1": binary,
@@ -144,8 +151,12 @@ CASES = [
         2,
     ),
     ("zero batch", [*TRAIN, "--batch-size", "0"], "--batch-size must be greater than 0", 2),
-    ("rope odd head", [*TRAIN, "--n-embd", "36", "--n-head", "4", "--pos", "rope"],
-     r"--pos rope needs an even head size \(--n-embd / --n-head\), got 36/4 = 9", 2),
+    (
+        "rope odd head",
+        [*TRAIN, "--n-embd", "36", "--n-head", "4", "--pos", "rope"],
+        r"--pos rope needs an even head size \(--n-embd / --n-head\), got 36/4 = 9",
+        2,
+    ),
     ("negative lr", [*TRAIN, "--lr", "-0.1"], "--learning-rate must be greater than 0", 2),
     ("zero interval", [*TRAIN, "--eval-interval", "0"], "--eval-interval must be greater", 2),
     ("negative iters", [*TRAIN, "--iters", "-3"], "--iters must be 0 or more, got -3", 2),
@@ -255,6 +266,13 @@ CASES = [
 ]
 
 
+@pytest.fixture
+def setup(prepared, monkeypatch):
+    for key, value in prepared["env"].items():
+        monkeypatch.setenv(key, value)
+    return prepared
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(setup, case):
     _, args, message, code = case
@@ -272,8 +290,10 @@ def test_bad_input(setup, case):
     assert _snapshot(setup["runs"], setup["data"]) == before
 
 
-def test_disk_full_during_save_keeps_previous_checkpoint(setup, monkeypatch):
-    run = sorted(p for p in setup["runs"].iterdir() if p.name != "20200101-000000")[-1]
+def test_disk_full_during_save_keeps_previous_checkpoint(dirs, corpus_file, monkeypatch):
+    _, runs = dirs
+    assert toygpt("train", "--data", corpus_file, *TINY_ARGS, "--iters", "4").exit_code == 0
+    (run,) = runs.iterdir()
     before = (run / "ckpt.pt").read_bytes()
     real_save = torch.save
 

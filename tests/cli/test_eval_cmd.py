@@ -96,8 +96,7 @@ def test_eval_offsets_average_several_alignments(trained):
     assert "4 window offsets" in r.stdout
 
 
-def test_eval_on_a_read_only_run_prints_its_table_and_says_it_could_not_save(trained,
-                                                                            monkeypatch):  # fmt: skip
+def test_eval_on_a_read_only_run_prints_its_table_and_says_it_could_not_save(trained, monkeypatch):
     from toygpt_cli.errors import ToygptError
     from toygpt_cli.runs import inference
 

@@ -44,7 +44,7 @@ def test_every_phase_renders_on_a_terminal(max_time):
     text = buffer.getvalue()
     assert "note: a note" in text and "estimate: about 0:00:12" in text
     assert ("0:00:30" in text) == bool(max_time)  # the budget, not a step count
-    assert "step     10" in text  # the eval lines
+    assert ("step    10  train" if max_time else "step 10/20  train") in text  # eval lines
 
 
 def test_a_resumed_budget_starts_the_bar_where_the_budget_stands():

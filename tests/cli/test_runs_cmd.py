@@ -1,31 +1,34 @@
 import json
+import shutil
 
 import pytest
 
 from toygpt_cli.runs import plot
 
 from ..cli_helpers import toygpt
-from ..conftest import TINY_ARGS
+from ..conftest import FIXTURE_CORPUS, TINY_ARGS
 from ..fake_runs import make_run
 
 
-@pytest.fixture
-def two_runs(dirs, corpus_file):
-    _, runs = dirs
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two tiny runs differing in their learning rate, trained once for the module."""
+    root = tmp_path_factory.mktemp("two_runs")
+    corpus = root / "tiny.txt"
+    corpus.write_text(FIXTURE_CORPUS.read_text(encoding="utf-8")[:30_000])
     for lr in ("1e-3", "3e-3"):
-        r = toygpt(
-            "train",
-            "--data",
-            corpus_file,
-            *TINY_ARGS,
-            "--iters",
-            "20",
-            "--eval-interval",
-            "10",
-            "--lr",
-            lr,
-        )
+        env = {"TOYGPT_RUNS_DIR": str(root / "runs"), "CI": "1"}
+        args = ["--iters", "20", "--eval-interval", "10", "--lr", lr]
+        r = toygpt("train", "--data", corpus, *TINY_ARGS, *args, env=env)
         assert r.exit_code == 0, r.stderr
+    return root / "runs"
+
+
+@pytest.fixture
+def two_runs(dirs, trained):
+    """A copy of the two runs in this test's runs folder (a test may change its copy)."""
+    _, runs = dirs
+    shutil.copytree(trained, runs)
     return sorted(runs.iterdir())
 
 

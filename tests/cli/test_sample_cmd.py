@@ -197,6 +197,7 @@ def test_interactive_ends_at_eof_without_a_newline(run_dir, loaded):
     assert r.stdout == reference(loaded, prompt="ROMEO:", max_new_tokens=10, seed=2)[0] + "\n"
 
 
+@pytest.mark.slow
 def test_interactive_on_a_terminal(run_dir, loaded):
     # stdin is a pseudo-terminal, as when a person types; stdout is a pipe we can read.
     master, slave = pty.openpty()
@@ -219,6 +220,7 @@ def test_interactive_on_a_terminal(run_dir, loaded):
         os.close(master)
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_interactive_mode_exits_130_quietly(run_dir):
     proc = _subprocess(
         run_dir, "-i", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -233,6 +235,7 @@ def test_ctrl_c_in_interactive_mode_exits_130_quietly(run_dir):
         proc.kill()
 
 
+@pytest.mark.slow
 def test_streams_and_stops_quietly_when_the_reader_goes(run_dir):
     # A million characters would take minutes: text that arrives at once was streamed.
     proc = _subprocess(
@@ -250,6 +253,7 @@ def test_streams_and_stops_quietly_when_the_reader_goes(run_dir):
         proc.kill()
 
 
+@pytest.mark.slow
 def test_closed_stdin_in_interactive_mode_is_one_line(run_dir):
     cmd = f"{sys.executable} -m toygpt_cli sample --run {run_dir} -i <&-"
     r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)

@@ -61,6 +61,7 @@ def test_a_run_label_is_kept_and_names_the_run(dirs, corpus_file):
     assert r.exit_code == 0 and f"{run.name} (baseline)" in r.stderr
 
 
+@pytest.mark.slow  # a long training
 def test_progress_lines_show_the_estimate_and_the_last_eval_on_resume(dirs, corpus_file):
     r = toygpt("train", "--data", corpus_file, *TINY_ARGS, "--iters", "300", "--eval-interval",
                "100")  # fmt: skip
@@ -127,6 +128,7 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(dirs,
     read_checkpoint(run / "ckpt.pt")  # loads: finite weights
 
 
+@pytest.mark.slow
 def test_a_full_stderr_does_not_stop_training_or_leave_it_running(dirs, corpus_file):
     _, runs = dirs
     with open("/dev/full", "w") as full:

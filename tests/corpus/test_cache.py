@@ -1,5 +1,5 @@
-"""corpus/cache.py, the token cache: ids identical to the old per-character encoding, any UTF-8 text,
-encoded once and reused, rebuilt when the text changes, never half-written."""
+"""corpus/cache.py, the token cache: ids identical to the old per-character encoding, any
+UTF-8 text, encoded once and reused, rebuilt when the text changes, never half-written."""
 
 import hashlib
 from pathlib import Path

@@ -8,12 +8,15 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from toygpt_cli.runs.checkpoint import read_checkpoint
 
 from ..cli_helpers import toygpt
 from ..conftest import TINY_ARGS
+
+pytestmark = pytest.mark.slow  # several processes each
 
 ARGS = [
     *TINY_ARGS,

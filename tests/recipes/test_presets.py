@@ -36,6 +36,7 @@ def test_toml_config_and_command_line_precedence(dirs, corpus_file, tmp_path):
     assert cfg["data"]["path"] == str(corpus_file)
 
 
+@pytest.mark.slow  # a long training
 def test_like_and_config_json_reproduce_a_run(dirs, corpus_file):
     _, runs = dirs
     r = toygpt("train", "--data", corpus_file, *TINY_ARGS, "--iters", "6", "--lr", "2e-3")

@@ -105,6 +105,7 @@ def test_weight_decay_from_zero_and_decay_matrices_only_take_effect_on_resume(
     assert run.config()["resumes"][-1]["changed"] == {"decay_matrices_only": [False, True]}
 
 
+@pytest.mark.slow  # a long training
 def test_bfloat16_training_lowers_the_loss_like_float32(corpus_file, tiny_model, tmp_path):
     cfg = TrainConfig(iters=150, eval_interval=150, eval_iters=4, batch_size=16, sample_chars=0)
     f32 = start_training(tiny_model, cfg, corpus_file, tmp_path / "f").run()
@@ -120,6 +121,7 @@ def _budget_cfg(**kw):
                           "batch_size": 8, "sample_chars": 0, **kw})  # fmt: skip
 
 
+@pytest.mark.slow  # a long training
 def test_a_finished_budget_run_resumes_with_a_budget_of_its_own(corpus_file, tiny_model, tmp_path):
     first = start_training(tiny_model, _budget_cfg(), corpus_file, tmp_path).run()
     assert first.status == "completed" and first.step > 0
