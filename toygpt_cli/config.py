@@ -1,29 +1,39 @@
-"""Configuration: every option declared once, validated in one place, serialised to JSON.
+"""The configurations, every option declared once (declare.py says how):
 
-`ModelConfig` is the architecture (fixed for the life of a run); `TrainConfig` is how it
-is trained. Each field carries an `Opt`: its help text, its flag, its help-panel, its
-bounds or choices and its resume policy. The command line (`toygpt train --help`), the
-README's option table and the resume check are all derived from these declarations, so
-adding a hyper-parameter means: the field here, the code that uses it, a test.
-Defaults are the seed project's.
+- `ModelConfig`: the network's shape and variant (fixed for the life of a run);
+- `TrainConfig`: how it is trained (each field says whether a resume may change it);
+- `SampleConfig`: how characters are drawn.
+
+The command line (`--help`), the CLI reference (docs/cli.md), config files and the resume
+check all read these declarations, so adding a hyper-parameter means: the field here, the
+code that uses it, a test. The defaults are those of the one-file project toygpt grew from.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
+from toygpt_cli.declare import (
+    CHANGE,
+    FIXED,
+    STEPS,
+    Opt,
+    check,
+    field_type,
+    format_default,
+    option,
+    validate,
+)
 from toygpt_cli.errors import OptionError, UsageError
 
-# Resume policies: FIXED fields define the run (refused on resume when they differ);
-# CHANGE fields may change on resume and do; STEPS is `iters`, which a resume sets from
-# the number of further steps it is asked for.
-FIXED, CHANGE, STEPS = "fixed", "change", "steps"
+__all__ = [  # the declarations' machinery, re-exported for the configurations' users
+    "CHANGE", "FIXED", "STEPS", "Opt", "check", "field_type", "format_default", "option",
+    "validate",
+]  # fmt: skip
+
 RUN, MODEL, TRAINING, OPTIMIZER = "Run", "Model", "Training", "Schedule and optimizer"
-INT64_MAX = 2**63 - 1
 MAX_TIME = 365 * 24 * 3600.0  # seconds: a budget past a year is a typo
 
 
@@ -40,36 +50,6 @@ def parse_duration(value: Any) -> float:
         raise OptionError(
             f"max_time must look like 90s, 10m or 1h, got {value!r}", "max_time"
         ) from None
-
-
-@dataclass(frozen=True)
-class Opt:
-    """How one option appears to users and how it is checked: the one declaration that the
-    command line, the generated reference, config files and the resume check all read."""
-
-    help: str
-    panel: str | None = None  # the group it is listed under in --help
-    resume: str = CHANGE
-    flag: str | None = None  # default: --field-name
-    aliases: tuple[str, ...] = ()
-    choices: tuple[str, ...] | None = None
-    min: float | None = None  # inclusive bound ...
-    above: float | None = None  # ... or exclusive bound from below
-    max: float | None = None  # inclusive bound ...
-    below: float | None = None  # ... or exclusive bound from above
-    parse: Callable[[Any], Any] | None = None  # turns a string (flag, TOML) into the value
-    metavar: str | None = None
-    envvar: str | None = None
-    cli: bool = True  # False: derived, not an option
-    negatable: bool = True  # a switch has a --no- form (False: a plain flag, e.g. --json)
-    argument: bool = False  # a positional argument rather than an option
-    many: bool = False  # takes several values (a positional argument: RUN RUN ...)
-    complete: Callable[[str], list[str]] | None = None  # shell completion of its values
-
-
-def option(default: Any, help: str, panel: str | None = None, resume: str = CHANGE, **kw: Any):
-    """A dataclass field declared as an option."""
-    return field(default=default, metadata={"opt": Opt(help, panel, resume, **kw)})
 
 
 @dataclass
@@ -332,69 +312,11 @@ class SampleConfig:
 
 
 CONFIG_CLASSES = (ModelConfig, TrainConfig)
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
 def declared_fields() -> list[tuple[type, dataclasses.Field, Opt]]:
     """Every configuration field with its declaration, in declaration order."""
     return [(cls, f, f.metadata["opt"]) for cls in CONFIG_CLASSES for f in fields(cls)]
-
-
-def field_type(f: dataclasses.Field) -> type:
-    name = f.type if isinstance(f.type, str) else f.type.__name__
-    return _TYPES[name.split(" | ")[0]]
-
-
-def flag_of(name: str) -> str:
-    """The command-line flag of a configuration field (the name itself if it has none)."""
-    for _, f, opt in declared_fields():
-        if f.name == name:
-            return opt.flag or "--" + name.replace("_", "-")
-    return name
-
-
-def validate(obj: Any) -> None:
-    """Check (and coerce) every declared field of a dataclass: one line per problem."""
-    for f in fields(obj):
-        setattr(obj, f.name, check(f, getattr(obj, f.name)))
-
-
-def check(f: dataclasses.Field, value: Any) -> Any:
-    """One field's value, checked against its declaration: type (ints widen to floats),
-    finiteness, bounds and choices. Returns the value as the field's type."""
-    opt: Opt = f.metadata["opt"]
-    want = field_type(f)
-    if opt.parse is not None and isinstance(value, str):
-        value = opt.parse(value)
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if value is None and f.default is None:
-        return None
-    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-        kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-        raise OptionError(f"{f.name} must be {kind[want]}, got {value!r}", f.name)
-    if want is float and not math.isfinite(value):
-        raise OptionError(f"{f.name} must be a finite number, got {value}", f.name)
-    if want is int and abs(value) > INT64_MAX:
-        raise OptionError(f"{f.name} is out of range: {value}", f.name)
-    if opt.min is not None and value < opt.min:
-        rel = "greater than 0" if opt.min == 1 and want is int else f"at least {opt.min:g}"
-        if opt.min == 0:
-            rel = "0 or more"
-        raise OptionError(f"{f.name} must be {rel}, got {value:g}", f.name)
-    if opt.above is not None and not value > opt.above:
-        raise OptionError(f"{f.name} must be greater than {opt.above:g}, got {value:g}", f.name)
-    if opt.max is not None and value > opt.max:
-        raise OptionError(f"{f.name} must be at most {opt.max:g}, got {value:g}", f.name)
-    if opt.below is not None and not value < opt.below:
-        lo = f"[{opt.min:g}, {opt.below:g})" if opt.min is not None else None
-        lo = lo or f"({opt.above:g}, {opt.below:g})"
-        raise OptionError(f"{f.name} must be in {lo}, got {value:g}", f.name)
-    if opt.choices is not None and value not in opt.choices:
-        raise OptionError(
-            f"{f.name} must be one of {', '.join(opt.choices)}; got {value!r}", f.name
-        )
-    return value
 
 
 def _divisor_near(n: int, k: int) -> int:
@@ -450,24 +372,3 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Build a config from a stored dict, ignoring unknown keys from other versions."""
     known = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def format_default(value: Any) -> str:
-    """A default as --help and the README show it: on/off for switches."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def options_table() -> str:
-    """The README's option table, generated from the declarations."""
-    rows = ["| option | default | on resume | meaning |", "|---|---|---|---|"]
-    policy = {FIXED: "fixed", CHANGE: "may change", STEPS: "use --steps"}
-    for _, f, opt in declared_fields():
-        if not opt.cli:
-            continue
-        flags = ", ".join(f"`{x}`" for x in (opt.flag or flag_of(f.name), *opt.aliases))
-        rows.append(
-            f"| {flags} | {format_default(f.default)} | {policy[opt.resume]} | {opt.help} |"
-        )
-    return "\n".join(rows)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from toygpt_cli.corpus import encoding
+import toygpt_cli.corpus.encoding as encoding
 from toygpt_cli.corpus.encoding import Progress, TextFacts, id_dtype
 from toygpt_cli.errors import ToygptError
 from toygpt_cli.storage.files import atomic_open
