@@ -228,7 +228,7 @@ def test_a_folder_is_not_a_data_file(tmp_path):
 def test_text_changing_while_read_is_refused(shakespeare, monkeypatch):
     load_corpus(shakespeare)  # a cache exists: the next load hashes the file first
     shakespeare.write_text("another text\n" * 100)
-    monkeypatch.setattr(encoding, "file_sha256", lambda path, progress=None: "0" * 64)
+    monkeypatch.setattr(tokens, "sha256_file", lambda path, progress=None, chunk=0: "0" * 64)
     with pytest.raises(ToygptError, match="changed while it was being read"):
         load_corpus(shakespeare)
 
@@ -259,7 +259,7 @@ def test_text_changing_before_it_is_encoded_is_refused(tmp_path, monkeypatch):
     for ids_file in (tmp_path / tokens.CACHE_DIR).glob("*.tokens"):
         ids_file.unlink()
     path.write_text("cab" * 10, encoding="utf-8")  # same size and vocabulary, other text
-    monkeypatch.setattr(encoding, "file_sha256", lambda path, progress=None: old_sha)
+    monkeypatch.setattr(tokens, "sha256_file", lambda path, progress=None, chunk=0: old_sha)
     with pytest.raises(ToygptError, match="changed while it was being read"):
         load_corpus(path)
     assert list((tmp_path / tokens.CACHE_DIR).glob("*.tokens")) == []

@@ -33,7 +33,7 @@ import torch
 import toygpt_cli.corpus.encoding as encoding
 from toygpt_cli.corpus.encoding import Progress, TextFacts, id_dtype
 from toygpt_cli.errors import ToygptError
-from toygpt_cli.storage.files import atomic_open
+from toygpt_cli.storage.files import atomic_open, sha256_file
 from toygpt_cli.storage.mapped import map_tokens
 
 FORMAT = "toygpt-tokens/1"
@@ -107,7 +107,7 @@ def text_facts(path: Path, progress: Progress | None = None) -> TextFacts:
     size = encoding.check_file(path)
     sha = None
     if _has_cache(path):  # else the scan finds the sha256 itself: one pass less
-        sha = encoding.file_sha256(path, progress)
+        sha = sha256_file(path, progress, encoding.CHUNK)
         facts = _read_facts(path, sha)
         if facts is not None:
             return facts

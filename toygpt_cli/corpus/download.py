@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 import httpx
 
 from toygpt_cli.errors import ToygptError, UsageError
-from toygpt_cli.storage.files import atomic_open, new_temp_file
+from toygpt_cli.storage.files import atomic_open, new_temp_file, sha256_file
 
 TINY_SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -40,14 +40,6 @@ DEFAULT_TIMEOUT = 600.0  # seconds for a whole fetch, retries included
 READ_TIMEOUT = 30.0  # seconds for one connect or one read
 
 ProgressFn = Callable[[int, int | None], None]  # (bytes received, total bytes or None)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_checksums(data_dir: Path) -> dict[str, str]:

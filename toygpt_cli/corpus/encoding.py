@@ -163,21 +163,6 @@ def _text_pieces(text: str) -> Iterator[bytes | str]:
         yield piece.encode("ascii") if piece.isascii() else piece
 
 
-def file_sha256(path: Path, progress: Progress | None = None) -> str:
-    """The sha256 of the file's bytes, read in chunks."""
-    digest, total, done = hashlib.sha256(), path.stat().st_size, 0
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(CHUNK):
-                digest.update(block)
-                done += len(block)
-                if progress is not None:
-                    progress("hashing", done, total)
-    except OSError as exc:
-        raise ToygptError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return digest.hexdigest()
-
-
 def _latin1(text: str) -> bytes | None:
     """The text as one byte per character when every code point is below 256, else None."""
     try:

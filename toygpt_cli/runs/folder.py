@@ -89,7 +89,7 @@ def make_staging(runs_dir: Path) -> Path:
         for old in runs_dir.glob(STAGING_PREFIX + "*"):
             # Stale when its builder's lock is free and its pid (in the name) is gone: the lock
             # file exists a moment before it is locked, so the lock alone could be wrong.
-            locked = is_locked(old / LOCK)
+            locked = is_locked(old)
             pid = old.name[len(STAGING_PREFIX) :].split("-")[0]
             if locked is not True and pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(old, ignore_errors=True)
@@ -238,43 +238,41 @@ class Run:
         return st, (f"{STATUS}: {problem}" if problem else None)
 
     def is_locked(self) -> bool | None:
-        """True while a process trains the run (holds its lock), False when none does, None
-        for a run without a lock file (made by an older toygpt)."""
-        return locking.is_locked(self.path / LOCK)
+        """True while a process trains the run (holds the lock on its folder), False when
+        none does, None when the folder cannot be opened."""
+        return locking.is_locked(self.path)
 
     def lock(self) -> locking.FileLock:
         """Take the run's exclusive training lock; keep the returned handle for the whole
         training. The OS releases it when the process ends, however it ends. Raises
         ToygptError when another process holds it."""
         try:
-            return locking.acquire(self.path / LOCK)
+            return locking.acquire(self.path)
         except locking.LockHeld as exc:
             raise ToygptError(
                 f"run {self.name} is being trained by another process (pid {exc.pid or '?'})"
             ) from None
 
     def status(self) -> dict[str, Any]:
-        """The recorded status, corrected by what can be observed: `running` exactly while
-        the run's lock is held; a run marked running whose process is gone (or whose pid
-        now belongs to another process) is `interrupted`; an unreadable status.json is
-        `damaged`, with the reason as `message`. Never raises."""
+        """The recorded status, corrected by what can be observed: `running` while the
+        run's folder is locked; a run marked running whose lock is free is `interrupted`
+        unless its recorded process is verifiably alive on this host (the same pid and
+        start time: a trainer of an older toygpt, which locked differently); an
+        unreadable status.json is `damaged`, with the reason as `message`. Never raises."""
         st, problem = self._checked_status()
         locked = self.is_locked()
-        if locked and locking.held_here(self.path / LOCK):
+        if locked and locking.held_here(self.path):
             return {**st, "status": st.get("status") or "unknown"}  # what this process wrote
         if locked:
-            owner = locking.lock_owner(self.path / LOCK)
+            owner = locking.lock_owner(self.path)
             return {**st, "status": "running", "pid": owner or st.get("pid"), "message": None}
         if problem:
             return {"status": "damaged", "message": problem}
         if st.get("status") == "running":
-            gone = locked is False or (
-                st.get("host") == socket.gethostname()
-                and not locking.same_process_alive(
-                    st.get("pid"), st.get("pid_start"), st.get("updated")
-                )
+            alive = st.get("host") == socket.gethostname() and locking.same_process_alive(
+                st.get("pid"), st.get("pid_start"), st.get("updated")
             )
-            if gone:
+            if not alive:
                 st = {**st, "status": "interrupted", "message": "the training process died"}
         return {**st, "status": st.get("status") or "unknown"}
 

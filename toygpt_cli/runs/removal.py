@@ -110,7 +110,7 @@ def check_removable(run: Run, force: bool = False) -> tuple[list[Path], list[Pat
         raise ToygptError(f"{where} is not a run folder")
     files, folders = _inventory(run)
     if run.is_locked():
-        raise ToygptError(_held(run, locking.lock_owner(run.path / LOCK)))
+        raise ToygptError(_held(run, locking.lock_owner(run.path)))
     st = run.status()
     if st["status"] == "running" and not force:
         raise ToygptError(
@@ -130,7 +130,7 @@ def remove_run(run: Run, force: bool = False) -> None:
     check_removable(run, force)
     where = _full(run.path)
     try:
-        hold = locking.acquire(run.path / LOCK)  # no trainer may start meanwhile
+        hold = locking.acquire(run.path)  # no trainer may start meanwhile
     except locking.LockHeld as exc:
         raise ToygptError(_held(run, exc.pid)) from None
     with hold:

@@ -8,6 +8,7 @@ and readers skip a trailing partial line left by a crash.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -117,3 +118,21 @@ def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
     with atomic_open(path, "w") as f:
         for r in records:
             f.write(json.dumps(r, separators=(",", ":")) + "\n")
+
+
+def sha256_file(path: Path, progress=None, chunk: int = 16 << 20) -> str:
+    """The sha256 of a file's bytes, read in chunks; `progress("hashing", done, total)`
+    hears about a long one. An unreadable file is one line."""
+    path = Path(path)
+    digest, done = hashlib.sha256(), 0
+    try:
+        total = path.stat().st_size
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                digest.update(block)
+                done += len(block)
+                if progress is not None:
+                    progress("hashing", done, total)
+    except OSError as exc:
+        raise ToygptError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return digest.hexdigest()

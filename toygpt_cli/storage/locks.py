@@ -1,10 +1,12 @@
-"""Telling whether a process still owns something: file locks and process identity.
+"""Telling whether a process still owns something: folder locks and process identity.
 
-A run is trained under an exclusive `flock` on a file in its folder. The kernel drops the
-lock when the process ends in any way (exit, crash, `kill -9`), so "is the lock held?"
-answers "is it still training?" exactly, with no stale pid to misread. For folders made
-before the lock existed, a pid is only trusted together with the process's start time
-(from /proc), so a pid reused by an unrelated process is not taken for the trainer.
+A run is trained under an exclusive `flock` on its folder itself (an open descriptor of
+the directory), not on a file in it: deleting a file cannot take the lock away. The kernel
+drops the lock when the process ends in any way (exit, crash, `kill -9`), so "is the lock
+held?" answers "is it still training?" exactly, with no stale pid to misread. The holder's
+pid is written to `.lock` in the folder, for messages only. A pid recorded elsewhere is
+only trusted together with the process's start time (from /proc), so a pid reused by an
+unrelated process is not taken for the trainer.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ os.register_at_fork(after_in_child=_close_held_in_child)
 
 
 class FileLock:
-    """An exclusive lock on a file; keep the object for as long as the lock must last.
+    """An exclusive lock on a folder; keep the object for as long as the lock must last.
 
     Released by `release()`, at the end of a `with` block, when the object is collected,
     and by the operating system whenever the process ends.
@@ -83,17 +85,25 @@ class LockHeld(ToygptError):
         self.pid = pid
 
 
-def acquire(path: Path, attempts: int = 10) -> FileLock:
-    """Take the exclusive lock on `path` (created if missing) without waiting for a holder.
+PID_FILE = ".lock"  # in the locked folder: the holder's pid, for messages
 
-    A few quick retries cover a reader's momentary shared lock from `is_locked`. The file
-    holds the owner's pid, for messages. Raises LockHeld, or ToygptError when the file
-    cannot be opened (read-only file system, permissions).
+
+def _open_folder(path: Path) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+
+
+def acquire(folder: Path, attempts: int = 10) -> FileLock:
+    """Take the exclusive lock on `folder` without waiting for a holder.
+
+    A few quick retries cover a reader's momentary shared lock from `is_locked`. The pid is
+    written to `folder/.lock`. Raises LockHeld, or ToygptError when the folder cannot be
+    opened (missing, not a folder, permissions).
     """
+    folder = Path(folder)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        fd = _open_folder(folder)
     except OSError as exc:
-        raise ToygptError(f"cannot lock {path}: {exc.strerror or exc}") from None
+        raise ToygptError(f"cannot lock {folder}: {exc.strerror or exc}") from None
     for attempt in range(attempts):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -103,22 +113,25 @@ def acquire(path: Path, attempts: int = 10) -> FileLock:
                 time.sleep(0.02)
         except OSError as exc:
             os.close(fd)
-            raise ToygptError(f"cannot lock {path}: {exc.strerror or exc}") from None
+            raise ToygptError(f"cannot lock {folder}: {exc.strerror or exc}") from None
     else:
-        pid = _read_pid(fd)
         os.close(fd)
-        raise LockHeld(pid)
+        raise LockHeld(lock_owner(folder))
     with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return FileLock(path, fd)
+        pid_fd = os.open(folder / PID_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o644)  # fmt: skip
+        try:
+            os.write(pid_fd, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(pid_fd)
+    return FileLock(folder, fd)
 
 
-def is_locked(path: Path) -> bool | None:
-    """True while some process holds the lock on `path`, False when none does, None when
-    there is no such file (or it cannot be opened): then nothing can be said."""
+def is_locked(folder: Path) -> bool | None:
+    """True while some process holds the lock on `folder`, False when none does, None when
+    the folder cannot be opened: then nothing can be said."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = _open_folder(Path(folder))
     except OSError:
         return None
     try:
@@ -132,10 +145,11 @@ def is_locked(path: Path) -> bool | None:
     return False
 
 
-def lock_owner(path: Path) -> int | None:
-    """The pid recorded in a lock file (None when unknown)."""
+def lock_owner(folder: Path) -> int | None:
+    """The pid recorded by the lock's holder (None when unknown)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(Path(folder) / PID_FILE, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+                     | os.O_NONBLOCK)  # fmt: skip
     except OSError:
         return None
     try:
