@@ -1,14 +1,15 @@
-"""Seed-style baseline vs toygpt, timed side by side in one process; prints the ratios for
-issue #4's targets 1-4. Not a test (CI must not depend on timing):
+"""The original one-file project's style of implementation vs toygpt, timed side by side in
+one process; prints a table of ratios (training tokens/s, one periodic eval, the default
+run projected, sampling chars/s). A measurement, not a test (timings are never tested):
 
-    python -m tests.bench_vs_seed [--seconds 10] [--recipes]
+    python -m toygpt_cli.measure.bench_vs_seed [--seconds 10] [--recipes]
 
 With --recipes it also times the CPU presets side by side (today's AdamW recipe with learned
 positions against Muon, the modern block and rotary positions): training tokens/s at each
 preset's shape, and sampling past block_size at block 256, recomputing the window for every
 character (the straightforward method) and with the rolling key/value cache.
 
-The baseline is tests/reference.py: one module per head looped in Python, the default
+The baseline is seed_reference.py: one module per head looped in Python, the default
 (per-tensor) AdamW, a Python-loop batch gather, loss estimates from random batches of 32,
 and generation that re-runs the whole cropped context for every character.
 """
@@ -22,13 +23,12 @@ import time
 import torch
 
 from toygpt_cli.config import ModelConfig, TrainConfig, build_configs
-from toygpt_cli.evaluate import estimate_loss, fixed_windows
+from toygpt_cli.evaluate import LossSum, fixed_windows, window_losses
+from toygpt_cli.measure.seed_reference import SeedGPT
 from toygpt_cli.recipes.bench import RECIPES, _timed, bench_recipe, synthetic_corpus
 from toygpt_cli.recipes.presets import preset_options
-from toygpt_cli.runs.session import Trainer
 from toygpt_cli.sample import sample_text
-
-from .reference import SeedGPT
+from toygpt_cli.train import Trainer
 
 STEPS, EVALS, EVAL_ITERS, BATCH, BLOCK = 5100, 18, 200, 32, 16
 
@@ -72,7 +72,7 @@ def seed_style(corpus, seconds):
 
 def toygpt_side(corpus, seconds, dtype):
     cfg = ModelConfig(vocab_size=corpus.tokenizer.vocab_size)
-    trainer = Trainer(None, cfg, TrainConfig(dtype=dtype, sample_chars=0), corpus)
+    trainer = Trainer(cfg, TrainConfig(dtype=dtype, sample_chars=0), corpus)
 
     def step():
         trainer.train_step()
@@ -80,11 +80,14 @@ def toygpt_side(corpus, seconds, dtype):
     step_s = _timed(step, seconds)
     val = trainer.data["val"]
     windows = fixed_windows(len(val), 20 * BATCH, BLOCK, 0)
-    eval_s = _timed(
-        lambda: estimate_loss(trainer.model, val, windows, BLOCK, trainer.dtype),
-        seconds / 2,
-        min_reps=1,
-    ) * (2 * EVAL_ITERS / 20)
+
+    def evaluate():
+        total = LossSum()
+        for i in range(0, len(windows), 64):
+            total.add(*window_losses(trainer.model, val, windows[i : i + 64], BLOCK, trainer.dtype))
+        return total.mean()
+
+    eval_s = _timed(evaluate, seconds / 2, min_reps=1) * (2 * EVAL_ITERS / 20)
     chars = 2000
     sample_s = (
         _timed(

@@ -1,7 +1,7 @@
 """What dropout costs a training step, with and without dropout on the attention weights.
 A measurement script, not a test:
 
-    python -m tests.dropout_cost [--preset cpu] [--threads 2] [--steps 20]
+    python -m toygpt_cli.measure.dropout_cost [--preset cpu] [--threads 2] [--steps 20]
 
 It times forward + backward of the preset's model on random batches of the preset's shape
 (under autocast in the precision `--dtype auto` picks), for dropout 0, dropout p on the
@@ -35,7 +35,7 @@ def step_ms(model_cfg, batch: int, steps: int, dtype: str) -> float:
         if i == 5:
             start = time.perf_counter()
         with autocast(device, dtype):
-            _, loss, _ = model(x, y)
+            _, loss = model(x, y)
         loss.backward()
     return (time.perf_counter() - start) / steps * 1000
 

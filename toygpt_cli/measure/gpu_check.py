@@ -1,7 +1,7 @@
 """The GPU check (a measurement script, not a test): run it on a machine with a CUDA GPU and
 Tiny Shakespeare in ./data (or pass --data), and paste its report into the README.
 
-    python -m tests.gpu_check [--data FILE] [--skip-nanogpt]
+    python -m toygpt_cli.measure.gpu_check [--data FILE] [--skip-nanogpt]
 
 1. the test suite's CUDA tests (tests/test_cuda.py)
 2. `toygpt bench --device cuda`
@@ -51,7 +51,8 @@ def main() -> None:
         "",
     ]
 
-    code, secs, out, err = _run([sys.executable, "-m", "pytest", "-q", "tests/test_cuda.py"], env)
+    tests = ["tests/test_device.py", "tests/test_muon.py", "-k", "cuda"]
+    code, secs, out, err = _run([sys.executable, "-m", "pytest", "-q", *tests], env)
     report.append(f"1. CUDA tests: exit {code} ({secs:.0f} s): {out.strip().splitlines()[-1]}")
 
     code, secs, out, err = _run(toygpt("bench", "--device", "cuda", "--json"), env)

@@ -2,7 +2,7 @@
 random moment in its first S seconds (start-up included), then check that every run folder
 lists and that every run showing a checkpoint resumes.
 
-    python -m tests.kill_storm [--runs 30] [--within 12] [--seed 0]
+    python -m toygpt_cli.measure.kill_storm [--runs 30] [--within 12] [--seed 0]
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .conftest import TINY_ARGS as TINY
+FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "data" / "shakespeare_200k.txt"
+TINY = ["--n-embd", "32", "--n-layer", "2", "--n-head", "4", "--block-size", "16",
+        "--batch-size", "16", "--eval-iters", "4", "--sample-chars", "40"]  # fmt: skip
 
 
 def toygpt(env, *args, check=False):
@@ -31,10 +33,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--within", type=float, default=12.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", type=Path, default=FIXTURE, help="the text to train on")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kill-storm-"))
     corpus = work / "corpus.txt"
-    shutil.copy(Path(__file__).parent / "data" / "shakespeare_200k.txt", corpus)
+    shutil.copy(args.data, corpus)
     env = dict(os.environ, TOYGPT_RUNS_DIR=str(work / "runs"), CI="1")
     rng = random.Random(args.seed)
     delays = []

@@ -1,7 +1,7 @@
 """How the rolling key/value cache changes a rotary model's predictions past block_size.
 A measurement script, not a test:
 
-    python -m tests.rolling_vs_window --run RUN [--runs-dir runs] [--chars 4096]
+    python -m toygpt_cli.measure.rolling_vs_window --run RUN [--runs-dir runs] [--chars 4096]
 
 Past block_size, `toygpt sample` with rotary positions keeps a rolling cache: every cached
 position keeps the keys and values it got when it was computed, so the model reads the text
@@ -35,7 +35,7 @@ def compare(model, ids: torch.Tensor, chars: int, stretches: int = 6) -> tuple[f
     step = max((len(ids) - chars - 1) // stretches, 1)
     for start in range(0, len(ids) - chars - 1, step)[:stretches]:
         x, y = ids[start : start + chars], ids[start + 1 : start + chars + 1]
-        logits, _, _ = model(x[None])  # longer than block_size: a sliding window
+        logits = model(x[None])[0]  # longer than block_size: a sliding window
         rolling.append(
             F.cross_entropy(logits[0, block - 1 :].float(), y[block - 1 :], reduction="none")
         )
