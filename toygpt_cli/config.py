@@ -76,7 +76,7 @@ class ModelConfig:
     # losses depend on; "normal": N(0, 0.02) as in nanoGPT/GPT-2.
     init: str = option(
         "default",
-        "Weight init: default (PyTorch's own, as the seed) or normal (N(0, 0.02), nanoGPT's).",
+        "Weight init: default (PyTorch's own) or normal (N(0, 0.02), nanoGPT's).",
         MODEL,
         FIXED,
         choices=("default", "normal"),
@@ -84,8 +84,8 @@ class ModelConfig:
     tie_weights: bool = option(False, "Share input and output embeddings.", MODEL, FIXED)
     pos: str = option(
         "learned",
-        "Positions: learned (embeddings, as the seed) or rope (rotary; sampling past "
-        "block_size keeps a rolling key/value cache).",
+        "Positions: learned (an embedding per position) or rope (rotary; past block_size "
+        "each position attends to the block_size before it).",
         MODEL,
         FIXED,
         choices=("learned", "rope"),
@@ -93,7 +93,7 @@ class ModelConfig:
     # "modern": the small-GPT speedrun recipe (modded-nanogpt, nanochat) in one choice.
     arch: str = option(
         "gpt2",
-        "gpt2 (LayerNorm, ReLU MLP, biases: the seed's), nanogpt (LayerNorm and GELU without "
+        "gpt2 (LayerNorm, ReLU MLP, biases), nanogpt (LayerNorm and GELU without "
         "biases) or modern (RMSNorm, ReLU-squared MLP, normalised queries and keys, no "
         "biases, zero-initialised output projections).",
         MODEL,
@@ -197,18 +197,18 @@ class TrainConfig:
     )
     warmup_iters: int = option(0, "Linear warmup steps.", OPTIMIZER, min=0)
     min_lr: float = option(0.0, "Floor of the cosine decay.", OPTIMIZER, min=0.0)
-    weight_decay: float = option(
-        0.01, "AdamW weight decay (torch's default, as the seed).", OPTIMIZER, min=0.0
-    )
+    weight_decay: float = option(0.01, "AdamW weight decay (torch's default).", OPTIMIZER, min=0.0)
     beta2: float = option(
         0.999,
-        "AdamW second-moment decay (torch's default, as the seed); 0.99 suits small batches.",
+        "AdamW second-moment decay (torch's default); 0.99 suits small batches.",
         OPTIMIZER,
         min=0.0,
         below=1.0,
     )
     decay_matrices_only: bool = option(
-        False, "Decay only weight matrices, not biases, norms and embeddings.", OPTIMIZER
+        False,
+        "Decay only 2-D weights (matrices and embeddings), not biases or norm gains.",
+        OPTIMIZER,
     )
     grad_clip: float = option(0.0, "Clip the gradient norm (0: off).", OPTIMIZER, min=0.0)
     # Fixed: AdamW's moments and Muon's momentum cannot stand in for each other, so a run

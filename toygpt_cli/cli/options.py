@@ -36,6 +36,7 @@ from toygpt_cli.config import (
     format_default,
     option,
 )
+from toygpt_cli.recipes.presets import PRESETS
 
 
 def complete_run(incomplete: str) -> list[str]:
@@ -84,7 +85,10 @@ class CommandOptions:
         None, "Train on this UTF-8 text file instead of Tiny Shakespeare.", RUN_PANEL,
         metavar="FILE",
     )  # fmt: skip
-    preset: str = option(None, "Named options (see below and docs/training.md).", RUN_PANEL)
+    preset: str = option(
+        None, "Named options: " + ", ".join(PRESETS) + " (docs/training.md).", RUN_PANEL,
+        choices=tuple(PRESETS),
+    )  # fmt: skip
     name: str = option(None, "A label for the run, usable wherever a run is named.", RUN_PANEL)
     resume: str = option(
         None, "Continue a run (default: latest) from its last checkpoint.", RUN_PANEL,
@@ -182,7 +186,8 @@ def parameter(f: dataclasses.Field, default: Any = ..., layered: bool = False, p
     default = f.default if default is ... else default
     shown = f.default if layered else default
     text = opt.help
-    if shown is not None and not opt.argument and "[default:" not in text:
+    plain_flag = kind is bool and not opt.negatable  # --json, --quiet: off unless given
+    if shown is not None and not opt.argument and not plain_flag and "[default:" not in text:
         text = f"{text} \\[default: {format_default(shown)}]"
     common = dict(help=text, show_default=False, metavar=opt.metavar,
                   autocompletion=opt.complete, rich_help_panel=opt.panel or panel)  # fmt: skip
