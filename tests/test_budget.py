@@ -18,7 +18,7 @@ def test_without_a_budget_nothing_stops_and_progress_is_by_steps():
     budget, cfg = Budget(0.0), TrainConfig(iters=1000, warmup_iters=100)
     assert not budget.must_stop()
     assert budget.progress(550, cfg) == pytest.approx(0.5)
-    assert budget.eval_windows(6400, 64) == 6400
+    assert budget.affordable_windows(6400, 64) == 6400
 
 
 def test_it_stops_when_one_more_step_and_the_final_eval_would_not_fit():
@@ -28,9 +28,9 @@ def test_it_stops_when_one_more_step_and_the_final_eval_would_not_fit():
 
 def test_an_eval_may_take_a_tenth_of_the_budget_but_never_less_than_a_chunk():
     budget = _measured(max_time=60.0, eval_cost=10.0)  # 10 s for 2 x 500 windows
-    assert budget.eval_windows(6400, 64) == 300  # 6 s / (10 s / 1000 windows)
-    assert _measured(max_time=1.0, eval_cost=10.0).eval_windows(6400, 64) == 64
-    assert _measured(max_time=3600.0, eval_cost=1.0).eval_windows(6400, 64) == 6400
+    assert budget.affordable_windows(6400, 64) == 300  # 6 s / (10 s / 1000 windows)
+    assert _measured(max_time=1.0, eval_cost=10.0).affordable_windows(6400, 64) == 64
+    assert _measured(max_time=3600.0, eval_cost=1.0).affordable_windows(6400, 64) == 6400
 
 
 def test_the_schedule_follows_the_clock_under_a_budget():

@@ -35,12 +35,12 @@ def test_windows_are_a_fixed_prefix_from_their_own_seeds():
 def test_the_count_is_decided_once_and_kept():
     state = LoopState()
     evals = _evals(TrainConfig(eval_iters=4, batch_size=8))
-    assert evals._count(Budget(0.0), state) == 32 and state.eval_windows == 32
+    assert evals.size(Budget(0.0), state) == 32 and state.eval_windows == 32
     state.last_eval_step = 10
     _, count = evals.losses(20, Budget(0.0), state)
     assert count == 32
     other = _evals(TrainConfig(eval_iters=4, batch_size=64))  # a resume with another batch
-    assert other._count(Budget(0.0), state) == 32  # the run's count wins
+    assert other.size(Budget(0.0), state) == 32  # the run's count wins
 
 
 def test_a_budget_cuts_the_count_once_and_says_so():
@@ -48,7 +48,7 @@ def test_a_budget_cuts_the_count_once_and_says_so():
     evals = _evals(TrainConfig(eval_iters=200, batch_size=32, max_time=1.0), events)
     budget = Budget(1.0)
     budget.eval_took(1.0, 100)  # 5 ms a window: a tenth of the budget is 10 windows a split
-    assert evals._count(budget, state) == EVAL_CHUNK  # never less than a chunk
+    assert evals.size(budget, state) == EVAL_CHUNK  # never less than a chunk
     assert any(isinstance(e, Notice) and "evals cut to 64 of 6400" in e.text for e in events)
 
 

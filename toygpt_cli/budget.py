@@ -24,7 +24,8 @@ class Budget:
         self._t0 = time.perf_counter()
         self.step_seconds, self.steps_timed = 0.0, 0
         self.eval_rate: float | None = None  # seconds per eval window (both splits counted)
-        self.eval_cost = 0.0  # seconds of the last eval
+        self.eval_windows = 0  # windows per split of the run's full evals
+        self.eval_cost = 0.0  # seconds a full eval takes, as measured
         self.sample_cost = 0.0
         self.no_samples = False
         self.told_shrunk = False
@@ -47,9 +48,10 @@ class Budget:
         self.step_seconds += seconds
         self.steps_timed += 1
 
-    def eval_took(self, seconds: float, windows: int) -> None:
-        self.eval_cost = seconds
+    def eval_took(self, seconds: float, windows: float) -> None:
+        """An eval (or the probe) scored `windows` per split in `seconds`."""
         self.eval_rate = seconds / max(1, 2 * windows)
+        self.eval_cost = self.eval_rate * 2 * max(windows, self.eval_windows)
 
     def sample_took(self, seconds: float) -> bool:
         """Record a per-eval sample's cost; True the first time samples become unaffordable."""
@@ -70,14 +72,24 @@ class Budget:
             return max(by_steps, (self.used() if used is None else used) / self.max_time)
         return by_steps
 
+    def _final_cost(self) -> float:
+        return self.eval_cost + (0.0 if self.no_samples else self.sample_cost)
+
     def must_stop(self) -> bool:
         """True once one more step and the final eval would not fit in the budget."""
         if not self.max_time:
             return False
-        final = self.eval_cost + (0.0 if self.no_samples else self.sample_cost)
-        return self.used() + self.sec_per_step() + final >= self.max_time
+        return self.used() + self.sec_per_step() + self._final_cost() >= self.max_time
 
-    def eval_windows(self, planned: int, minimum: int) -> int:
+    def last_eval_is_now(self) -> bool:
+        """An eval is due: would no step and final eval fit after it? Then it is the final
+        one (no second eval a step later)."""
+        if not self.max_time or not self.steps_timed:
+            return False
+        after = self.used() + self._final_cost()
+        return after + self.sec_per_step() + self._final_cost() >= self.max_time
+
+    def affordable_windows(self, planned: int, minimum: int) -> int:
         """How many of the planned windows per split an eval may score within the budget."""
         if not self.max_time or not self.eval_rate:
             return planned
@@ -96,9 +108,13 @@ class Budget:
         return False
 
     def estimate(self, step: int, cfg) -> tuple[float, int, float, float]:
-        """(seconds left in this session, steps left, seconds per step, seconds per eval)."""
+        """(seconds left in this session, steps left, seconds per step, seconds per eval),
+        the final eval included. Before any eval was timed (a resume far from its next one),
+        an eval window is taken to cost a third of a training window (forward only)."""
         sps = self.sec_per_step() or 1e-9
-        per_eval = self.eval_cost + (0.0 if self.no_samples else self.sample_cost)
+        per_eval = self._final_cost()
+        if not per_eval and self.eval_windows:
+            per_eval = 2 * self.eval_windows * sps / max(1, cfg.batch_size) / 3
         if self.max_time:
             left = max(0.0, self.max_time - self.used())
             steps = int(left / (sps + per_eval / cfg.eval_interval))

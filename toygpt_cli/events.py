@@ -46,6 +46,7 @@ class EstimateReady:
     steps: int
     sec_per_step: float
     eval_seconds: float
+    quiet: bool = False  # a refinement (after an eval): for the progress bar, not a new line
 
 
 @dataclass

@@ -44,10 +44,11 @@ class PeriodicEval:
         seed = self.cfg.seed + (1 if split == "train" else 2)
         return fixed_windows(len(self.data[split]), count, self.block, seed)
 
-    def _count(self, budget: Budget, state) -> int:
+    def size(self, budget: Budget, state) -> int:
         """The windows per split of every full eval of the run (decided once)."""
+        budget.eval_windows = state.eval_windows or self.planned
         if state.eval_windows is None:
-            fits = budget.eval_windows(self.planned, EVAL_CHUNK * self.dist.world_size)
+            fits = budget.affordable_windows(self.planned, EVAL_CHUNK * self.dist.world_size)
             state.eval_windows = self.dist.min(fits)  # every rank scores the same windows
             if state.eval_windows < self.planned:
                 self.emit(
@@ -56,12 +57,13 @@ class PeriodicEval:
                         f"split to fit the {budget.max_time:g} s budget"
                     )
                 )
+        budget.eval_windows = state.eval_windows
         return state.eval_windows
 
     def losses(self, step: int, budget: Budget, state) -> tuple[dict[str, float], int]:
         """Mean loss per split, and the windows per split it scored. Raises EvalStopped
         (from train.py) when a stop is asked for meanwhile."""
-        count = self._count(budget, state)
+        count = self.size(budget, state)
         if step == 0 and state.last_eval_step < 0:  # a new run's first eval: quick
             count = min(count, FIRST_EVAL_WINDOWS)
         t0 = time.perf_counter()
@@ -79,7 +81,8 @@ class PeriodicEval:
         t0 = time.perf_counter()
         self._loss("train", probe)
         budget.eval_took(time.perf_counter() - t0, len(probe) / 2)
-        budget.eval_cost = budget.eval_rate * 2 * self._count(budget, state)
+        self.size(budget, state)
+        budget.eval_cost = budget.eval_rate * 2 * budget.eval_windows
 
     def _split_loss(self, split: str, count: int, done: int) -> float:
         from toygpt_cli.train import EvalStopped

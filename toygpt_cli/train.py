@@ -269,7 +269,7 @@ class Trainer:
 
     def _run(self) -> TrainResult:
         cfg, st = self.cfg, self.state
-        start_step = st.step
+        start_step, self._estimated = st.step, False
         budget = Budget(cfg.max_time, st.wall_seconds, st.budget_start)
         self.emit(
             TrainStarted(
@@ -311,11 +311,15 @@ class Trainer:
         if budget.max_time:  # what an eval costs, before the first one is due
             self.evals.probe(budget, st)
             self._check_budget(budget, start_step)
+        self.evals.size(budget, st)  # the run's eval size, for the budget and estimates
         while True:
             st.wall_seconds = budget.wall()
             at_end = bool(cfg.iters and st.step >= cfg.iters)
             at_end = self.dist.agree_any(at_end or budget.must_stop())
-            if (st.step % cfg.eval_interval == 0 or at_end) and st.last_eval_step != st.step:
+            due = st.step % cfg.eval_interval == 0 and st.last_eval_step != st.step
+            if due and not at_end and budget.max_time:  # the last eval that fits: the final
+                at_end = self.dist.agree_any(budget.last_eval_is_now())
+            if (due or at_end) and st.last_eval_step != st.step:
                 tps = tokens_per_step * window[0] / window[1] if window[1] else None
                 try:
                     self._evaluate(tps, budget, final=at_end)
@@ -346,6 +350,7 @@ class Trainer:
                 )
             )  # fmt: skip
             if budget.estimate_due(st.step - start_step):
+                self._estimated = True
                 self.emit(EstimateReady(*budget.estimate(st.step, cfg)))
 
     def _check_budget(self, budget: Budget, start_step: int) -> None:
@@ -365,6 +370,8 @@ class Trainer:
     def _evaluate(self, tokens_per_sec: float | None, budget: Budget, final: bool) -> None:
         st, cfg = self.state, self.cfg
         losses, windows = self.evals.losses(st.step, budget, st)
+        if self._estimated and not final:  # a better estimate, now that an eval was timed
+            self.emit(EstimateReady(*budget.estimate(st.step, cfg), quiet=True))
         for split, value in losses.items():
             self._check_finite(value, split)
         record = {

@@ -15,7 +15,6 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
 from toygpt_cli.cli.common import err
@@ -71,6 +70,7 @@ class TrainDisplay:
         self._last_refresh = 0.0
         self._eval = "-"
         self._budget_t0 = 0.0
+        self._eta_end: float | None = None
 
     def __enter__(self):
         return self
@@ -133,10 +133,11 @@ class TrainDisplay:
         if not self.fancy:
             return
         # Columns are shared by the train row and the eval row: each row fills its own text.
+        # The remaining time is the trainer's estimate (evals included), not the bar's own.
         count = (
             [TextColumn("{task.fields[count]}")]
             if e.max_time
-            else [MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("<"), TimeRemainingColumn()]
+            else [MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[eta]}")]
         )
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -150,8 +151,9 @@ class TrainDisplay:
         total, done = (e.max_time, used) if e.max_time else (e.iters, e.step)
         self._steps, self._speed, self._loss = e.step, "", "-"
         self.task = self.progress.add_task(
-            "train", total=total, completed=done, count=self._count(used), info=self._info()
-        )
+            "train", total=total, completed=done, count=self._count(used), info=self._info(),
+            eta=self._eta(),
+        )  # fmt: skip
         self.progress.start()
 
     def _count(self, used: float) -> str:
@@ -161,18 +163,25 @@ class TrainDisplay:
         return f"{self._speed}  loss {self._loss}  eval {self._eval}".strip()
 
     def _budget_used(self) -> float:
+        """The trainer's budget clock, as last reported, run on to now."""
         return min(time.monotonic() - self._budget_t0, self.max_time)
+
+    def _eta(self) -> str:
+        if self._eta_end is None:
+            return "< -:--:--"
+        return f"< {clock(max(0.0, self._eta_end - time.monotonic()))}"
 
     def _advance(self, **fields) -> None:
         if self.max_time:
             used = self._budget_used()
             fields.update(completed=used, count=self._count(used))
-        self.progress.update(self.task, info=self._info(), **fields)
+        self.progress.update(self.task, info=self._info(), eta=self._eta(), **fields)
 
     def _step(self, e) -> None:
         if self.progress is None:
             return
         self._steps = e.step
+        self._budget_t0 = time.monotonic() - e.budget_elapsed  # the trainer's clock rules
         done = {} if self.max_time else {"completed": e.step}
         now = time.monotonic()
         if now - self._last_refresh >= 0.25 or e.step == e.iters:
@@ -188,12 +197,12 @@ class TrainDisplay:
         if e.phase == "eval":
             if self.eval_task is None:
                 self.eval_task = self.progress.add_task(
-                    "eval", total=e.total, count="", info="windows"
+                    "eval", total=e.total, count="", info="windows", eta=""
                 )
             # reset() replaces a task's fields: give it all of them
             count = f"0/{e.total:,}"
             self.progress.reset(
-                self.eval_task, total=e.total, visible=True, count=count, info="windows"
+                self.eval_task, total=e.total, visible=True, count=count, info="windows", eta=""
             )
             self.progress.update(self.eval_task, description=f"eval at step {e.step}")
         else:
@@ -225,6 +234,9 @@ class TrainDisplay:
             self._advance(description="train")
 
     def _estimate(self, e) -> None:
+        self._eta_end = time.monotonic() + e.seconds
+        if e.quiet:  # a refinement for the bar
+            return
         what = f"{e.steps:,} more steps" if e.steps else "the budget"
         evals = f", evals {e.eval_seconds:.1f} s each" if e.eval_seconds else ""
         self._print(
