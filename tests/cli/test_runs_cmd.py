@@ -248,3 +248,20 @@ def test_random_damage_never_breaks_a_command(dirs, seed):
         r = toygpt(*args)
         assert r.exit_code in (0, 1), (args, r)  # an exception would have been raised here
         assert len(r.stderr.strip().splitlines()) <= 1 and "Traceback" not in r.stderr, args
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_list_fits_the_terminal_and_always_shows_status_steps_and_losses(dirs, width):
+    _, runs = dirs
+    make_run(runs, "20261123-201501", config={"label": "a-rather-long-label"})
+    make_run(runs, "20261123-201502", status="interrupted", step=10)
+    r = toygpt("runs", env={"COLUMNS": str(width)})
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert all(len(line) <= width for line in lines), max(map(len, lines))
+    header = next(line for line in lines if "run" in line and "status" in line)
+    for column in ("status", "steps", "best val", "last val"):
+        assert column in header, (width, header)
+    assert "20/20" in r.stdout and "3.0000" in r.stdout and "interrupted" in r.stdout
+    if width == 120:  # room for the label and more
+        assert "a-rather-long-label" in r.stdout and "data" in header

@@ -71,6 +71,15 @@ class _ResultConsole(Console):
 
 
 out = _ResultConsole(highlight=False, soft_wrap=True, width=_width(sys.stdout))
+
+
+def screen_width() -> int:
+    """The columns to fit tables in: COLUMNS when set (read now, not at start-up), else
+    the terminal's, else 160 for a pipe or a file."""
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else out.width
+
+
 err = _StatusConsole(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
 
 

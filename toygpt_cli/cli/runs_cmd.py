@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from toygpt_cli.cli.charts import line_chart
-from toygpt_cli.cli.common import emit, err, get_current_context, out, paths
+from toygpt_cli.cli.common import emit, err, get_current_context, out, paths, screen_width
 from toygpt_cli.cli.options import uses
 from toygpt_cli.errors import ToygptError, UsageError
 
@@ -132,7 +132,8 @@ def _list_table(rows: list[dict], folder: Path) -> None:
     if not rows:
         err.print(Text(f"no runs in {folder}; start one with `toygpt train`"))
         return
-    columns = pick_columns(rows, out.width)
+    width = screen_width()
+    columns = pick_columns(rows, width)
     table = Table(title=Text(f"runs in {folder}"))
     for header, _, justify, _ in columns:
         table.add_column(header, justify=justify, no_wrap=header in ("run", "status", "steps"))
@@ -140,7 +141,7 @@ def _list_table(rows: list[dict], folder: Path) -> None:
         cells = [Text(cell(r)) for _, cell, _, _ in columns]
         cells[1].stylize(STATUS_STYLE.get(r["status"], ""))
         table.add_row(*cells)
-    out.print(table)
+    out.print(table, width=width)
     for r in rows:
         if r["problem"]:
             out.print(Text(f"{r['name']}: damaged: {r['problem']}", style="red"))
@@ -232,7 +233,7 @@ def _show(r, summary: dict) -> None:
 
 
 def _chart_width() -> int:
-    return max(20, min(64, out.width - 12))
+    return max(20, min(64, screen_width() - 12))
 
 
 def _metrics_table(head: list, tail: list, count: int) -> None:

@@ -164,7 +164,7 @@ def _report(result, sample: bool, trainer) -> None:
         raise typer.Exit(128 + (result.signal or signal.SIGINT))
     if result.steps_this_session == 0:
         raise ToygptError(
-            f"no steps were taken: run {run.name} is at step {result.step}, which its plan "
+            f"no steps were taken: run {run.title} is at step {result.step}, which its plan "
             "does not go past; resume it with --steps N"
         )
     last = result.last_eval or {}

@@ -189,6 +189,12 @@ class Run:
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def title(self) -> str:
+        """The name, with the run's label when it has one: `20261130-101500 (baseline)`."""
+        label = self.label()
+        return f"{self.name} ({label})" if label else self.name
+
     def file(self, name: str) -> Path:
         return self.path / name
 
@@ -250,7 +256,7 @@ class Run:
             return locking.acquire(self.path)
         except locking.LockHeld as exc:
             raise ToygptError(
-                f"run {self.name} is being trained by another process (pid {exc.pid or '?'})"
+                f"run {self.title} is being trained by another process (pid {exc.pid or '?'})"
             ) from None
 
     def status(self) -> dict[str, Any]:
@@ -327,7 +333,7 @@ class Run:
             raise ToygptError(f"--checkpoint must be best or last, got {which!r}")
         if not path.exists():
             raise ToygptError(
-                f"run {self.name} has no {path.name} checkpoint yet"
+                f"run {self.title} has no {path.name} checkpoint yet"
                 + ("; it is still starting" if self.status()["status"] == "running" else "")
             )
         return path

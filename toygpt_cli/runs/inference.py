@@ -40,8 +40,7 @@ class LoadedRun:
     @property
     def label(self) -> str:
         """The run's name, with its label when it has one: `20261130-101500 (small)`."""
-        label = self.run.label() if self.run is not None else None
-        return f"{self.name} ({label})" if label else self.name
+        return self.run.title if self.run is not None else self.name
 
 
 def load_for_inference(

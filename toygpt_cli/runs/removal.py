@@ -114,7 +114,7 @@ def check_removable(run: Run, force: bool = False) -> tuple[list[Path], list[Pat
     st = run.status()
     if st["status"] == "running" and not force:
         raise ToygptError(
-            f"run {run.name} is still training (pid {st.get('pid')} on {st.get('host')}); "
+            f"run {run.title} is still training (pid {st.get('pid')} on {st.get('host')}); "
             "stop it first, or use --force if that process is not toygpt"
         )
     for folder in (run.path.parent, run.path, *folders):
@@ -153,4 +153,4 @@ def remove_run(run: Run, force: bool = False) -> None:
 
 
 def _held(run: Run, pid: int | None) -> str:
-    return f"run {run.name} is being trained by another process (pid {pid or '?'}); stop it first"
+    return f"run {run.title} is being trained by another process (pid {pid or '?'}); stop it first"

@@ -120,7 +120,7 @@ def resume_training(
     ckpt_path = run.file(CKPT_LAST)
     if not ckpt_path.exists():
         kept = " (it kept only best.pt: --keep best)" if run.file("best.pt").exists() else ""
-        raise ToygptError(f"run {run.name} has no checkpoint to resume from{kept}")
+        raise ToygptError(f"run {run.title} has no checkpoint to resume from{kept}")
     ckpt = read_checkpoint(ckpt_path, resume=True)
     plan = plan_resume(
         ckpt.model_config, ckpt.train_config(), ckpt.state, status, overrides or {}, steps,
@@ -136,7 +136,7 @@ def resume_training(
     )
     if recorded.get("sha256") and corpus.sha256 != recorded["sha256"]:
         raise ToygptError(
-            f"{data_path} has changed since {run.name} was trained on it (sha256 "
+            f"{data_path} has changed since {run.title} was trained on it (sha256 "
             f"{corpus.sha256[:12]}..., the run recorded {recorded['sha256'][:12]}...); "
             "resume on the original text, or start a new run"
         )
