@@ -228,3 +228,21 @@ def test_muon_and_the_modern_block_train_on_cuda(corpus_file, tiny_model, tmp_pa
 def test_newton_schulz_runs_in_the_precision_training_asked_for(dtype, expected):
     opt = make_optimizer(_model(), TrainConfig(optimizer="muon", dtype=dtype), CPU)
     assert opt.muon.ns_dtype == expected
+
+
+def test_decay_matrices_only_decays_every_2d_weight_embeddings_included():
+    from dataclasses import fields
+
+    from toygpt_cli.config import TrainConfig as Train
+    from toygpt_cli.declare import Opt  # noqa: F401
+
+    model = _model()
+    opt = make_optimizer(model, Train(decay_matrices_only=True, weight_decay=0.1), CPU)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for g in opt.param_groups if g["weight_decay"] for p in g["params"]}
+    assert {"tok_emb.weight", "pos_emb.weight", "lm_head.weight"} <= decayed
+    assert not any(n.endswith("bias") for n in decayed)
+    (help_text,) = [
+        f.metadata["opt"].help for f in fields(Train) if f.name == "decay_matrices_only"
+    ]
+    assert "embeddings" in help_text and "not biases" in help_text

@@ -80,3 +80,24 @@ def test_cpu_presets_build_and_todays_recipe_is_kept_beside_the_new_one():
     m, t = build_configs(PRESETS["cpu-adamw"])
     assert (m.pos, m.arch, t.optimizer) == ("learned", "gpt2", "adamw")
     assert (m.n_layer, m.n_embd, t.batch_size, t.weight_decay) == (5, 128, 48, 0.3)
+
+
+def test_nanogpt_char_is_nanogpts_shakespeare_char_recipe():
+    m, t = build_configs(PRESETS["nanogpt-char"])
+    assert (m.arch, m.tie_weights, m.emb_dropout, m.attn_dropout, m.dropout) == (
+        "nanogpt",
+        True,
+        True,
+        True,
+        0.2,
+    )
+    assert (m.block_size, m.n_layer, m.n_head, m.n_embd, m.init) == (256, 6, 6, 384, "normal")
+    assert (t.batch_size, t.iters, t.learning_rate, t.min_lr, t.warmup_iters) == (
+        64,
+        5000,
+        1e-3,
+        1e-4,
+        100,
+    )
+    assert (t.beta2, t.weight_decay, t.decay_matrices_only, t.grad_clip) == (0.99, 0.1, True, 1.0)
+    assert (t.lr_schedule, t.eval_interval, t.eval_iters) == ("cosine", 250, 200)

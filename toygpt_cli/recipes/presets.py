@@ -67,8 +67,17 @@ _TEN_MINUTES: dict[str, Any] = {
 # Presets are partial configurations applied before a config file and command-line options.
 PRESETS: dict[str, dict[str, Any]] = {
     "seed": {},
+    # nanoGPT's config/train_shakespeare_char.py, as nanoGPT builds it: GELU and LayerNorm
+    # without biases, tied embeddings, dropout on the embeddings, attention weights and
+    # residual branches, AdamW with beta2 0.99 and decay on every 2-D weight, N(0, 0.02)
+    # init, warmup then cosine to 1e-4 over the 5000 steps. nanoGPT reports val 1.4697
+    # (its estimate on 200 batches) after about 3 minutes on an A100.
     "nanogpt-char": {
         **_NANOGPT_RECIPE,
+        "arch": "nanogpt",
+        "tie_weights": True,
+        "emb_dropout": True,
+        "attn_dropout": True,
         "block_size": 256,
         "n_layer": 6,
         "n_head": 6,
@@ -76,8 +85,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dropout": 0.2,
         "batch_size": 64,
         "learning_rate": 1e-3,
+        "beta2": 0.99,
         "iters": 5000,
         "eval_interval": 250,
+        "eval_iters": 200,
     },
     # The lowest val loss a laptop-class CPU reaches in 10 minutes of wall time, evals
     # included, with the small-GPT speedrun recipe: Muon on the block matrices, rotary
