@@ -2,6 +2,7 @@
 UTF-8 text, encoded once and reused, rebuilt when the text changes, never half-written."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,8 @@ def test_large_vocabularies_use_wider_ids(tmp_path, n_distinct, width):
 def test_second_load_reuses_the_cache(shakespeare, monkeypatch):
     first = load_corpus(shakespeare)
     files = _cache_files(shakespeare.parent)
-    assert len(files) == 2 and files[0].endswith(".json") is not files[1].endswith(".json")
+    assert len(files) == 3  # the facts, the ids and the ids' check
+    assert sorted(n.rsplit(".", 1)[-1] for n in files) == ["check", "json", "tokens"]
 
     def fail(*args, **kwargs):
         raise AssertionError("read the whole text again")
@@ -143,7 +145,7 @@ def test_changed_text_is_encoded_again_and_the_old_cache_removed(tmp_path):
     assert after.tokenizer.chars == "xyz" and after.sha256 != before.sha256
     assert to_ids(after.tokens).tolist() == [0, 1, 2] * 20
     new_files = _cache_files(tmp_path)
-    assert len(new_files) == 2 and not set(new_files) & set(old_files)
+    assert len(new_files) == 3 and not set(new_files) & set(old_files)
 
 
 def test_a_run_vocabulary_gets_its_own_ids(tmp_path):
@@ -181,7 +183,7 @@ def test_unwritable_folder_falls_back_to_the_user_cache(shakespeare, tmp_path, m
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
     corpus = load_corpus(shakespeare)
     files = sorted(p.name for p in (tmp_path / "home-cache" / "toygpt").iterdir())
-    assert len(files) == 2 and all(n.startswith("shakespeare.txt-") for n in files)
+    assert len(files) == 3 and all(n.startswith("shakespeare.txt-") for n in files)
     assert load_corpus(shakespeare).tokens.data_ptr() != corpus.tokens.data_ptr()  # mapped again
 
 
@@ -299,3 +301,49 @@ def test_reading_a_memory_map_unmaps_its_pages_now_and_then(shakespeare, monkeyp
     assert _mapped_kb(path) == 0  # the 40th window: unmapped again
     assert torch.equal(gather_ids(train, index), expected[index])  # and readable
     note_reads(expected, 1_000)  # a tensor in memory is left alone
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["zeros", "random", "another vocabulary", "no check", "check garbage"],
+)
+def test_a_damaged_token_file_is_encoded_again(shakespeare, damage):
+    good = load_corpus(shakespeare).tokens.clone()
+    (ids,) = (shakespeare.parent / tokens.CACHE_DIR).glob("*.tokens")
+    check = Path(f"{ids}.check")
+    if damage == "zeros":
+        ids.write_bytes(bytes(ids.stat().st_size))  # all-newline text, the same size
+    elif damage == "random":
+        ids.write_bytes(
+            bytes(range(256)) * (ids.stat().st_size // 256) + bytes(ids.stat().st_size % 256)
+        )
+    elif damage == "another vocabulary":
+        check.write_text(check.read_text().replace('"vocab": "', '"vocab": "X'))
+    elif damage == "no check":
+        check.unlink()  # a token file of an older toygpt
+    else:
+        check.write_text("{")
+    assert torch.equal(load_corpus(shakespeare).tokens, good)
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [
+        {"vocab": "ab"},  # lacks characters: ids would be wrong
+        {"vocab": "aab"},  # repeats
+        {"vocab": 12345},
+        {"vocab": ""},
+        {"n_chars": 17},  # a wrong count
+        {"n_chars": "many"},
+        {"n_bytes": -1},
+    ],
+)
+def test_damaged_text_facts_are_found_and_the_text_scanned_again(shakespeare, facts):
+    good = load_corpus(shakespeare)
+    (path,) = (shakespeare.parent / tokens.CACHE_DIR).glob("*.json")
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps({**raw, **facts}))
+    again = load_corpus(shakespeare)
+    assert again.tokenizer.chars == good.tokenizer.chars
+    assert torch.equal(again.tokens, good.tokens)
+    assert json.loads(path.read_text()) == raw  # rewritten

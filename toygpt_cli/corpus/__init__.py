@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toygpt_cli.corpus.cache import load_tokens, text_facts
-from toygpt_cli.corpus.encoding import Progress, encode_text, facts_of_text
+from toygpt_cli.corpus.cache import WrongFacts, load_tokens, text_facts
+from toygpt_cli.corpus.encoding import Progress, changed_error, encode_text, facts_of_text
 from toygpt_cli.data import CharTokenizer, Corpus
 
 
@@ -23,12 +23,17 @@ def load_corpus(
     """The file's ids under `tokenizer` (default: its own characters), encoded once and
     cached; `progress(phase, bytes_done, bytes_total)` hears about long passes."""
     path = Path(path)
-    facts = text_facts(path, progress)
-    given = tokenizer is not None
-    tokenizer = tokenizer or CharTokenizer(facts.vocab)
-    tokenizer.check(facts.vocab, str(path), whose="the run's" if given else "the")
-    tokens = load_tokens(path, facts, tokenizer.chars, progress)
-    return Corpus(path, facts.sha256, tokenizer, tokens, val_fraction)
+    for trust in (True, False):  # cached facts that prove wrong are found again, once
+        facts = text_facts(path, progress, trust)
+        given = tokenizer is not None
+        vocab = tokenizer or CharTokenizer(facts.vocab)
+        vocab.check(facts.vocab, str(path), whose="the run's" if given else "the")
+        try:
+            tokens = load_tokens(path, facts, vocab.chars, progress)
+        except WrongFacts:
+            continue
+        return Corpus(path, facts.sha256, vocab, tokens, val_fraction)
+    raise changed_error(path)
 
 
 def corpus_from_text(

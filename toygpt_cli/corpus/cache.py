@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch
 import toygpt_cli.corpus.encoding as encoding
 from toygpt_cli.corpus.encoding import Progress, TextFacts, id_dtype
 from toygpt_cli.errors import ToygptError
-from toygpt_cli.storage.files import atomic_open, sha256_file
+from toygpt_cli.storage.files import atomic_open, crc32_file, sha256_file
 from toygpt_cli.storage.mapped import map_tokens
 
 FORMAT = "toygpt-tokens/1"
@@ -89,26 +90,40 @@ def _has_cache(path: Path) -> bool:
     return False
 
 
-def _read_facts(path: Path, sha: str) -> TextFacts | None:
+def _read_facts(path: Path, sha: str, size: int) -> TextFacts | None:
+    """The cached facts of this text, if they are whole and plausible (else None: the
+    text is scanned again and the facts rewritten)."""
     for folder, prefix in _locations(path):
         try:
             raw = json.loads((folder / f"{prefix}.{sha[:16]}.json").read_text(encoding="utf-8"))
             if raw.pop("format") == FORMAT and raw["sha256"] == sha:
-                return TextFacts(**raw)
-        except (OSError, ValueError, KeyError, TypeError):
+                facts = TextFacts(**raw)
+                if _plausible(facts, size):
+                    return facts
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             continue
     return None
 
 
-def text_facts(path: Path, progress: Progress | None = None) -> TextFacts:
+def _plausible(facts: TextFacts, size: int) -> bool:
+    vocab = facts.vocab
+    return (
+        isinstance(vocab, str) and len(vocab) > 0 and list(vocab) == sorted(set(vocab))
+        and isinstance(facts.n_bytes, int) and facts.n_bytes == size
+        and isinstance(facts.n_chars, int) and len(vocab) <= facts.n_chars <= size
+    )  # fmt: skip
+
+
+def text_facts(path: Path, progress: Progress | None = None, trust: bool = True) -> TextFacts:
     """Size, characters and vocabulary of a text file: from the cache when the file's
-    sha256 is known there, else from one checking pass over it (then cached)."""
+    sha256 is known there (unless `trust` is False), else from one checking pass over it
+    (then cached)."""
     path = Path(path)
     size = encoding.check_file(path)
     sha = None
-    if _has_cache(path):  # else the scan finds the sha256 itself: one pass less
+    if trust and _has_cache(path):  # else the scan finds the sha256 itself: one pass less
         sha = sha256_file(path, progress, encoding.CHUNK)
-        facts = _read_facts(path, sha)
+        facts = _read_facts(path, sha, size)
         if facts is not None:
             return facts
     digest = hashlib.sha256()
@@ -125,31 +140,62 @@ def text_facts(path: Path, progress: Progress | None = None) -> TextFacts:
     return facts
 
 
+class WrongFacts(Exception):
+    """The cached facts of a text disagree with the text itself: scan it again."""
+
+
 def load_tokens(
     path: Path, facts: TextFacts, vocab: str, progress: Progress | None = None
 ) -> torch.Tensor:
     """The text's ids under `vocab` (which must hold every character of it) as a 1-D
-    memory-mapped tensor, encoding the file into the cache first if needed."""
+    memory-mapped tensor, encoding the file into the cache first if needed.
+
+    A token file is used only when its check file (`.check`: the vocabulary, the count and
+    a CRC-32 of the ids) agrees with it; anything else (zeros, random bytes, another
+    vocabulary's ids, a file from an older toygpt) is encoded again. Raises WrongFacts
+    when the text has another number of characters than `facts` says."""
     path = Path(path)
     dtype = id_dtype(len(vocab))
     key = f"{facts.sha256[:16]}.{hashlib.sha256(vocab.encode()).hexdigest()[:8]}.tokens"
     nbytes = facts.n_chars * dtype.itemsize
     for folder, prefix in _locations(path):
         cached = folder / f"{prefix}.{key}"
-        if cached.is_file() and cached.stat().st_size == nbytes:
-            return map_tokens(cached, facts.n_chars, dtype)
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, RecursionError):
+            if cached.is_file() and cached.stat().st_size == nbytes:
+                check = json.loads(Path(f"{cached}.check").read_text(encoding="utf-8"))
+                if check == _check_record(vocab, facts.n_chars, crc32_file(cached)):
+                    return map_tokens(cached, facts.n_chars, dtype)
 
     def encode(write) -> None:
-        digest = hashlib.sha256()
-        n = encoding.encode(encoding.read_pieces(path, digest, progress, "encoding"), vocab, write)
-        if digest.hexdigest() != facts.sha256 or n != facts.n_chars:
-            raise encoding.changed_error(path)
+        digest, crc = hashlib.sha256(), [0]
 
+        def checked(data) -> None:
+            crc[0] = zlib.crc32(data, crc[0])
+            write(data)
+
+        pieces = encoding.read_pieces(path, digest, progress, "encoding")
+        try:
+            n = encoding.encode(pieces, vocab, checked)
+        except encoding.NotInVocabulary:
+            raise WrongFacts(path) from None
+        if digest.hexdigest() != facts.sha256:
+            raise encoding.changed_error(path)
+        if n != facts.n_chars:
+            raise WrongFacts(path)
+        written.append(_check_record(vocab, n, crc[0]))
+
+    written: list[dict] = []
     for folder, prefix in _locations(path):
         dest = folder / f"{prefix}.{key}"
         if _try_write(dest, lambda f: encode(f.write)):
-            _evict_others(folder, prefix, facts.sha256[:16])
-            return map_tokens(dest, facts.n_chars, dtype)
+            record = json.dumps(written[-1]).encode()
+            if _try_write(Path(f"{dest}.check"), lambda f, r=record: f.write(r)):
+                _evict_others(folder, prefix, facts.sha256[:16])
+                return map_tokens(dest, facts.n_chars, dtype)
     out = bytearray()  # no writable cache folder: keep the ids in memory
     encode(out.extend)
     return torch.frombuffer(out, dtype=dtype)
+
+
+def _check_record(vocab: str, n_chars: int, crc: int) -> dict:
+    return {"format": FORMAT, "vocab": vocab, "n_chars": n_chars, "crc32": crc}

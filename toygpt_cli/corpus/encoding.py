@@ -217,25 +217,36 @@ def scan(pieces: Iterable[bytes | str]) -> tuple[int, str]:
     return n_chars, vocab
 
 
+class NotInVocabulary(ToygptError):
+    """The text holds a character the vocabulary lacks."""
+
+
 def encode(pieces: Iterable[bytes | str], vocab: str, write: Callable[[bytes], object]) -> int:
-    """Write the ids of the pieces' characters under `vocab` (which must hold them all);
-    returns how many were written."""
+    """Write the ids of the pieces' characters under `vocab`; returns how many were
+    written. A character outside `vocab` raises NotInVocabulary (it is never written as
+    some other character's id)."""
     dtype = id_dtype(len(vocab))
     store = torch.int16 if dtype == UINT16 else dtype  # a bit pattern index_select can write
+    codes = torch.tensor([ord(c) for c in vocab], dtype=torch.long)
     lut = torch.zeros(N_CODE_POINTS, dtype=store)
-    lut[torch.tensor([ord(c) for c in vocab], dtype=torch.long)] = torch.arange(
-        len(vocab), dtype=torch.int32
-    ).to(store)
+    lut[codes] = torch.arange(len(vocab), dtype=torch.int32).to(store)
+    known = torch.zeros(N_CODE_POINTS, dtype=torch.bool)
+    known[codes] = True
+    known_bytes = bytes(c for c in range(256) if known[c])
     byte_table = bytes(lut[:256].tolist()) if store == torch.uint8 else None
     n = 0
     with _one_thread():
         for piece in pieces:
             n += len(piece)
             raw = piece if isinstance(piece, bytes) else _latin1(piece)
+            if raw is not None and raw.translate(None, known_bytes):  # what is left: unknown
+                raise NotInVocabulary("the text has characters outside the vocabulary")
             if raw is not None and byte_table is not None:
                 write(raw.translate(byte_table))  # one C loop over bytes, no tensors
                 continue
             points = _view(raw, torch.uint8).int() if raw is not None else _code_points(piece)
+            if raw is None and not bool(known[points].all()):
+                raise NotInVocabulary("the text has characters outside the vocabulary")
             out = bytearray(len(points) * lut.element_size())
             torch.index_select(lut, 0, points, out=torch.frombuffer(out, dtype=store))
             write(out)

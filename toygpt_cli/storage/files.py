@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -136,3 +137,12 @@ def sha256_file(path: Path, progress=None, chunk: int = 16 << 20) -> str:
     except OSError as exc:
         raise ToygptError(f"cannot read {path}: {exc.strerror or exc}") from None
     return digest.hexdigest()
+
+
+def crc32_file(path: Path, chunk: int = 16 << 20) -> int:
+    """The CRC-32 of a file's bytes, read in chunks (the page cache keeps them, not us)."""
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            crc = zlib.crc32(block, crc)
+    return crc
