@@ -58,6 +58,17 @@ class Diverged(ToygptError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class ProcessLost(ToygptError):
+    """Another process of a multi-process run ended (a collective operation failed)."""
+
+    def __init__(self, cause: BaseException):
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:120]
+        super().__init__(
+            "another training process of this run ended unexpectedly; the last checkpoint "
+            f"is intact and the run resumes with --resume ({first})"
+        )
+
+
 class BudgetTooSmall(ToygptError):
     """--max-time cannot fit even the evals a run needs, on this machine."""
 
@@ -200,15 +211,28 @@ class Trainer:
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
-        """Put a state_dict back (options changed on resume take effect)."""
-        self.model.load_state_dict(ckpt["model"])
-        load_optimizer_state(self.optimizer, ckpt["optimizer"], self.model)
+        """Put a state_dict back (options changed on resume take effect). A part that does
+        not fit raises ValueError naming it."""
+
+        def part(what: str, load) -> None:
+            try:
+                load()
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+                why = f"no {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+                raise ValueError(f"its {what} does not fit this model ({why[:120]})") from None
+
+        part("weights", lambda: self.model.load_state_dict(ckpt["model"]))
+        optimizer = ckpt["optimizer"]
+        part("optimizer state", lambda: load_optimizer_state(self.optimizer, optimizer, self.model))
         apply_hparams(self.optimizer, self.cfg)
         if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
+            part("gradient scaler", lambda: self.scaler.load_state_dict(ckpt["scaler"]))
+        part("random streams", lambda: self._load_rng(ckpt["rng"]))
         known = LoopState.__annotations__
         self.state = LoopState(**{k: v for k, v in ckpt["state"].items() if k in known})
-        rng, rank = ckpt["rng"], self.dist.rank
+
+    def _load_rng(self, rng: dict[str, Any]) -> None:
+        rank = self.dist.rank
 
         def mine(states):  # this rank's state; a checkpoint of fewer ranks gives rank 0's
             if isinstance(states, torch.Tensor):  # made before every rank's was saved
@@ -287,8 +311,16 @@ class Trainer:
             self.dist.barrier()  # rank 0 may still be sampling: leave together
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            if (
+                self.dist.active
+                and isinstance(exc, RuntimeError)
+                and not isinstance(exc, ToygptError)
+            ):  # a collective failed: another process of the run is gone
+                exc = ProcessLost(exc)
             message = str(exc) if isinstance(exc, ToygptError) else f"{type(exc).__name__}: {exc}"
             self.emit(TrainEnded(status, st.step, cfg.iters, budget.wall(), message))
+            if isinstance(exc, ProcessLost):
+                raise exc from None
             raise
         status = "interrupted" if stopped else "completed"
         if not stopped and not cfg.iters:  # a budget-only run is complete when it ends

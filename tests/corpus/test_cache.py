@@ -223,7 +223,7 @@ def test_bad_text_is_one_clear_error(tmp_path, monkeypatch, content, message, ch
 
 
 def test_a_folder_is_not_a_data_file(tmp_path):
-    with pytest.raises(ToygptError, match="data path is not a file"):
+    with pytest.raises(ToygptError, match="data path is not a regular file"):
         load_corpus(tmp_path)
 
 

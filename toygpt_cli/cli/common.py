@@ -128,8 +128,23 @@ def handle_errors(func):
         except KeyboardInterrupt:
             err.print("\nstopped")
             raise typer.Exit(130) from None
+        except (MemoryError, RuntimeError) as exc:
+            if not out_of_memory(exc):
+                raise
+            raise fail(
+                "out of memory: this needs more memory than the machine has free; use a "
+                "smaller model, batch or --eval-iters"
+            ) from None
 
     return wrapper
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """A MemoryError, or torch's way of saying the same (CPU or CUDA)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text
 
 
 def print_json(data: Any) -> None:

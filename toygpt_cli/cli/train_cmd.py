@@ -37,6 +37,7 @@ def train(o) -> None:
         raise UsageError("--preset/--config/--like/--name make a new run; not with --resume")
     file_data = next((layer.pop("data") for layer in layers if "data" in layer), None)
     if o.nproc > 1 and "RANK" not in os.environ:
+        _check_nproc(o.nproc)
         _check_before_launch(layers, given, o.resume, o.steps, where)
         if o.resume is None and o.data is None and file_data is None:
             _default_dataset(where.data_dir)  # fetched once, here, not by every worker
@@ -134,6 +135,18 @@ def _check_before_launch(layers, given, resume, steps, where) -> None:
     ckpt = read_checkpoint(run.file(CKPT_LAST), resume=True)
     status = run.raw_status().get("status")
     plan_resume(ckpt.model_config, ckpt.train_config(), ckpt.state, status, given, steps, run.name)
+
+
+def _check_nproc(nproc: int) -> None:
+    """One process per GPU, or per CPU core: more only share the same hardware."""
+    import torch
+
+    from toygpt_cli.device import usable_cpus
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if nproc > max(gpus, usable_cpus()):
+        have = f"{gpus} GPUs" if gpus else f"{usable_cpus()} CPUs"
+        raise UsageError(f"--nproc {nproc} is more processes than this machine's {have}")
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

@@ -53,12 +53,17 @@ def check_file(path: Path) -> int:
     if not path.exists():
         raise ToygptError(f"data file not found: {path}")
     if not path.is_file():
-        raise ToygptError(f"data path is not a file: {path}")
+        raise ToygptError(f"data path is not a regular file: {path}")
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise ToygptError(f"cannot read {path}: {exc.strerror or exc}") from None
     if size == 0:
+        if str(path.resolve()).startswith(("/proc/", "/sys/")):
+            raise ToygptError(
+                f"data file {path} reports no size (a /proc or /sys file); copy it to a "
+                "regular file to train on it"
+            )
         raise ToygptError(f"data file is empty: {path}")
     return size
 

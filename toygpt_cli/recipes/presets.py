@@ -125,12 +125,19 @@ def preset_options(name: str) -> dict[str, Any]:
     return dict(PRESETS[name])
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config file, or a run's config.json, is far smaller
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
     """Options from a TOML file or a run's config.json, as one flat mapping."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UsageError(f"config file not found: {path}")
+    if not path.is_file():
+        raise UsageError(f"config file {path} is not a regular file")
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UsageError(f"config file {path} is larger than {MAX_CONFIG_BYTES:,} bytes")
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
             raw = json.loads(text)

@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dataclasses import fields
+
+from toygpt_cli.config import ModelConfig, TrainConfig, check
 from toygpt_cli.errors import ToygptError
 
 
@@ -89,7 +92,21 @@ def config_problem(cfg: Any) -> str | None:
             problem = f"{section}.{check_fields(cfg[section], kinds)}"
     if problem is None and "data" in cfg and not isinstance(cfg["data"].get("path"), str):
         problem = f"data.path is {short(cfg['data'].get('path'))}"
+    for section, cls in (("model", ModelConfig), ("train", TrainConfig)):
+        if problem is None and isinstance(cfg.get(section), dict):
+            problem = _declared_problem(cfg[section], cls, section)
     return problem
+
+
+def _declared_problem(values: dict, cls: type, section: str) -> str | None:
+    """The first option of a run's configuration whose value its declaration refuses."""
+    for f in fields(cls):
+        if f.name in values:
+            try:
+                check(f, values[f.name])
+            except ToygptError:
+                return f"{section}.{f.name} is {short(values[f.name])}"
+    return None
 
 
 def load_json(path: Path, run_name: str) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 
 from toygpt_cli.storage import locks as locking
 from toygpt_cli.errors import ToygptError
-from toygpt_cli.storage.files import append_jsonl, write_json
+from toygpt_cli.storage.files import append_jsonl, overwrite_in_place, write_json
 from toygpt_cli.storage.locks import is_locked, pid_alive
 from toygpt_cli.runs.files import (
     METRIC_FIELDS,
@@ -283,9 +283,15 @@ class Run:
         return {**st, "status": st.get("status") or "unknown"}
 
     def update_status(self, **fields: Any) -> dict[str, Any]:
+        """Record fields in status.json. On a full disk the file is rewritten in place (a
+        status line fits in the blocks it already has), so the end of a run is recorded."""
         st = self.raw_status()
         st.update(fields, updated=utc_now())
-        write_json(self.path / STATUS, st)
+        try:
+            write_json(self.path / STATUS, st)
+        except ToygptError:
+            if not overwrite_in_place(self.path / STATUS, st):
+                raise
         return st
 
     def mark_running(self, step: int, planned: int) -> None:

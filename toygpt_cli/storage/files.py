@@ -78,6 +78,28 @@ def write_json(path: Path, obj: Any) -> None:
         f.write("\n")
 
 
+def overwrite_in_place(path: Path, obj: Any) -> bool:
+    """Rewrite a small JSON file in place, compactly: the last resort on a full disk, where a
+    temporary file cannot be made but the file's own blocks can be reused. A crash in the
+    middle can leave it torn, which readers report as damage. True when it worked."""
+    data = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        if len(data) > os.fstat(fd).st_size:
+            return False  # it would need new blocks
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def read_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
