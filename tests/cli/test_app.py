@@ -340,3 +340,78 @@ def test_hand_made_checkpoints_are_one_line(dirs, corpus_file, what, edit, messa
         (line,) = r.stderr.strip().splitlines()[-1:]
         assert line.startswith("error: ") and "Traceback" not in r.stderr
         assert re.search(message, line), line
+
+
+# -- output that cannot be written, and families of bad input -----------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["runs", "--json"],
+        ["runs"],
+        ["runs", "show", "latest"],
+        ["sample", "-n", "20", "--seed", "1"],
+        ["sample", "-n", "20", "--seed", "1", "--json"],
+        ["eval", "--split", "val", "--json"],
+        ["data", "info", "{corpus}"],
+        ["export", "-o", "{tmp}/m.safetensors", "--json"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_output_to_a_full_device_is_one_line(setup, args, tmp_path):
+    if args[0] == "export":
+        pytest.importorskip("safetensors")
+    args = [a.format(corpus=setup["corpus"], tmp=tmp_path) for a in args]
+    code = f"import sys; from toygpt_cli.cli.app import main; main({args!r})"
+    env = {**os.environ, **setup["env"]}
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-c", code], stdout=full, stderr=subprocess.PIPE,
+                              text=True, env=env, timeout=120)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: cannot write the output"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: "/dev/zero", "is not a regular file"),
+        (lambda tmp: str(tmp), "is not a regular file"),
+        (lambda tmp: _big(tmp / "big.toml"), "larger than 1,048,576 bytes"),
+    ],
+)
+def test_a_config_that_is_not_a_small_regular_file_is_one_line(setup, tmp_path, make, message):
+    r = toygpt(*TRAIN, "--data", setup["corpus"], "--config", make(tmp_path))
+    assert r.exit_code == 2 and message in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def _big(path):
+    path.write_text("# " + "x" * (1 << 20) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("path", ["/proc/cpuinfo", "/proc/self/status"])
+def test_a_proc_file_as_data_says_what_it_is(setup, path):
+    r = toygpt(*TRAIN, "--data", path)
+    assert r.exit_code == 1 and "reports no size (a /proc or /sys file)" in r.stderr
+
+
+def test_out_of_memory_anywhere_is_one_line(setup, monkeypatch):
+    from toygpt_cli.runs import session
+
+    def no_memory(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 9999999 bytes.")  # fmt: skip
+
+    monkeypatch.setattr(session, "Trainer", no_memory)
+    r = toygpt(*TRAIN, "--data", setup["corpus"])
+    assert r.exit_code == 1 and r.stderr.strip().startswith("error: out of memory")
+
+
+def test_more_processes_than_the_machine_has_is_refused(setup):
+    from toygpt_cli.device import usable_cpus
+
+    r = toygpt(*TRAIN, "--data", setup["corpus"], "--nproc", str(usable_cpus() + 1))
+    assert r.exit_code == 2 and "more processes than this machine's" in r.stderr

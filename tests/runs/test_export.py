@@ -4,6 +4,7 @@ one-line errors for damaged files and a missing extra."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -136,3 +137,79 @@ def test_missing_extra_names_it(run_dir, tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "safetensors.torch")
     r = toygpt("export", run_dir, "-o", out)
     assert r.exit_code == 1 and "[export]' (numpy is missing)" in r.stderr
+
+
+def _damage_checkpoint(path, edit):
+    from toygpt_cli.runs.checkpoint import save_checkpoint
+
+    raw = torch.load(path, weights_only=True)
+    edit(raw)
+    save_checkpoint(path, {k: v for k, v in raw.items() if k != "format"})
+
+
+CHECKPOINT_DAMAGE = [
+    ("wrong shape", lambda c: c["model"].update({"lm_head.weight": torch.zeros(3, 3)})),
+    ("missing key", lambda c: c["model"].pop("tok_emb.weight")),
+    ("absurd config", lambda c: c["model_config"].update(n_embd=6000, n_head=6)),
+    ("nan weights", lambda c: c["model"]["tok_emb.weight"].fill_(float("nan"))),
+    ("no state", lambda c: c.pop("state")),
+    ("short vocab", lambda c: c.update(vocab="ab")),
+]
+
+
+@pytest.mark.parametrize(("what", "edit"), CHECKPOINT_DAMAGE, ids=[d[0] for d in CHECKPOINT_DAMAGE])
+def test_a_damaged_checkpoint_is_never_exported(run_dir, tmp_path, what, edit):
+    import shutil
+
+    run = tmp_path / "runs" / run_dir.name
+    shutil.copytree(run_dir, run)
+    _damage_checkpoint(run / "best.pt", edit)
+    out = tmp_path / "m.safetensors"
+    r = toygpt("export", run, "-o", out)
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "damaged" in r.stderr or "does not fit" in r.stderr, r.stderr
+    assert not out.exists() and not list(tmp_path.glob(".m.safetensors*"))
+
+
+def _rewrite_export(path, metadata=None, tensors=None):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+        data = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    meta.update(metadata or {})
+    data.update(tensors or {})
+    save_file(data, str(path), metadata=meta)
+
+
+EXPORT_DAMAGE = [
+    ("tied junk", {"tied": '"x"'}, None, "metadata is invalid"),
+    ("tied to nothing", {"tied": '{"tok_emb.weight": "nope"}'}, None, "tok_emb.weight is None"),
+    ("absurd config", {"model_config": '{"vocab_size": 65, "n_embd": 6000, "n_head": 6}'},
+     None, "metadata is invalid|do not fit its configuration"),
+    ("bad vocab", {"vocab": '"ab"'}, None, "vocabulary does not fit"),
+    ("changed data", None, {"ln_f.weight": torch.ones(32)}, "fails its sha256"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "meta", "tensors", "message"), EXPORT_DAMAGE,
+                         ids=[d[0] for d in EXPORT_DAMAGE])  # fmt: skip
+def test_a_damaged_export_is_one_line_and_allocates_nothing_it_claims(
+    run_dir, tmp_path, what, meta, tensors, message
+):
+    out = tmp_path / "m.safetensors"
+    assert toygpt("export", run_dir, "-o", out).exit_code == 0
+    if tensors and not set(tensors) <= _keys(out):
+        pytest.skip("this variant has no such tensor")
+    _rewrite_export(out, meta, tensors)
+    r = _sample(out)
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert re.search(message, r.stderr), r.stderr
+
+
+def _keys(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return set(f.keys())

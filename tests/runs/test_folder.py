@@ -227,3 +227,38 @@ def test_the_lock_holder_sees_its_own_recorded_status(tmp_path):
         run.lock()  # a second lock, even from the same process, is refused
     handle.release()
     assert run.is_locked() is False
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [("model", "n_layer", "x"), ("model", "dropout", 7), ("train", "learning_rate", "fast"),
+     ("train", "optimizer", "sgd"), ("model", "pos", None)],  # fmt: skip
+)
+def test_a_config_with_values_its_options_refuse_is_damaged(tmp_path, section, key, value):
+    import json
+
+    run = make_run(tmp_path, "20261123-201501")
+    cfg = json.loads((run / "config.json").read_text())
+    cfg[section][key] = value
+    (run / "config.json").write_text(json.dumps(cfg))
+    row = Run(run).summary()
+    if value is None:  # null means "not recorded": fine
+        assert row["status"] == "completed"
+    else:
+        assert row["status"] == "damaged" and f"{section}.{key}" in row["problem"]
+
+
+def test_the_end_of_a_run_is_recorded_in_place_when_the_disk_is_full(tmp_path, monkeypatch):
+    from toygpt_cli.runs import folder
+
+    run = Run(make_run(tmp_path, "20261123-201501", status="running"))
+
+    def full(path, obj):
+        raise ToygptError(f"could not write {path}: No space left on device")
+
+    monkeypatch.setattr(folder, "write_json", full)
+    run.update_status(status="failed", message="could not write ckpt.pt")
+    import json
+
+    st = json.loads(run.file("status.json").read_text())
+    assert st["status"] == "failed" and st["message"] == "could not write ckpt.pt"

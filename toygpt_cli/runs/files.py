@@ -101,7 +101,7 @@ def config_problem(cfg: Any) -> str | None:
 def _declared_problem(values: dict, cls: type, section: str) -> str | None:
     """The first option of a run's configuration whose value its declaration refuses."""
     for f in fields(cls):
-        if f.name in values:
+        if values.get(f.name) is not None:  # missing or null: not recorded, always fine
             try:
                 check(f, values[f.name])
             except ToygptError:

@@ -88,7 +88,8 @@ def overwrite_in_place(path: Path, obj: Any) -> bool:
     except OSError:
         return False
     try:
-        if len(data) > os.fstat(fd).st_size:
+        st = os.fstat(fd)
+        if len(data) > max(st.st_size, st.st_blocks * 512):
             return False  # it would need new blocks
         os.pwrite(fd, data, 0)
         os.ftruncate(fd, len(data))
