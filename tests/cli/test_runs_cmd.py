@@ -265,3 +265,18 @@ def test_the_list_fits_the_terminal_and_always_shows_status_steps_and_losses(dir
     assert "20/20" in r.stdout and "3.0000" in r.stdout and "interrupted" in r.stdout
     if width == 120:  # room for the label and more
         assert "a-rather-long-label" in r.stdout and "data" in header
+
+
+def test_show_of_a_huge_run_prints_a_bounded_view(dirs):
+    _, runs = dirs
+    run = make_run(runs, "20261123-201501")
+    with open(run / "metrics.jsonl", "a") as f:
+        for step in range(30, 20_030):
+            f.write(json.dumps({"step": step, "train_loss": 2.0, "val_loss": 2.1}) + "\n")
+    with open(run / "samples.jsonl", "a") as f:
+        f.write(json.dumps({"step": 20_030, "text": "x" * 100_000}) + "\n")
+    r = toygpt("runs", "show", run.name)
+    assert r.exit_code == 0, r.stderr
+    assert "first 5 and last 15 of 20,003" in r.stdout
+    assert "98,000 more characters" in r.stdout
+    assert len(r.stdout) < 20_000

@@ -275,3 +275,52 @@ def test_threads_option_and_environment_variable(run_dir, monkeypatch):
         assert r.exit_code == 2 and "more than the" in r.stderr
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_fifo_prompt_file_without_a_writer_gives_up_in_one_line(run_dir, tmp_path, monkeypatch):
+    from toygpt_cli.cli import sample_cmd
+
+    monkeypatch.setattr(sample_cmd, "FIFO_WAIT", 0.5)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    r = sample(run_dir, "-n", 5, "--prompt-file", fifo)
+    assert r.exit_code == 1 and "sent nothing within 0.5 s" in r.stderr
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "/dev/urandom"])
+def test_endless_prompts_are_refused_not_read_for_ever(run_dir, source, monkeypatch):
+    from toygpt_cli.cli import sample_cmd
+
+    monkeypatch.setattr(sample_cmd, "MAX_PROMPT", 10_000)
+    r = sample(run_dir, "-n", 5, "--prompt-file", source)
+    assert r.exit_code == 1 and "longer than 10,000 bytes" in r.stderr
+
+
+@pytest.mark.slow
+def test_interactive_mode_on_an_endless_stdin_ends_in_one_line(run_dir):
+    with open("/dev/zero", "rb") as zero:
+        proc = _subprocess(run_dir, "-i", "-n", 5, stdin=zero, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)  # fmt: skip
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and b"longer than 1,000,000 characters" in err
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_while_samples_stream(run_dir):
+    # Many samples, long: the others wait in a temporary file, not in memory.
+    code = (
+        "import resource, sys; from toygpt_cli.cli.app import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    )
+    peaks = []
+    for n in (2_000, 40_000):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, "sample", "--run", str(run_dir), "-n", str(n),
+             "--num-samples", "50", "--seed", "1", "--threads", "1"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.count("--- sample ") == 50
+        peaks.append(int(proc.stderr.strip().splitlines()[-1]))
+    assert peaks[1] - peaks[0] < 40 * 1024, peaks  # KiB: 20x the text, well under 40 MB more

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -303,9 +304,12 @@ def test_a_second_trainer_on_the_same_run_is_refused(dirs, corpus_file):
     proc = _start(corpus_file, runs)
     try:
         run = _wait_for_metrics(runs, 1, proc)
+        (run / ".lock").unlink()  # the pid file: deleting it takes nothing away
         r = toygpt("train", "--resume", run.name, "--steps", "5")
         assert r.exit_code == 1 and "is being trained by another process" in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+        r = toygpt("runs", "rm", "-y", run.name)
+        assert r.exit_code == 1 and run.exists()
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
@@ -353,3 +357,35 @@ def test_nproc_with_a_bad_option_is_one_line_before_anything_starts(dirs, corpus
     assert proc.stderr.strip().splitlines() == [
         "error: --learning-rate must be a finite number, got nan"
     ]
+
+
+@pytest.mark.slow
+def test_a_lost_worker_ends_the_others_in_one_line_and_the_run_resumes(dirs, corpus_file):
+    _, runs = dirs
+    env = dict(os.environ, TOYGPT_RUNS_DIR=str(runs), CI="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "toygpt_cli", "train", "--nproc", "2", "--data", str(corpus_file),
+           *TINY_ARGS, "--iters", "100000", "--eval-interval", "25", "--threads", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    run = _wait_for_metrics(runs, 2, proc)
+    workers = subprocess.run(["pgrep", "-f", "RANK|toygpt_cli train"], capture_output=True,
+                             text=True).stdout.split()  # fmt: skip
+    ranks = []
+    for pid in map(int, workers):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"RANK=1" in environ and pid != proc.pid:
+            ranks.append(pid)
+    assert ranks, "no rank-1 worker found"
+    os.kill(ranks[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors and "another training process of this run ended unexpectedly" in errors[-1]
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "failed" and "ended unexpectedly" in status["message"]
+    r = toygpt("train", "--resume", run.name, "--steps", "2")
+    assert r.exit_code == 0, r.stderr
