@@ -13,7 +13,8 @@ from toygpt_cli.events import Notice, PhaseProgress
 from toygpt_cli.model import GPT
 from toygpt_cli.parallel.distributed import Distributed
 from toygpt_cli.periodic import EVAL_CHUNK, FIRST_EVAL_WINDOWS, PeriodicEval
-from toygpt_cli.train import EvalStopped, LoopState, StopSwitch
+from toygpt_cli.stopping import StopSwitch
+from toygpt_cli.train import EvalStopped, LoopState
 
 
 def _evals(cfg, events=None, stop=None):

@@ -14,7 +14,8 @@ from toygpt_cli.config import ModelConfig, TrainConfig
 from toygpt_cli.corpus import corpus_from_text
 from toygpt_cli.events import CheckpointSaved, EvalDone, Notice, PhaseProgress, StepDone
 from toygpt_cli.parallel.distributed import Distributed
-from toygpt_cli.train import BudgetTooSmall, Diverged, StopSwitch, Trainer
+from toygpt_cli.stopping import StopSwitch
+from toygpt_cli.train import BudgetTooSmall, Diverged, Trainer
 
 
 @pytest.fixture

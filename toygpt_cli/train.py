@@ -13,11 +13,10 @@ every process, so N steps + resume + M steps gives the weights of N + M steps in
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,6 +49,7 @@ from toygpt_cli.optim import (
 )
 from toygpt_cli.parallel.distributed import Distributed
 from toygpt_cli.periodic import PeriodicEval
+from toygpt_cli.stopping import StopSwitch
 
 Checkpoints = Callable[[dict[str, Any], int, bool], None]  # (state, step, best weights?)
 
@@ -92,50 +92,6 @@ class LoopState:
     budget_start: float = 0.0  # wall_seconds when the current max_time budget began
     eval_windows: int | None = None  # windows per split in every periodic eval of the run
     last_record: dict | None = None  # the metrics record of the last eval
-
-
-class StopSwitch:
-    """Stop requests (Ctrl-C, SIGTERM): the first asks for a checkpoint and a stop at the
-    next safe point (after the current step, or at once during an eval); a second one stops
-    at once, except while a checkpoint is being written, which finishes first."""
-
-    def __init__(self, on_first: Callable[[int], None] | None = None) -> None:
-        self.signal: int | None = None
-        self.on_first = on_first  # told at once of the first request (to say what happens)
-        self._writing = False
-        self._pending = False
-
-    def request(self, signum: int = signal.SIGINT) -> None:
-        if self.signal is None:
-            self.signal = signum
-            if self.on_first is not None:
-                self.on_first(signum)
-        elif self._writing:
-            self._pending = True
-        else:
-            raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def protect(self) -> Iterator[None]:
-        """A second request waits until the block ends (a checkpoint being written)."""
-        self._writing = True
-        try:
-            yield
-        finally:
-            self._writing = False
-            if self._pending:
-                self._pending = False
-                raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def on_signals(self, signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):
-        """Route these signals to `request` while the block runs."""
-        old = {s: signal.signal(s, lambda signum, frame: self.request(signum)) for s in signals}
-        try:
-            yield self
-        finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
 
 
 class Trainer:

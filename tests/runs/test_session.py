@@ -13,7 +13,7 @@ from toygpt_cli.errors import ToygptError, UsageError
 from toygpt_cli.runs.checkpoint import read_checkpoint, save_checkpoint
 from toygpt_cli.runs.folder import Run
 from toygpt_cli.runs.session import resume_training, start_training
-from toygpt_cli.train import StopSwitch
+from toygpt_cli.stopping import StopSwitch
 
 
 def _records(run: Run):

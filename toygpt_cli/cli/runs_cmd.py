@@ -7,7 +7,6 @@ fit the terminal: columns that do not fit are left out, most useful first kept.
 
 from __future__ import annotations
 
-import collections
 import json
 import math
 import os
@@ -168,29 +167,8 @@ def show(o) -> None:
     _show(r, summary)
 
 
-def _bounded_records(r, name: str, kinds):
-    """(first rows, last rows, chart points, count) of a JSON-lines file, in one pass with
-    bounded memory: what `runs show` prints of a run with any number of evals."""
-    from toygpt_cli.runs.files import iter_records
-
-    head_n, tail_n = SHOWN_METRICS
-    head, tail, thinned, stride, count = [], collections.deque(maxlen=tail_n), [], 1, 0
-    for rec in iter_records(r.file(name), r.name, kinds):
-        if count < head_n:
-            head.append(rec)
-        tail.append(rec)
-        if count % stride == 0:
-            thinned.append(rec)
-            if len(thinned) > 2 * CHART_POINTS:  # keep every other, and take half as many
-                thinned, stride = thinned[::2], stride * 2
-        count += 1
-    if tail and (not thinned or thinned[-1] is not tail[-1]):
-        thinned.append(tail[-1])
-    return head, list(tail), thinned, count
-
-
 def _show(r, summary: dict) -> None:
-    from toygpt_cli.runs.files import METRIC_FIELDS, SAMPLE_FIELDS, iter_records
+    from toygpt_cli.runs.files import METRIC_FIELDS, SAMPLE_FIELDS, bounded_records, iter_records
     from toygpt_cli.runs.folder import DamagedRun
 
     title = f"run {_run_name(summary)}: {summary['status']}, step {_steps(summary)}"
@@ -211,7 +189,9 @@ def _show(r, summary: dict) -> None:
         facts.add_row(Text(k), Text(v))
     out.print(facts)
     try:
-        head, tail, points, count = _bounded_records(r, "metrics.jsonl", METRIC_FIELDS)
+        head, tail, points, count = bounded_records(
+            r.file("metrics.jsonl"), r.name, METRIC_FIELDS, *SHOWN_METRICS, CHART_POINTS
+        )
         last_sample = None
         for last_sample in iter_records(r.file("samples.jsonl"), r.name, SAMPLE_FIELDS):  # noqa: B007
             pass
@@ -304,6 +284,7 @@ def _files(r) -> None:
 @uses("runs", "json", "runs_dir")
 def compare(o) -> None:
     """Runs side by side: differing options highlighted, losses, val curves in one chart."""
+    from toygpt_cli.runs.files import bounded_records
     from toygpt_cli.runs.folder import open_run
 
     if len(o.runs) < 2:
@@ -315,7 +296,9 @@ def compare(o) -> None:
     names = [_run_name(s) for s in summaries]
     curves = {}
     for r, name in zip(opened, names, strict=True):
-        _, _, points, _ = _bounded_records(r, "metrics.jsonl", _metric_fields())
+        _, _, points, _ = bounded_records(
+            r.file("metrics.jsonl"), r.name, _metric_fields(), 0, 0, CHART_POINTS
+        )
         curves[name] = _curve(points, "val_loss")
     options: dict[str, list] = {}
     for i, cfg in enumerate(configs):

@@ -51,7 +51,8 @@ def train(o) -> None:
     from toygpt_cli.config import build_configs
     from toygpt_cli.parallel.distributed import Distributed
     from toygpt_cli.runs import session
-    from toygpt_cli.train import BudgetTooSmall, StopSwitch
+    from toygpt_cli.stopping import StopSwitch
+    from toygpt_cli.train import BudgetTooSmall
 
     if o.resume is None:
         model_cfg, train_cfg = build_configs(*layers, given)

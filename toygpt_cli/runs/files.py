@@ -7,6 +7,7 @@ DamagedRun error with a one-line reason; never as an exception from deep inside 
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import stat
@@ -166,3 +167,24 @@ def iter_records(path: Path, run_name: str, kinds: dict[str, str]) -> Iterator[d
             if problem:
                 raise DamagedRun(run_name, f"{path.name} line {lineno}: {problem}")
             yield record
+
+
+def bounded_records(path: Path, run_name: str, kinds: dict[str, str], head_n: int, tail_n: int,
+                    points: int) -> tuple[list, list, list, int]:  # fmt: skip
+    """(first head_n records, last tail_n, at most about 2 x `points` evenly spread records
+    for a chart, how many there are), in one pass with bounded memory, however long the
+    file: what `runs show` prints of a run with any number of evals."""
+    head, tail, thinned, stride, count = [], collections.deque(maxlen=tail_n), [], 1, 0
+    for rec in iter_records(path, run_name, kinds):
+        if count < head_n:
+            head.append(rec)
+        tail.append(rec)
+        if count % stride == 0:
+            thinned.append(rec)
+            if len(thinned) > 2 * points:  # keep every other, and take half as many
+                thinned, stride = thinned[::2], stride * 2
+        count += 1
+        last = rec
+    if count and (not thinned or thinned[-1] is not last):
+        thinned.append(last)
+    return head, list(tail), thinned, count

@@ -39,7 +39,8 @@ from toygpt_cli.runs.recorder import RunRecorder
 from toygpt_cli.runs.resume import plan_resume
 from toygpt_cli.runs.tensorboard import TensorBoardLogger, require_tensorboard
 from toygpt_cli.storage.files import truncate_jsonl
-from toygpt_cli.train import StopSwitch, Trainer
+from toygpt_cli.stopping import StopSwitch
+from toygpt_cli.train import Trainer
 
 def start_training(
     model_cfg: ModelConfig,

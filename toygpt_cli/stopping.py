@@ -1,0 +1,57 @@
+"""Stop requests (Ctrl-C, SIGTERM, SIGHUP) as the training loop sees them.
+
+The first request asks for a checkpoint and a stop at the next safe point: after the
+current step, or at once during an eval (which changes nothing). A second one stops at
+once, except while a checkpoint is being written, which finishes first, so the file on
+disk is always whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+
+
+class StopSwitch:
+    """Stop requests (Ctrl-C, SIGTERM): the first asks for a checkpoint and a stop at the
+    next safe point (after the current step, or at once during an eval); a second one stops
+    at once, except while a checkpoint is being written, which finishes first."""
+
+    def __init__(self, on_first: Callable[[int], None] | None = None) -> None:
+        self.signal: int | None = None
+        self.on_first = on_first  # told at once of the first request (to say what happens)
+        self._writing = False
+        self._pending = False
+
+    def request(self, signum: int = signal.SIGINT) -> None:
+        if self.signal is None:
+            self.signal = signum
+            if self.on_first is not None:
+                self.on_first(signum)
+        elif self._writing:
+            self._pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def protect(self) -> Iterator[None]:
+        """A second request waits until the block ends (a checkpoint being written)."""
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+            if self._pending:
+                self._pending = False
+                raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def on_signals(self, signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):
+        """Route these signals to `request` while the block runs."""
+        old = {s: signal.signal(s, lambda signum, frame: self.request(signum)) for s in signals}
+        try:
+            yield self
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
