@@ -103,6 +103,14 @@ class CommandOptions:
     )
     like: str = option(None, "Start a new run with another run's options.", RUN_PANEL,
                        metavar="RUN", complete=complete_run)  # fmt: skip
+    init_from: str = option(
+        None, "Start a new run from this run's weights and architecture (fine-tuning, "
+        "e.g. on new text with --data).", RUN_PANEL, metavar="RUN", complete=complete_run,
+    )  # fmt: skip
+    init_checkpoint: str = option(
+        "auto", "With --init-from: best, last, or auto (best when it exists).", RUN_PANEL,
+        choices=("auto", "best", "last"),
+    )  # fmt: skip
     tensorboard: bool = option(
         False, "Also write TensorBoard event files to <run>/tb (the tensorboard extra).",
         RUN_PANEL, negatable=False,

@@ -20,8 +20,9 @@ from toygpt_cli.cli.options import RUN_PANEL, uses
 from toygpt_cli.config import ModelConfig, TrainConfig
 from toygpt_cli.errors import ToygptError, UsageError
 
-RUN_LEVEL = ("data", "preset", "name", "resume", "steps", "config", "like", "quiet", "sample",
-             "tensorboard", "nproc", "runs_dir", "data_dir")  # fmt: skip
+RUN_LEVEL = ("data", "preset", "name", "resume", "steps", "init_from", "init_checkpoint",
+             "config", "like", "quiet", "sample", "tensorboard", "nproc", "runs_dir",
+             "data_dir")  # fmt: skip
 FIELDS = {f for cls in (ModelConfig, TrainConfig) for f in cls.__dataclass_fields__}
 
 
@@ -33,8 +34,10 @@ def train(o) -> None:
     if o.steps is not None and o.resume is None:
         raise UsageError("--steps goes with --resume; a new run's length is --iters")
     layers = _layers(o.preset, o.config, o.like, where.runs_dir)
-    if o.resume is not None and (layers or o.name):
-        raise UsageError("--preset/--config/--like/--name make a new run; not with --resume")
+    if o.resume is not None and (layers or o.name or o.init_from):
+        raise UsageError(
+            "--preset/--config/--like/--name/--init-from make a new run; not with --resume"
+        )
     file_data = next((layer.pop("data") for layer in layers if "data" in layer), None)
     if o.nproc > 1 and "RANK" not in os.environ:
         _check_nproc(o.nproc)
@@ -54,7 +57,11 @@ def train(o) -> None:
     from toygpt_cli.stopping import StopSwitch
     from toygpt_cli.train import BudgetTooSmall
 
+    init = None
     if o.resume is None:
+        if o.init_from is not None:
+            init = _init_from(o.init_from, o.init_checkpoint, where.runs_dir, given)
+            layers = [_training_only(layer) for layer in layers]  # the run's architecture wins
         model_cfg, train_cfg = build_configs(*layers, given)
         dist = Distributed.from_env(train_cfg.device)
     else:
@@ -79,7 +86,7 @@ def train(o) -> None:
                 trainer = session.start_training(
                     model_cfg, train_cfg, data_path, where.runs_dir, callback=callback,
                     command=command_line(), dist=dist, label=o.name, tensorboard=o.tensorboard,
-                    progress=meter, stop=stop,
+                    progress=meter, stop=stop, init=init,
                 )  # fmt: skip
         with display, stop.on_signals():
             result = trainer.run()
@@ -119,6 +126,32 @@ def _layers(preset, config, like, runs_dir) -> list[dict[str, Any]]:
 
         layers.append(load_config_file(resolve_run(like, runs_dir) / "config.json"))
     return layers
+
+
+def _init_from(ref: str, which: str, runs_dir: Path, given: dict[str, Any]):
+    """The checkpoint `--init-from` names; an architecture option given on the command line
+    that differs from the run's is refused."""
+    from toygpt_cli.runs.checkpoint import read_checkpoint
+    from toygpt_cli.runs.finetune import InitFrom
+    from toygpt_cli.runs.folder import open_run
+
+    run = open_run(ref, runs_dir)
+    ckpt = read_checkpoint(run.checkpoint_path(which))
+    for key, value in given.items():
+        if key in ModelConfig.__dataclass_fields__ and getattr(ckpt.model_config, key) != value:
+            from toygpt_cli.errors import OptionError
+
+            raise OptionError(
+                f"{key} comes from the run --init-from starts from ({run.title}), where it is "
+                f"{getattr(ckpt.model_config, key)}; drop {key} {value} or start a new run "
+                "without --init-from",
+                key,
+            )
+    return InitFrom(ckpt, run.title)
+
+
+def _training_only(layer: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in layer.items() if k not in ModelConfig.__dataclass_fields__}
 
 
 def _check_before_launch(layers, given, resume, steps, where) -> None:

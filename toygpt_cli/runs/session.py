@@ -28,12 +28,14 @@ import torch
 from toygpt_cli import __version__
 from toygpt_cli.config import ModelConfig, TrainConfig, to_dict
 from toygpt_cli.corpus import load_corpus
+from toygpt_cli.corpus.cache import text_facts
 from toygpt_cli.data import Corpus
 from toygpt_cli.device import resolve_device, set_threads
 from toygpt_cli.errors import OptionError, ToygptError
 from toygpt_cli.events import Callback
 from toygpt_cli.parallel.distributed import Distributed
 from toygpt_cli.runs.checkpoint import DamagedCheckpoint, read_checkpoint
+from toygpt_cli.runs.finetune import InitFrom
 from toygpt_cli.runs.folder import CKPT_LAST, METRICS, SAMPLES, Run, make_staging, publish, utc_now
 from toygpt_cli.runs.recorder import RunRecorder
 from toygpt_cli.runs.resume import plan_resume
@@ -55,25 +57,36 @@ def start_training(
     tensorboard: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     stop: StopSwitch | None = None,
+    init: InitFrom | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Trainer:
     """Check everything, then create the run folder and a Trainer ready to `run()`.
 
     `progress(phase, done, total)` hears about the first encoding of a large corpus.
     Nothing is written before the inputs are known to be good. `runs_dir=None` trains
-    without a run folder (nothing on disk), e.g. in a notebook or a benchmark.
+    without a run folder (nothing on disk), e.g. in a notebook or a benchmark. `init`
+    starts from another run's weights (its architecture replaces `model_cfg`'s); `extra`
+    is recorded in config.json (a sweep's trial, say).
     """
-    model_cfg.validate()
     train_cfg.validate()
     if tensorboard:
         require_tensorboard()
     dist = dist or Distributed.single()
     device = dist.device or resolve_device(train_cfg.device)
     set_threads(train_cfg.threads)
-    corpus = _load_corpus(Path(data), model_cfg, train_cfg.val_fraction, progress=progress)
+    tokenizer, added = None, ""
+    if init is not None:
+        tokenizer, added = init.vocabulary(text_facts(Path(data), progress).vocab)
+        model_cfg = init.model_config(tokenizer.vocab_size)
+    model_cfg.validate()
+    corpus = _load_corpus(Path(data), model_cfg, train_cfg.val_fraction, tokenizer, progress)
     model_cfg = replace(model_cfg, vocab_size=corpus.tokenizer.vocab_size)
     check_memory(model_cfg, train_cfg, device)
     if runs_dir is None:
-        return Trainer(model_cfg, train_cfg, corpus, dist=dist, listeners=[callback], stop=stop)
+        trainer = Trainer(model_cfg, train_cfg, corpus, dist=dist, listeners=[callback], stop=stop)
+        if init is not None:
+            trainer.model.load_state_dict(init.weights(model_cfg.vocab_size, train_cfg.seed))
+        return trainer
     run = Run(Path(runs_dir))  # its path is set below, on every rank
     lock, staging = None, None
     if dist.is_main:
@@ -81,10 +94,14 @@ def start_training(
         run.path = staging
         lock = run.lock()
     trainer = _trainer(run, model_cfg, train_cfg, corpus, dist, callback, stop, lock, tensorboard)
+    if init is not None:  # every rank: the same weights
+        trainer.model.load_state_dict(init.weights(model_cfg.vocab_size, train_cfg.seed))
     try:
         if dist.is_main:
             config = run_config(run, model_cfg, train_cfg, corpus, trainer, command, label)
-            run.write_config({**config, "tensorboard": tensorboard})
+            if init is not None:
+                config["init_from"] = init.record(added)
+            run.write_config({**config, **(extra or {}), "tensorboard": tensorboard})
             run.mark_running(0, train_cfg.iters)
         trainer.save_checkpoint()  # from the first moment a visible run can be resumed
         if dist.is_main:
