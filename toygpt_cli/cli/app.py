@@ -11,7 +11,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from toygpt_cli.cli import bench_cmd, data_cmd, eval_cmd, export_cmd, runs_cmd, sample_cmd
+from toygpt_cli.cli import (
+    bench_cmd,
+    data_cmd,
+    eval_cmd,
+    export_cmd,
+    runs_cmd,
+    sample_cmd,
+    sweep_cmd,
+)
 from toygpt_cli.cli.common import ClickException, err, out
 from toygpt_cli.cli.train_cmd import train
 
@@ -33,6 +41,7 @@ app.command(no_args_is_help=False)(train)
 app.command()(sample_cmd.sample)
 app.command("eval")(eval_cmd.eval_)
 app.add_typer(runs_cmd.app, name="runs")
+app.add_typer(sweep_cmd.app, name="sweep")
 app.add_typer(data_cmd.app, name="data")
 app.command()(export_cmd.export)
 app.command()(bench_cmd.bench)

@@ -156,6 +156,26 @@ class CommandOptions:
         None, "A text file; default: Tiny Shakespeare in the data folder.", flag="FILE",
         argument=True,
     )  # fmt: skip
+    # -- sweep ----------------------------------------------------------------------------
+    sweep_name: str = option(None, "The sweep's name (its folder: runs/sweeps/NAME).",
+                             flag="NAME", argument=True)  # fmt: skip
+    trial: int = option(None, "A trial's number (from 0).", flag="TRIAL", argument=True, min=0)
+    sets: str = option(
+        None, "An option and its values: name=v1,v2 (a grid), or name=low..high[:log] with "
+        "--random. Repeat for each option.", flag="--set", many=True, metavar="NAME=VALUES",
+    )  # fmt: skip
+    random: int = option(
+        None, "A random search: draw this many trials from the --set values and ranges.",
+        min=1, max=10_000,
+    )  # fmt: skip
+    jobs: int = option(
+        1, "Trials run at once, each in its own process with its share of the CPU threads.",
+        min=1, max=64,
+    )  # fmt: skip
+    emit: str = option(
+        None, "slurm: write a SLURM array job (runs/sweeps/NAME/slurm.sh), one task per trial, "
+        "instead of running here.", choices=("slurm",),
+    )  # fmt: skip
     # -- runs -----------------------------------------------------------------------------
     count: int = option(None, "Show at most N.", aliases=("-n",), min=1)
     yes: bool = option(False, "Do not ask for confirmation.", aliases=("-y",), negatable=False)
