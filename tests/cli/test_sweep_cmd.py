@@ -138,7 +138,7 @@ def test_random_search_draws_reproducible_trials_in_range(tmp_path):
     [
         ("n_embdd=3", "not a training option"),
         ("n_embd", "takes name=v1,v2"),
-        ("n_embd=x", "n_embd must be an integer"),
+        ("n_embd=x", "n-embd must be an integer"),
         ("iters=5", "--iters or --max-time"),
         ("learning_rate=1..0.1", "needs low < high"),
     ],  # fmt: skip
