@@ -251,3 +251,16 @@ def test_embedding_dropout_is_an_option(emb_dropout):
     torch.manual_seed(1)
     trained = model.train()(idx)[0]
     assert torch.allclose(trained, still, atol=1e-5) == (not emb_dropout)
+
+
+@pytest.mark.parametrize("variant", ["gpt2", "rope", "all"])
+def test_the_attention_math_written_out_is_what_the_fused_call_computes(variant):
+    attn = _model(**VARIANTS[variant]).blocks[0].attn
+    x = torch.randn(2, 16, 48)
+    rope = _model(**VARIANTS[variant]).rotary(0, 16) if "pos" in VARIANTS[variant] else None
+    weights = attn.weights(x, rope)  # (B, nh, T, T)
+    _, _, v = attn.project(x, rope)
+    by_hand = (weights @ v).transpose(1, 2).reshape(2, 16, 48)
+    torch.testing.assert_close(attn.proj(by_hand), attn(x, rope), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 6, 16))
+    assert not weights.triu(1).any()  # nothing from later positions

@@ -149,7 +149,8 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=variant.bias)
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, rope=None, cache=None, layer: int = 0) -> torch.Tensor:
+    def project(self, x: torch.Tensor, rope=None):
+        """The queries, keys and values of every head, (B, nh, T, hs) each."""
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs)
         qk, v = qkv[:, :, :2], qkv[:, :, 2]
@@ -159,8 +160,11 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             cos, sin = rope  # (T, hs/2), broadcast over (B, T, 2, nh, hs/2)
             qk = apply_rotary(qk, cos[:, None, None], sin[:, None, None])
-        q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), v.transpose(1, 2)
-        # q, k, v: (B, nh, T, hs)
+        return qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), v.transpose(1, 2)
+
+    def forward(self, x, rope=None, cache=None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.project(x, rope)  # (B, nh, T, hs)
         if cache is not None:  # generation: keys and values of the earlier positions too
             k, v = cache.extend(layer, k, v)  # (B, nh, T_keys, hs); k is kept rotated
         n_keys, p = k.size(2), self.dropout if self.training else 0.0
@@ -173,6 +177,14 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_drop(self.proj(y))
+
+    def weights(self, x: torch.Tensor, rope=None) -> torch.Tensor:
+        """The attention weights A (B, nh, T, T) of a sequence, the math above written out
+        (what the fused call computes inside, without dropout): to look at them."""
+        q, k, _ = self.project(x, rope)
+        scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.size(-1))  # (B, nh, T, T)
+        visible = window_mask(x.size(1), x.size(1), self.window, x.device)
+        return torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
 
 
 class MLP(nn.Module):

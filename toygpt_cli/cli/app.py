@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 
 from toygpt_cli.cli import (
+    attention_cmd,
     bench_cmd,
     data_cmd,
     eval_cmd,
@@ -44,6 +45,7 @@ app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(sweep_cmd.app, name="sweep")
 app.add_typer(data_cmd.app, name="data")
 app.command()(export_cmd.export)
+app.command()(attention_cmd.attention)
 app.command()(bench_cmd.bench)
 
 

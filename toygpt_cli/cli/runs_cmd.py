@@ -394,6 +394,22 @@ def plot(o) -> None:
     err.print(Text(f"wrote {target}"))
 
 
+@app.command()
+@uses("runs", "output", "runs_dir")
+def report(o) -> None:
+    """One self-contained HTML page of one or more runs: curves, evals, samples over time,
+    configuration differences, final eval (default file: report.html in the first run)."""
+    from toygpt_cli.reports.report import build, write
+    from toygpt_cli.runs.folder import REPORT, open_run
+
+    folder = paths(runs_dir=o.runs_dir).runs_dir
+    opened = [open_run(ref, folder) for ref in o.runs]
+    target = Path(o.output) if o.output else opened[0].file(REPORT)
+    write(target, build(opened))
+    err.print(Text(f"wrote {target} (open it in a browser; it needs no network)"))
+    out.print(Text(str(target)))
+
+
 @app.command("rm")
 @uses("runs", "yes", "force", "runs_dir")
 def remove(o) -> None:

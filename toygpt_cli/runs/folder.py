@@ -48,13 +48,16 @@ CKPT_LAST = "ckpt.pt"
 CKPT_BEST = "best.pt"
 LOSS_PNG = "loss.png"
 EXPORT = "model.safetensors"
+REPORT = "report.html"
+ATTENTION = ("attention.html", "attention.png")
 LOCK = ".lock"
 TENSORBOARD = "tb"
 
 # Everything toygpt writes in a run folder: `runs rm` deletes these and refuses a folder
 # that holds anything else. One place: a new file a run gets must be added here.
 RUN_FILES = frozenset(
-    {CONFIG, STATUS, METRICS, SAMPLES, TRACE, EVAL, CKPT_LAST, CKPT_BEST, LOSS_PNG, EXPORT, LOCK}
+    {CONFIG, STATUS, METRICS, SAMPLES, TRACE, EVAL, CKPT_LAST, CKPT_BEST, LOSS_PNG, EXPORT, LOCK,
+     REPORT, *ATTENTION}
 )
 RUN_FILE_PATTERNS = (".*.tmp",)  # fileio's temporary files, left by a kill mid-write
 RUN_SUBDIRS = {TENSORBOARD: ("events.out.tfevents.*",)}  # sub-folder: what may be in it

@@ -9,11 +9,24 @@ import math
 from pathlib import Path
 from typing import Any
 
+from toygpt_cli.errors import ToygptError, install_hint
 from toygpt_cli.storage.files import write_atomic
 
 
 def plotting_available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
+
+
+def require_matplotlib(what: str = "this"):
+    """matplotlib's pyplot, drawing without a display; one line when it is not installed."""
+    if not plotting_available():
+        raise ToygptError(f"{what} needs matplotlib: {install_hint('plot')}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
