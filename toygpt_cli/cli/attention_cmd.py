@@ -9,6 +9,7 @@ from rich.text import Text
 
 from toygpt_cli.cli.common import err, out, paths
 from toygpt_cli.cli.options import uses
+from toygpt_cli.errors import UsageError
 
 
 @uses("run", "prompt", "output", "checkpoint", "device", "runs_dir")
@@ -19,19 +20,20 @@ def attention(o) -> None:
     from toygpt_cli.runs.folder import ATTENTION
     from toygpt_cli.runs.inference import load_for_inference
 
+    target = Path(o.output) if o.output else None
+    if target is not None:  # checked before the model is read
+        if target.suffix != ".html":
+            raise UsageError("--output names the page: FILE.html (the grid goes to FILE.png)")
+        if target.is_dir():
+            raise UsageError(f"--output {target} is a folder; give a file name: FILE.html")
+    if not o.prompt:
+        raise UsageError("give a non-empty --prompt")
     loaded = load_for_inference(o.run, paths(runs_dir=o.runs_dir).runs_dir, o.checkpoint,
                                 o.device, "float32")  # fmt: skip
     maps = attention_maps(loaded.model, loaded.tokenizer, o.prompt)
-    if o.output:
-        target = Path(o.output)
-        if target.suffix != ".html":
-            from toygpt_cli.errors import UsageError
-
-            raise UsageError("--output names the page: FILE.html (the grid goes to FILE.png)")
-    elif loaded.run is not None:
-        target = loaded.run.file(ATTENTION[0])
-    else:
-        target = Path(loaded.checkpoint).with_suffix(".attention.html")
+    if target is None:
+        target = (loaded.run.file(ATTENTION[0]) if loaded.run is not None
+                  else Path(loaded.checkpoint).with_suffix(".attention.html"))  # fmt: skip
     title = f"attention of {loaded.label} (step {loaded.step}): {o.prompt!r}"
     png = write_outputs(maps, o.prompt, title, target)
     err.print(Text(f"wrote {target} and {png}"))

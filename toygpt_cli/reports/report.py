@@ -14,6 +14,7 @@ import html
 import io
 import json
 import math
+import re
 from typing import Any
 
 from toygpt_cli.errors import ToygptError
@@ -32,7 +33,7 @@ def build(runs: list[Run]) -> str:
     """The report page for `runs` (each checked readable first: a damaged one is one line)."""
     plt = require_matplotlib("the report")
     parts = [_Run(r) for r in runs]
-    charts = {axis: _curves(plt, parts, axis) for axis in AXES}
+    charts = {axis: _own_ids(_curves(plt, parts, axis), axis) for axis in AXES}
     body = [
         f"<h1>{_e(' vs '.join(p.title for p in parts))}</h1>",
         _summary(parts),
@@ -156,6 +157,11 @@ def _summary(parts: list[_Run]) -> str:
 
 def _curves(plt, parts: list[_Run], axis: str) -> str:
     """Train (dashed) and val (solid) loss of every run, the learning rate on the right."""
+    with plt.rc_context({"svg.fonttype": "none"}):  # text stays text: smaller, searchable
+        return _draw_curves(plt, parts, axis)
+
+
+def _draw_curves(plt, parts: list[_Run], axis: str) -> str:
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
     lr_ax = ax.twinx()
     for i, p in enumerate(parts):
@@ -178,10 +184,21 @@ def _curves(plt, parts: list[_Run], axis: str) -> str:
     ax.legend(fontsize="small")
     fig.tight_layout()
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg")
+    fig.savefig(buffer, format="svg", metadata={"Date": None})
     plt.close(fig)
     svg = buffer.getvalue()
     return svg[svg.index("<svg") :]  # drop the XML prologue: the SVG is inline
+
+
+def _own_ids(svg: str, prefix: str) -> str:
+    """The SVG with its ids (and the references to them) prefixed: matplotlib numbers ids
+    the same way in every figure, and three inline charts share one page."""
+    ids = set(re.findall(r'id="([^"]+)"', svg))
+    return re.sub(
+        r'(id="|#)([A-Za-z_][\w.-]*)(?=["\)])',
+        lambda m: m.group(1) + prefix + "-" + m.group(2) if m.group(2) in ids else m.group(0),
+        svg,
+    )
 
 
 def _finite(records: list[dict], key: str) -> list[dict]:
