@@ -123,6 +123,8 @@ class CommandOptions:
     prompt: str = option("", "Text to continue.", aliases=("-p",))
     prompt_file: str = option(None, "Continue the text of this UTF-8 file (- for stdin).",
                               metavar="FILE")  # fmt: skip
+    look_at: str = option("", "The text to look into (at most the model's block_size "
+                          "characters).", flag="--prompt", aliases=("-p",))  # fmt: skip
     interactive: bool = option(
         False, "Read a prompt per line from stdin and continue each; EOF or an empty line ends.",
         aliases=("-i",), negatable=False,
