@@ -2,17 +2,9 @@
 
 import json
 
-from toygpt_cli.corpus import encoding
+import pytest
 
 from ..cli_helpers import toygpt
-
-
-def _no_rereading(monkeypatch):
-    def fail(*args, **kwargs):
-        raise AssertionError("read the whole text again")
-
-    monkeypatch.setattr(encoding, "scan", fail)
-    monkeypatch.setattr(encoding, "encode", fail)
 
 
 def test_data_fetch_from_local_server(dirs, http_server):
@@ -48,9 +40,17 @@ def test_data_fetch_404_and_mismatch_are_one_line_errors(dirs, http_server):
     assert not (data / "wrong.txt").exists()
 
 
-def test_data_info_reads_cached_facts(corpus_file, tiny_text, monkeypatch):
+@pytest.mark.parametrize("forged", ["vocab", "chars"])
+def test_data_info_reads_the_text_not_the_cache(corpus_file, tiny_text, forged):
+    """What `data info` prints is the text's truth, even over a cache made to disagree."""
     first = json.loads(toygpt("data", "info", corpus_file, "--json").stdout)
-    _no_rereading(monkeypatch)
+    (facts,) = (corpus_file.parent / ".toygpt-cache").glob("*.json")
+    raw = json.loads(facts.read_text())
+    if forged == "vocab":
+        raw["vocab"] = raw["vocab"][1:]
+    else:
+        raw["n_chars"] -= 1
+    facts.write_text(json.dumps(raw))
     r = toygpt("data", "info", corpus_file, "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout) == first

@@ -330,6 +330,7 @@ def test_a_damaged_token_file_is_encoded_again(shakespeare, damage):
     "facts",
     [
         {"vocab": "ab"},  # lacks characters: ids would be wrong
+        {"extra": True},  # names a character the text lacks: a wrong vocabulary size
         {"vocab": "aab"},  # repeats
         {"vocab": 12345},
         {"vocab": ""},
@@ -342,8 +343,34 @@ def test_damaged_text_facts_are_found_and_the_text_scanned_again(shakespeare, fa
     good = load_corpus(shakespeare)
     (path,) = (shakespeare.parent / tokens.CACHE_DIR).glob("*.json")
     raw = json.loads(path.read_text())
+    if "extra" in facts:
+        extra = next(c for c in "~#%é" if c not in raw["vocab"])
+        facts = {"vocab": "".join(sorted(raw["vocab"] + extra))}
     path.write_text(json.dumps({**raw, **facts}))
     again = load_corpus(shakespeare)
     assert again.tokenizer.chars == good.tokenizer.chars
     assert torch.equal(again.tokens, good.tokens)
     assert json.loads(path.read_text()) == raw  # rewritten
+
+
+@pytest.mark.parametrize("which", ["facts", "check"])
+def test_a_fifo_in_the_cache_is_passed_over_without_waiting(shakespeare, which):
+    """A FIFO would block a reader until a writer came; the cache treats it as unreadable."""
+    import os
+    import threading
+
+    good = load_corpus(shakespeare).tokens.clone()
+    cache = shakespeare.parent / tokens.CACHE_DIR
+    (victim,) = cache.glob("*.json") if which == "facts" else cache.glob("*.tokens.check")
+    victim.unlink()
+    os.mkfifo(victim)
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(c=load_corpus(shakespeare)))
+    worker.start()
+    worker.join(30)
+    if worker.is_alive():  # unblock it before failing
+        with open(os.open(victim, os.O_WRONLY | os.O_NONBLOCK), "w"):
+            pass
+        worker.join(5)
+        pytest.fail("load_corpus waited on a FIFO")
+    assert torch.equal(result["c"].tokens, good)

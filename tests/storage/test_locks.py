@@ -73,3 +73,22 @@ def test_process_identity_survives_pid_reuse():
     assert not locks.same_process_alive(me, None, "2000-01-01T00:00:00+00:00")
     assert not locks.same_process_alive(2**31 - 2)  # no such process
     assert not locks.valid_pid(10**30) and not locks.valid_pid(True) and locks.valid_pid(me)
+
+
+def test_a_fifo_in_place_of_the_pid_file_does_not_block(tmp_path):
+    """Opening a FIFO to write waits for a reader: the lock must not."""
+    import threading
+
+    os.mkfifo(tmp_path / ".lock")
+    taken = []
+    worker = threading.Thread(target=lambda: taken.append(locks.acquire(tmp_path)))
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():
+        with open(os.open(tmp_path / ".lock", os.O_RDONLY | os.O_NONBLOCK)):
+            pass
+        worker.join(5)
+        pytest.fail("acquire waited on a FIFO")
+    assert taken[0].held
+    assert locks.lock_owner(tmp_path) is None  # no pid could be recorded: unknown, not wrong
+    taken[0].release()

@@ -99,9 +99,9 @@ def info(o) -> None:
             f"no Tiny Shakespeare in {folder} (looked for {TINY_SHAKESPEARE_FILE} and any file "
             "with its checksum); run `toygpt data fetch` first, or name a FILE"
         )
-    # The facts come from the token cache after the first look (the file is only hashed).
+    # Read from the text itself, not from the token cache: what this prints is the truth.
     with Meter(fancy_output(o.json), "bytes") as meter:
-        facts = text_facts(path, meter)
+        facts = text_facts(path, meter, trust=False)
     n_train = train_chars(facts.n_chars)  # at the default --val-fraction
     info = {
         "path": str(path),

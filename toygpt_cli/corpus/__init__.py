@@ -32,8 +32,21 @@ def load_corpus(
             tokens = load_tokens(path, facts, vocab.chars, progress)
         except WrongFacts:
             continue
+        if not given and trust and not _every_id_used(tokens, len(vocab.chars)):
+            continue  # cached facts name a character the text does not have
         return Corpus(path, facts.sha256, vocab, tokens, val_fraction)
     raise changed_error(path)
+
+
+def _every_id_used(tokens, vocab_size: int, chunk: int = 1 << 24) -> bool:
+    """Whether each of the ids 0 .. vocab_size - 1 occurs (one pass, in chunks)."""
+    import torch
+
+    counts = torch.zeros(vocab_size, dtype=torch.long)
+    for start in range(0, len(tokens), chunk):
+        piece = tokens[start : start + chunk].to(torch.int64)
+        counts += torch.bincount(piece, minlength=vocab_size)[:vocab_size]
+    return bool((counts > 0).all())
 
 
 def corpus_from_text(

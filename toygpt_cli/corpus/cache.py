@@ -34,7 +34,7 @@ import torch
 import toygpt_cli.corpus.encoding as encoding
 from toygpt_cli.corpus.encoding import Progress, TextFacts, id_dtype
 from toygpt_cli.errors import ToygptError
-from toygpt_cli.storage.files import atomic_open, crc32_file, sha256_file
+from toygpt_cli.storage.files import atomic_open, crc32_file, read_regular, sha256_file
 from toygpt_cli.storage.mapped import map_tokens
 
 FORMAT = "toygpt-tokens/1"
@@ -95,7 +95,7 @@ def _read_facts(path: Path, sha: str, size: int) -> TextFacts | None:
     text is scanned again and the facts rewritten)."""
     for folder, prefix in _locations(path):
         try:
-            raw = json.loads((folder / f"{prefix}.{sha[:16]}.json").read_text(encoding="utf-8"))
+            raw = json.loads(read_regular(folder / f"{prefix}.{sha[:16]}.json", 1 << 24))
             if raw.pop("format") == FORMAT and raw["sha256"] == sha:
                 facts = TextFacts(**raw)
                 if _plausible(facts, size):
@@ -162,7 +162,7 @@ def load_tokens(
         cached = folder / f"{prefix}.{key}"
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError, RecursionError):
             if cached.is_file() and cached.stat().st_size == nbytes:
-                check = json.loads(Path(f"{cached}.check").read_text(encoding="utf-8"))
+                check = json.loads(read_regular(Path(f"{cached}.check"), 1 << 20))
                 if check == _check_record(vocab, facts.n_chars, crc32_file(cached)):
                     return map_tokens(cached, facts.n_chars, dtype)
 

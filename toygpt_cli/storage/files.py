@@ -8,9 +8,11 @@ and readers skip a trailing partial line left by a crash.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -101,9 +103,25 @@ def overwrite_in_place(path: Path, obj: Any) -> bool:
         os.close(fd)
 
 
+def read_regular(path: Path, limit: int = 64 << 20) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. Anything else (a FIFO, which
+    would block the reader forever; a device; a folder; a larger file) raises OSError,
+    without waiting: callers treat it as a file that cannot be read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if info.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit:,} bytes", str(path))
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(limit + 1)[:limit]
+    finally:
+        os.close(fd)
+
+
 def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(read_regular(path).decode("utf-8"))
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

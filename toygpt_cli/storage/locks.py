@@ -118,8 +118,9 @@ def acquire(folder: Path, attempts: int = 10) -> FileLock:
         os.close(fd)
         raise LockHeld(lock_owner(folder))
     with contextlib.suppress(OSError):
+        # O_NONBLOCK: a FIFO put in its place fails at once instead of waiting for a reader
         pid_fd = os.open(folder / PID_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o644)  # fmt: skip
+                         | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)  # fmt: skip
         try:
             os.write(pid_fd, f"{os.getpid()}\n".encode())
         finally:
