@@ -1,3 +1,3 @@
-from toygpt_cli.cli.app import main
+from toygpt_cli.cli.entry import main
 
 main()

@@ -52,15 +52,21 @@ def parse_duration(value: Any) -> float:
         ) from None
 
 
+MAX_PARAMETERS = 20e9  # about 80 GB of float32 weights: far past any model this tool is for
+
+
 @dataclass
 class ModelConfig:
     """The transformer's shape. Changing any of these makes a different model."""
 
-    vocab_size: int = option(65, "Vocabulary size (from the data).", MODEL, FIXED, cli=False)
-    block_size: int = option(16, "Context length in characters.", MODEL, FIXED, min=1)
-    n_embd: int = option(384, "Model width.", MODEL, FIXED, min=1)
-    n_layer: int = option(4, "Transformer blocks.", MODEL, FIXED, min=1)
-    n_head: int = option(6, "Attention heads (must divide n_embd).", MODEL, FIXED, min=1)
+    vocab_size: int = option(65, "Vocabulary size (from the data).", MODEL, FIXED, cli=False,
+                             min=1, max=0x110000)  # fmt: skip
+    block_size: int = option(16, "Context length in characters.", MODEL, FIXED, min=1,
+                             max=1 << 20)  # fmt: skip
+    n_embd: int = option(384, "Model width.", MODEL, FIXED, min=1, max=1 << 16)
+    n_layer: int = option(4, "Transformer blocks.", MODEL, FIXED, min=1, max=1024)
+    n_head: int = option(6, "Attention heads (must divide n_embd).", MODEL, FIXED, min=1,
+                         max=1 << 16)  # fmt: skip
     dropout: float = option(0.2, "Dropout probability.", MODEL, FIXED, min=0.0, below=1.0)
     attn_dropout: bool = option(
         True,
@@ -106,6 +112,14 @@ class ModelConfig:
 
     def validate(self) -> None:
         validate(self)
+        size = self.size_estimate()
+        if size > MAX_PARAMETERS:
+            raise OptionError(
+                f"a model of about {size / 1e9:,.0f}B parameters is more than toygpt trains "
+                f"(at most {MAX_PARAMETERS / 1e9:.0f}B): lower n_embd, n_layer or block_size",
+                "n_embd",
+                "n_layer",
+            )
         if self.n_embd % self.n_head:
             raise OptionError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
@@ -122,6 +136,13 @@ class ModelConfig:
                 "n_embd",
                 "n_head",
             )
+
+    def size_estimate(self) -> float:
+        """Parameters, to within a few percent (12 C^2 per block, the embeddings, the
+        head), without building anything."""
+        C = self.n_embd
+        positions = self.block_size if self.pos == "learned" else 0
+        return 12.0 * C * C * self.n_layer + (2 * self.vocab_size + positions) * C
 
 
 @dataclass

@@ -118,11 +118,33 @@ def load_optimizer_state(optimizer, state: dict[str, Any], model: torch.nn.Modul
     """
     if isinstance(optimizer, MuonAdamW):  # the optimizer is fixed for the life of a run
         optimizer.load_state_dict(state)
-        return
-    groups = state["param_groups"]
-    if [g.get("name") for g in groups] != list(GROUPS):
-        state = _regroup(state, optimizer, model)
-    optimizer.load_state_dict(state)
+    else:
+        groups = state["param_groups"]
+        if [g.get("name") for g in groups] != list(GROUPS):
+            state = _regroup(state, optimizer, model)
+        optimizer.load_state_dict(state)
+    _check_loaded(optimizer)
+
+
+def _check_loaded(optimizer) -> None:
+    """Every per-parameter buffer (moments, momentum) of its parameter's shape, dense, and
+    finite: torch trusts them, and a wrong shape can crash the process in a fused step."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if not isinstance(value, torch.Tensor):
+                    continue
+                if value.dim() == 0 and key == "step":
+                    if not torch.isfinite(value.float()).all() or value.item() < 0:
+                        raise ValueError(f"its {key} count is {value.item()}")
+                    continue
+                if value.layout != torch.strided or value.device.type == "meta":
+                    raise ValueError(f"its {key} is not a plain tensor ({value.layout})")
+                if tuple(value.shape) != tuple(p.shape):
+                    raise ValueError(f"its {key} is {tuple(value.shape)} for a parameter of "
+                                     f"{tuple(p.shape)}")  # fmt: skip
+                if not value.is_floating_point() or not torch.isfinite(value).all():
+                    raise ValueError(f"its {key} holds NaN, infinite or non-float values")
 
 
 def _regroup(state: dict[str, Any], optimizer, model) -> dict[str, Any]:

@@ -8,8 +8,10 @@ import errno
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -415,3 +417,19 @@ def test_more_processes_than_the_machine_has_is_refused(setup):
 
     r = toygpt(*TRAIN, "--data", setup["corpus"], "--nproc", str(usable_cpus() + 1))
     assert r.exit_code == 2 and "more processes than this machine's" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.12, 0.25, 0.5])
+def test_ctrl_c_while_the_command_loads_is_quiet(setup, delay):
+    """Ctrl-C during the imports (before any command runs) stops with 130, no traceback.
+    (The interpreter's own first few hundredths of a second are outside toygpt's reach.)"""
+    env = {**os.environ, **setup["env"]}
+    cmd = [sys.executable, "-m", "toygpt_cli", *TRAIN, "--data", setup["corpus"]]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith(("stopped", "interrupted", "resume with"))

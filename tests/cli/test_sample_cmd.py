@@ -324,3 +324,14 @@ def test_memory_stays_flat_while_samples_stream(run_dir):
         assert proc.stdout.count("--- sample ") == 50
         peaks.append(int(proc.stderr.strip().splitlines()[-1]))
     assert peaks[1] - peaks[0] < 40 * 1024, peaks  # KiB: 20x the text, well under 40 MB more
+
+
+def test_no_room_for_the_other_samples_is_one_line(run_dir, monkeypatch):
+    """Samples 2..N wait in a temporary file; a full disk there is one line, not a trace."""
+    from toygpt_cli.cli import sample_cmd
+
+    monkeypatch.setattr(sample_cmd.tempfile, "TemporaryFile", lambda: open("/dev/full", "w+b"))  # noqa: SIM115
+    r = sample(run_dir, "-n", "20000", "--num-samples", "3", "--seed", "1")
+    assert r.exit_code == 1, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: cannot keep samples 2..N")
+    assert "Traceback" not in r.stderr

@@ -333,6 +333,8 @@ def test_a_damaged_token_file_is_encoded_again(shakespeare, damage):
         {"extra": True},  # names a character the text lacks: a wrong vocabulary size
         {"vocab": "aab"},  # repeats
         {"vocab": 12345},
+        {"vocab": "\n\ud800"},  # a lone surrogate: no UTF-8 text has one
+        None,  # JSON null instead of an object
         {"vocab": ""},
         {"n_chars": 17},  # a wrong count
         {"n_chars": "many"},
@@ -343,10 +345,10 @@ def test_damaged_text_facts_are_found_and_the_text_scanned_again(shakespeare, fa
     good = load_corpus(shakespeare)
     (path,) = (shakespeare.parent / tokens.CACHE_DIR).glob("*.json")
     raw = json.loads(path.read_text())
-    if "extra" in facts:
+    if facts is not None and "extra" in facts:
         extra = next(c for c in "~#%é" if c not in raw["vocab"])
         facts = {"vocab": "".join(sorted(raw["vocab"] + extra))}
-    path.write_text(json.dumps({**raw, **facts}))
+    path.write_text(json.dumps(None if facts is None else {**raw, **facts}))
     again = load_corpus(shakespeare)
     assert again.tokenizer.chars == good.tokenizer.chars
     assert torch.equal(again.tokens, good.tokens)

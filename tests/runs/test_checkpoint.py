@@ -103,6 +103,18 @@ DAMAGE = [
     ("absurd step", {"state": {"step": 10**30}}, "its step is 1000000000000000000000000000000"),
     ("step of the wrong type", {"state": {"step": "ten"}}, "its step is 'ten'"),
     ("NaN best val", {"state": {"step": 3, "best_val": float("nan")}}, "its best val loss is nan"),
+    ("a weight on the meta device", {"model": _weights(**{"lm_head.bias": torch.zeros(65,
+     device="meta")})}, "lm_head.bias is not a plain tensor"),
+    ("a sparse weight", {"model": _weights(**{"lm_head.bias": torch.zeros(65).to_sparse()})},
+     "lm_head.bias is not a plain tensor"),
+    ("integer weights", {"model": _weights(**{"lm_head.bias": torch.zeros(65, dtype=torch.int64)})},
+     "lm_head.bias holds torch.int64 values"),
+    ("a billion wide", {"model_config": {**dataclasses.asdict(ModelConfig()), "n_embd": 10**9}},
+     "n_embd must be at most 65536"),
+    ("a million layers", {"model_config": {**dataclasses.asdict(ModelConfig()), "n_layer": 10**6}},
+     "n_layer must be at most 1024"),
+    ("too many parameters", {"model_config": {**dataclasses.asdict(ModelConfig()), "n_embd": 60000,
+     "n_head": 6, "n_layer": 1000}}, "more than toygpt trains"),
 ]  # fmt: skip
 
 
@@ -130,10 +142,35 @@ def test_resuming_needs_the_optimizer_the_random_streams_and_the_configuration(t
 
 def test_an_absurd_size_a_file_claims_allocates_nothing(tmp_path):
     path = tmp_path / "ckpt.pt"
-    cfg = {**dataclasses.asdict(ModelConfig(vocab_size=65)), "n_embd": 24_000, "n_head": 6}
-    save_checkpoint(path, _state(model_config=cfg))  # small weights, a 24,000-wide config
+    cfg = {**dataclasses.asdict(ModelConfig(vocab_size=65)), "n_embd": 12_000, "n_head": 6}
+    save_checkpoint(path, _state(model_config=cfg))  # small weights, a 12,000-wide config
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(DamagedCheckpoint, match="do not fit its configuration|is \\("):
         read_checkpoint(path)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 200  # a real model of that width would take tens of GB
+
+
+@pytest.mark.parametrize(
+    "damage", ["wrong shape", "sparse", "NaN"],
+)
+def test_an_optimizer_state_that_does_not_fit_is_one_line_not_a_crash(tmp_path, damage):
+    """torch trusts the moments it loads; a wrong shape can crash the process in the step."""
+    from toygpt_cli.optim import load_optimizer_state, make_optimizer
+
+    model = _model()
+    optimizer = make_optimizer(model, TrainConfig(), torch.device("cpu"))
+    model(torch.randint(65, (2, 16)), torch.randint(65, (2, 16)))[1].backward()
+    optimizer.step()
+    state = optimizer.state_dict()
+    moments = next(iter(state["state"].values()))
+    if damage == "wrong shape":
+        moments["exp_avg"] = torch.zeros(3)
+    elif damage == "sparse":
+        moments["exp_avg"] = moments["exp_avg"].to_sparse()
+    else:
+        moments["exp_avg_sq"] = torch.full_like(moments["exp_avg_sq"], float("nan"))
+    fresh = make_optimizer(_model(), TrainConfig(), torch.device("cpu"))
+    with pytest.raises(ValueError, match="exp_avg") as info:
+        load_optimizer_state(fresh, state, model)
+    assert "\n" not in str(info.value)

@@ -105,7 +105,12 @@ class TrainDisplay:
         what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         self._print(
             f"{what}: stopping at the next safe point (after this step, or now during an "
-            "eval) with a checkpoint; Ctrl-C again stops at once"
+            "eval) with a checkpoint; "
+            + (
+                "Ctrl-C again stops at once"
+                if what == "Ctrl-C"
+                else "a second signal stops at once"
+            )
         )
 
     def _started(self, e) -> None:

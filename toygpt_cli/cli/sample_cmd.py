@@ -9,6 +9,7 @@ from stdin, one per line, until EOF or an empty line.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -119,20 +120,34 @@ class _Spool:
 
     def __init__(self, width: int):
         self.width, self.rows = width, 0
-        self.file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        with self._failing():
+            self.file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _failing():
+        try:
+            yield
+        except OSError as exc:
+            raise ToygptError(
+                f"cannot keep samples 2..N in a temporary file in {tempfile.gettempdir()}: "
+                f"{exc.strerror or exc} (set TMPDIR to a folder with room, or draw one sample)"
+            ) from None
 
     def add(self, ids) -> None:
         import torch
 
         row = torch.tensor(ids, dtype=torch.int32)
-        self.file.write(ctypes.string_at(row.data_ptr(), row.numel() * 4))
+        with self._failing():
+            self.file.write(ctypes.string_at(row.data_ptr(), row.numel() * 4))
         self.rows += 1
 
     def samples(self, group: int = 64):
         """Each sample's ids, in order (read a group of samples at a time)."""
         import torch
 
-        self.file.flush()
+        with self._failing():
+            self.file.flush()
         if not self.rows:
             yield from ([] for _ in range(self.width))
             return
@@ -143,7 +158,8 @@ class _Spool:
             del ids
 
     def close(self) -> None:
-        self.file.close()
+        with contextlib.suppress(OSError):
+            self.file.close()
 
 
 def _generate(loaded, prompt: str, cfg: SampleConfig, write, echo: bool = True) -> list[str]:

@@ -96,7 +96,7 @@ def _read_facts(path: Path, sha: str, size: int) -> TextFacts | None:
     for folder, prefix in _locations(path):
         try:
             raw = json.loads(read_regular(folder / f"{prefix}.{sha[:16]}.json", 1 << 24))
-            if raw.pop("format") == FORMAT and raw["sha256"] == sha:
+            if isinstance(raw, dict) and raw.pop("format") == FORMAT and raw["sha256"] == sha:
                 facts = TextFacts(**raw)
                 if _plausible(facts, size):
                     return facts
@@ -109,6 +109,7 @@ def _plausible(facts: TextFacts, size: int) -> bool:
     vocab = facts.vocab
     return (
         isinstance(vocab, str) and len(vocab) > 0 and list(vocab) == sorted(set(vocab))
+        and not any("\ud800" <= c <= "\udfff" for c in vocab)  # no text decodes to these
         and isinstance(facts.n_bytes, int) and facts.n_bytes == size
         and isinstance(facts.n_chars, int) and len(vocab) <= facts.n_chars <= size
     )  # fmt: skip

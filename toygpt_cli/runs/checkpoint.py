@@ -165,7 +165,8 @@ def check_weights(weights: dict, cfg: ModelConfig, where: str, shapes_only: bool
     """Every weight a model of `cfg` has, of its shape, and finite; nothing else.
     `shapes_only`: `weights` maps names to shapes (from a file's header), nothing is read."""
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in GPT(cfg).state_dict().items()}
+        model = GPT(cfg).state_dict()
+    expected = {k: tuple(v.shape) for k, v in model.items()}
     missing = sorted(set(expected) - set(weights))
     extra = sorted(set(weights) - set(expected))
     if missing or extra:
@@ -183,7 +184,14 @@ def check_weights(weights: dict, cfg: ModelConfig, where: str, shapes_only: bool
             raise DamagedCheckpoint(
                 f"{where}: {key} is {got}, where a model of its configuration has {shape}"
             )
-        if not shapes_only and value.is_floating_point() and not torch.isfinite(value).all():
+        if shapes_only:
+            continue
+        if value.layout != torch.strided or value.device.type != "cpu":
+            raise DamagedCheckpoint(f"{where}: {key} is not a plain tensor ({value.layout}, "
+                                    f"{value.device.type})")  # fmt: skip
+        if value.is_floating_point() != model[key].is_floating_point():
+            raise DamagedCheckpoint(f"{where}: {key} holds {value.dtype} values")
+        if value.is_floating_point() and not torch.isfinite(value).all():
             raise DamagedCheckpoint(f"{where}: {key} holds NaN or infinite values")
 
 
