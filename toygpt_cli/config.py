@@ -116,7 +116,7 @@ class ModelConfig:
         if size > MAX_PARAMETERS:
             raise OptionError(
                 f"a model of about {size / 1e9:,.0f}B parameters is more than toygpt trains "
-                f"(at most {MAX_PARAMETERS / 1e9:.0f}B): lower n_embd, n_layer or block_size",
+                f"(at most {MAX_PARAMETERS / 1e9:.0f}B): lower n_embd or n_layer",
                 "n_embd",
                 "n_layer",
             )

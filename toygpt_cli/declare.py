@@ -66,6 +66,11 @@ def validate(obj: Any) -> None:
         setattr(obj, f.name, check(f, getattr(obj, f.name)))
 
 
+def _n(value) -> str:
+    """A bound or value as people write it: integers whole (1000000), floats short (1e-06)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def check(f: dataclasses.Field, value: Any) -> Any:
     """One field's value, checked against its declaration: type (ints widen to floats),
     finiteness, bounds and choices. Returns the value as the field's type."""
@@ -85,18 +90,19 @@ def check(f: dataclasses.Field, value: Any) -> Any:
     if want is int and abs(value) > INT64_MAX:
         raise OptionError(f"{f.name} is out of range: {value}", f.name)
     if opt.min is not None and value < opt.min:
-        rel = "greater than 0" if opt.min == 1 and want is int else f"at least {opt.min:g}"
+        rel = "greater than 0" if opt.min == 1 and want is int else f"at least {_n(opt.min)}"
         if opt.min == 0:
             rel = "0 or more"
-        raise OptionError(f"{f.name} must be {rel}, got {value:g}", f.name)
+        raise OptionError(f"{f.name} must be {rel}, got {_n(value)}", f.name)
     if opt.above is not None and not value > opt.above:
-        raise OptionError(f"{f.name} must be greater than {opt.above:g}, got {value:g}", f.name)
+        raise OptionError(f"{f.name} must be greater than {_n(opt.above)}, got {_n(value)}",
+                          f.name)  # fmt: skip
     if opt.max is not None and value > opt.max:
-        raise OptionError(f"{f.name} must be at most {opt.max:g}, got {value:g}", f.name)
+        raise OptionError(f"{f.name} must be at most {_n(opt.max)}, got {_n(value)}", f.name)
     if opt.below is not None and not value < opt.below:
-        lo = f"[{opt.min:g}, {opt.below:g})" if opt.min is not None else None
-        lo = lo or f"({opt.above:g}, {opt.below:g})"
-        raise OptionError(f"{f.name} must be in {lo}, got {value:g}", f.name)
+        lo = f"[{_n(opt.min)}, {_n(opt.below)})" if opt.min is not None else None
+        lo = lo or f"({_n(opt.above)}, {_n(opt.below)})"
+        raise OptionError(f"{f.name} must be in {lo}, got {_n(value)}", f.name)
     if opt.choices is not None and value not in opt.choices:
         raise OptionError(
             f"{f.name} must be one of {', '.join(opt.choices)}; got {value!r}", f.name

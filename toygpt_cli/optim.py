@@ -129,9 +129,10 @@ def load_optimizer_state(optimizer, state: dict[str, Any], model: torch.nn.Modul
 def _check_loaded(optimizer) -> None:
     """Every per-parameter buffer (moments, momentum) of its parameter's shape, dense, and
     finite: torch trusts them, and a wrong shape can crash the process in a fused step."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            for key, value in optimizer.state.get(p, {}).items():
+    parts = [optimizer.adamw, optimizer.muon] if isinstance(optimizer, MuonAdamW) else [optimizer]
+    for part in parts:
+        for p, state in part.state.items():  # (not .get: a defaultdict would grow an entry)
+            for key, value in state.items():
                 if not isinstance(value, torch.Tensor):
                     continue
                 if value.dim() == 0 and key == "step":
