@@ -114,6 +114,7 @@ class Trainer:
         self.listeners = [x for x in listeners if x is not None]
         self.checkpoints, self.stop = checkpoints, stop or StopSwitch()
         self.run_folder, self.lock, self.last_eval = run, lock, last_eval
+        self.resumed = False  # set by load_state_dict: this training continues a checkpoint
         self.device = self.dist.device or resolve_device(train_cfg.device)
         self.dtype = resolve_dtype(train_cfg.dtype, self.device)
         set_threads(train_cfg.threads)
@@ -169,6 +170,7 @@ class Trainer:
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         """Put a state_dict back (options changed on resume take effect). A part that does
         not fit raises ValueError naming it."""
+        self.resumed = True
 
         def part(what: str, load) -> None:
             try:
@@ -254,7 +256,7 @@ class Trainer:
         self.emit(
             TrainStarted(
                 self.run_folder, st.step, cfg.iters, self.model.num_params(), str(self.device),
-                self.dtype, st.step > 0, cfg.max_time, st.wall_seconds, self.last_eval,
+                self.dtype, self.resumed, cfg.max_time, st.wall_seconds, self.last_eval,
                 budget.used(),
             )
         )  # fmt: skip
@@ -350,7 +352,7 @@ class Trainer:
         need = max(2, math.ceil(budget.used() + evals * cost * 1.5 + 5))
         raise BudgetTooSmall(
             f"--max-time {budget.max_time:g}s is too small here: an eval of this model takes "
-            f"about {cost:.1f} s and this session needs {evals} with steps between; give "
+            f"about {cost:.1f} s and this training needs {evals} with steps between; give "
             f"--max-time {need}s or more",
             fresh=start_step == 0 and self.state.last_eval_step < 0,
         )

@@ -267,6 +267,9 @@ def test_tiny_shakespeare_is_found_whatever_its_name(tmp_path, fake_tiny_shakesp
     assert find_tiny_shakespeare(tmp_path) is None
     (tmp_path / "notes.txt").write_bytes(b"x" * len(fake_tiny_shakespeare))  # same size only
     assert find_tiny_shakespeare(tmp_path) is None
+    os.mkfifo(tmp_path / "pipe")  # never opened: it has no size
+    (tmp_path / "shakespeare").write_bytes(fake_tiny_shakespeare)  # any name, no suffix
+    assert find_tiny_shakespeare(tmp_path) == tmp_path / "shakespeare"
     (tmp_path / "input.txt").write_bytes(fake_tiny_shakespeare)  # the seed's layout
     assert find_tiny_shakespeare(tmp_path) == tmp_path / "input.txt"
     shutil.copy(tmp_path / "input.txt", tmp_path / "shakespeare.data")  # recorded, not .txt

@@ -151,7 +151,8 @@ class _Spool:
         if not self.rows:
             yield from ([] for _ in range(self.width))
             return
-        with mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        # ACCESS_COPY: a writable view (torch warns about read-only buffers), never written back
+        with mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_COPY) as mapped:
             ids = torch.frombuffer(mapped, dtype=torch.int32).view(self.rows, self.width)
             for start in range(0, self.width, group):
                 yield from ids[:, start : start + group].T.tolist()

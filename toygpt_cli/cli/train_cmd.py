@@ -40,7 +40,10 @@ def train(o) -> None:
         )
     file_data = next((layer.pop("data") for layer in layers if "data" in layer), None)
     if o.nproc > 1 and "RANK" not in os.environ:
-        _check_nproc(o.nproc)
+        device = given.get("device") or next(
+            (layer["device"] for layer in reversed(layers) if "device" in layer), "auto"
+        )
+        _check_nproc(o.nproc, str(device))
         _check_before_launch(layers, given, o.resume, o.steps, where)
         if o.resume is None and o.data is None and file_data is None:
             _default_dataset(where.data_dir)  # fetched once, here, not by every worker
@@ -171,16 +174,18 @@ def _check_before_launch(layers, given, resume, steps, where) -> None:
     plan_resume(ckpt.model_config, ckpt.train_config(), ckpt.state, status, given, steps, run.name)
 
 
-def _check_nproc(nproc: int) -> None:
-    """One process per GPU, or per CPU core: more only share the same hardware."""
+def _check_nproc(nproc: int, device: str = "auto") -> None:
+    """One process per GPU on a GPU (rank r takes cuda:r), or per CPU core on the CPU."""
     import torch
 
     from toygpt_cli.device import usable_cpus
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if nproc > max(gpus, usable_cpus()):
-        have = f"{gpus} GPUs" if gpus else f"{usable_cpus()} CPUs"
-        raise UsageError(f"--nproc {nproc} is more processes than this machine's {have}")
+    on_gpus = device.startswith("cuda") or (device == "auto" and gpus > 0)
+    have = gpus if on_gpus else usable_cpus()
+    if nproc > have:
+        what = f"{gpus} GPUs" if on_gpus else f"{have} CPUs"
+        raise UsageError(f"--nproc {nproc} is more processes than this machine's {what}")
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -215,7 +220,8 @@ def _report(result, sample: bool, trainer) -> None:
             "does not go past; resume it with --steps N"
         )
     last = result.last_eval or {}
-    best = result.best_val if result.best_val is not None else float("nan")
+    # rounded as the eval records are, so that "best" and "val" of one eval read the same
+    best = round(result.best_val, 5) if result.best_val is not None else float("nan")
     err.print(
         f"done: step {result.step}, train loss {last.get('train_loss', float('nan')):.4f}, "
         f"val loss {last.get('val_loss', float('nan')):.4f} (best {best:.4f})\n"

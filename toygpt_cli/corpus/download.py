@@ -65,7 +65,7 @@ def find_tiny_shakespeare(data_dir: Path) -> Path | None:
     """Tiny Shakespeare in `data_dir` whatever its file name, or None.
 
     In order: data/tinyshakespeare.txt (what `data fetch` saves); files whose recorded
-    checksum in SHA256SUMS is Tiny Shakespeare's; then any *.txt of exactly its size.
+    checksum in SHA256SUMS is Tiny Shakespeare's; then any file of exactly its size.
     Only files of that size are hashed (about 1 MB each), so this stays cheap.
     """
     data_dir = Path(data_dir)
@@ -74,7 +74,7 @@ def find_tiny_shakespeare(data_dir: Path) -> Path | None:
         return canonical
     recorded = [n for n, d in read_checksums(data_dir).items() if d == TINY_SHAKESPEARE_SHA256]
     try:
-        others = sorted(p.name for p in data_dir.glob("*.txt"))
+        others = sorted(p.name for p in data_dir.iterdir() if not p.name.startswith("."))
     except OSError:
         others = []
     for name in dict.fromkeys(recorded + others):  # recorded first, each once

@@ -1,9 +1,9 @@
 """The GPU check (a measurement script, not a test): run it on a machine with a CUDA GPU and
-Tiny Shakespeare in ./data (or pass --data), and paste its report into the README.
+Tiny Shakespeare in ./data (or pass --data), and add its report to docs/results.md.
 
     python -m toygpt_cli.measure.gpu_check [--data FILE] [--skip-nanogpt]
 
-1. the test suite's CUDA tests (tests/test_cuda.py)
+1. the test suite's CUDA tests (tests/test_device.py and tests/test_muon.py, -k cuda)
 2. `toygpt bench --device cuda`
 3. the full default run, `toygpt train --device cuda --iters 5100`, timed end to end
 4. the same with `--compile --compile-mode reduce-overhead` (CUDA graphs)

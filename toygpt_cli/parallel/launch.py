@@ -64,15 +64,15 @@ def launch_local(nproc: int, argv: list[str]) -> int:
                 with contextlib.suppress(ProcessLookupError):
                     p.send_signal(signum)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         failed_at = None
         while any(p.poll() is None for p in procs):
             time.sleep(0.1)
             # A rank that failed (or died while stopping) leaves the others waiting in a
             # collective: end them after a grace period (longer while they checkpoint).
-            bad = [p for p in procs if p.poll() not in (None, 0, 128 + signal.SIGINT,
-                                                       128 + signal.SIGTERM)]  # fmt: skip
+            stopped = {128 + s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+            bad = [p for p in procs if p.poll() not in (None, 0, *stopped)]
             if bad and failed_at is None:
                 failed_at = time.monotonic()
             grace = 120 if received else 30

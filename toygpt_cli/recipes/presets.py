@@ -5,9 +5,11 @@ in the README) and config files (TOML, or a run's config.json). Precedence: pres
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from toygpt_cli.config import ModelConfig, TrainConfig
 from toygpt_cli.errors import UsageError, first_line
 
 # The optimisation recipe of nanoGPT's character model: warmup then cosine decay, decay on
@@ -174,4 +176,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
         elif not json_file:
             flat[key] = value  # TOML may also give options at the top level
     flat.pop("vocab_size", None)  # always derived from the data
+    known = {f.name for cls in (ModelConfig, TrainConfig) for f in fields(cls)} | {"data"}
+    for key in flat:
+        if key.replace("-", "_") not in known:
+            raise UsageError(f"unknown option {key!r} in config file {path}")
     return flat
