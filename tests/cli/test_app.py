@@ -440,3 +440,24 @@ def test_ctrl_c_while_the_command_loads_is_quiet(setup, delay):
     assert "Traceback" not in stderr, stderr
     assert proc.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1].startswith(("stopped", "interrupted", "resume with"))
+
+
+@pytest.mark.parametrize("args", [["--help"], ["data", "info", "{corpus}", "--json"]],
+                         ids=["help", "data info"])  # fmt: skip
+def test_a_closed_stdout_is_one_line(setup, args):
+    """Started with stdout closed (`>&-`), Python has no sys.stdout at all."""
+    args = [a.format(corpus=setup["corpus"]) for a in args]
+    env = {**os.environ, **setup["env"]}
+    cmd = [sys.executable, "-m", "toygpt_cli", *args]
+    proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, env=env, timeout=120,
+                          preexec_fn=lambda: os.close(1))  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip() == "error: cannot write the output: standard output is closed"
+
+
+def test_a_closed_stderr_still_gives_the_exit_code(setup):
+    env = {**os.environ, **setup["env"]}
+    proc = subprocess.run([sys.executable, "-m", "toygpt_cli", "runs", "show", "nope"],
+                          stdout=subprocess.PIPE, text=True, env=env, timeout=120,
+                          preexec_fn=lambda: os.close(2))  # fmt: skip
+    assert proc.returncode == 1 and proc.stdout == ""

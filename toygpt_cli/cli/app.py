@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import signal
 import sys
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     # ignored (a background job of a non-interactive shell): Python would then never raise
     # KeyboardInterrupt, and `sample -i` would wait for input for ever.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    _stand_in_for_closed_streams()
     args = normalize_argv(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=args, prog_name="toygpt", standalone_mode=False)
@@ -110,8 +113,35 @@ def main(argv: list[str] | None = None) -> None:
         code = 130
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly
         code = 1
+    except OSError as exc:  # help or usage text to a closed or dead stdout
+        why = escape(exc.strerror or str(exc))
+        err.print(f"[bold red]error:[/] cannot write the output: {why}", markup=True)
+        code = 1
     _finish_stdout()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+class _Closed(io.TextIOBase):
+    """Stands in for a stream toygpt was started without (`>&-`): Python leaves None there.
+    Writing output then fails as on a dead device (one line, exit 1); messages for a closed
+    stderr go nowhere."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def write(self, text: str) -> int:
+        if self.name == "stdout":
+            raise OSError(errno.EBADF, "standard output is closed")
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _stand_in_for_closed_streams() -> None:
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, _Closed(name))
 
 
 def _finish_stdout() -> None:
