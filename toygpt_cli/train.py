@@ -263,7 +263,9 @@ class Trainer:
         try:
             at_end = self._loop(budget, start_step)
             st.wall_seconds = budget.wall()
-            stopped = self.stop.signal is not None and not at_end
+            # Agreed by every process (a signal may have reached only one): checkpointing
+            # is collective, so all of them must take this branch or none.
+            stopped = not at_end
             if stopped:
                 self.save_checkpoint()
             self.dist.barrier()  # rank 0 may still be sampling: leave together

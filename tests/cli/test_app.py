@@ -461,3 +461,31 @@ def test_a_closed_stderr_still_gives_the_exit_code(setup):
                           stdout=subprocess.PIPE, text=True, env=env, timeout=120,
                           preexec_fn=lambda: os.close(2))  # fmt: skip
     assert proc.returncode == 1 and proc.stdout == ""
+
+
+def test_pytorch_failing_to_load_is_one_line(tmp_path):
+    """Under `ulimit -v`, importing torch can fail with SystemError deep inside it: one line
+    (written plainly: nothing else can be relied on then), exit 1."""
+    fake = tmp_path / "site" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise SystemError('error return without exception set')\n")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "from toygpt_cli.cli.common import handle_errors; "
+        "handle_errors(lambda: __import__('torch'))()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(fake.parent)], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: cannot load PyTorch")
+    assert len(proc.stderr.splitlines()) == 1
+
+
+def test_a_system_error_outside_pytorch_is_not_hidden():
+    from toygpt_cli.cli.common import handle_errors
+
+    def ours():
+        raise SystemError("ours")
+
+    with pytest.raises(SystemError):
+        handle_errors(ours)()

@@ -135,6 +135,54 @@ def test_sigterm_to_the_launcher_stops_every_worker_with_a_checkpoint(dirs, corp
     assert r.exit_code == 0, r.stderr
 
 
+def _start_and_wait_for_evals(runs, corpus_file, evals=2):
+    env = dict(os.environ, TOYGPT_RUNS_DIR=str(runs), OMP_NUM_THREADS="1", CI="1")
+    cmd = _ddp_cmd(corpus_file, "--nproc", "2", "--iters", "100000", "--eval-interval", "20")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = list(runs.glob("2*/metrics.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= evals:
+            return proc, found[0].parent
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail("the run did not reach its evals")
+
+
+def _workers(proc):
+    return [int(p) for p in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]
+
+
+def test_a_signal_to_one_worker_stops_them_all_with_a_checkpoint(dirs, corpus_file):
+    """Only rank 1 hears it (a cluster may signal one process): every rank must agree to
+    stop, or the checkpoint (a collective) would wait for ever."""
+    _, runs = dirs
+    proc, run = _start_and_wait_for_evals(runs, corpus_file)
+    workers = _workers(proc)
+    assert len(workers) == 2
+    os.kill(workers[1], signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode in (130, 143), stderr
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "interrupted", stderr
+    assert read_checkpoint(run / "ckpt.pt").data["state"]["step"] == status["step"] > 0
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_worker_killed_outright_is_one_line_from_the_launcher(dirs, corpus_file, rank):
+    _, runs = dirs
+    proc, run = _start_and_wait_for_evals(runs, corpus_file)
+    os.kill(_workers(proc)[rank], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    assert "Traceback" not in stderr
+    r = toygpt("train", "--resume", str(run), "--steps", "2", "--nproc", "1")
+    assert r.exit_code == 0, r.stderr
+
+
 def test_nproc_with_the_dataset_missing_offline_is_one_line_and_leaves_nothing(dirs):
     data, runs = dirs
     env = dict(os.environ, CI="1", https_proxy="http://127.0.0.1:9", HTTPS_PROXY="")

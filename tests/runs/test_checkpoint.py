@@ -174,3 +174,16 @@ def test_an_optimizer_state_that_does_not_fit_is_one_line_not_a_crash(tmp_path, 
     with pytest.raises(ValueError, match="exp_avg") as info:
         load_optimizer_state(fresh, state, model)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_checkpoint_that_is_not_a_file_is_refused_at_once(tmp_path, kind):
+    import os
+
+    path = tmp_path / "ckpt.pt"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")  # endless: reading it would never finish
+    with pytest.raises(DamagedCheckpoint, match="is not a regular file"):
+        read_checkpoint(path)

@@ -189,6 +189,8 @@ EXPORT_DAMAGE = [
     ("absurd config", {"model_config": '{"vocab_size": 65, "n_embd": 6000, "n_head": 6}'},
      None, "metadata is invalid|do not fit its configuration"),
     ("bad vocab", {"vocab": '"ab"'}, None, "vocabulary does not fit"),
+    ("NaN val fraction", {"val_fraction": "NaN"}, None, "val_fraction must be a finite number"),
+    ("val fraction 2", {"val_fraction": "2"}, None, "val_fraction must be"),
     ("changed data", None, {"ln_f.weight": torch.ones(32)}, "fails its sha256"),
 ]  # fmt: skip
 

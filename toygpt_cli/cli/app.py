@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly
         code = 1
     except OSError as exc:  # help or usage text to a closed or dead stdout
+        if exc.errno not in (errno.EBADF, errno.ENOSPC, errno.EIO):
+            raise
         why = escape(exc.strerror or str(exc))
         err.print(f"[bold red]error:[/] cannot write the output: {why}", markup=True)
         code = 1

@@ -100,7 +100,11 @@ def paths(data_dir: str | Path | None = None, runs_dir: str | Path | None = None
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    try:
+        err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    except MemoryError:  # rich needs room to render; the bare line does not
+        with contextlib.suppress(OSError):
+            os.write(2, f"error: {message}\n".replace("\\[", "[").encode())
     return typer.Exit(code)
 
 
@@ -128,7 +132,13 @@ def handle_errors(func):
         except KeyboardInterrupt:
             err.print("\nstopped")
             raise typer.Exit(130) from None
+        except (ImportError, SystemError, OSError) as exc:
+            if not _loading_torch(exc):
+                raise
+            _torch_failed()
         except (MemoryError, RuntimeError) as exc:
+            if _loading_torch(exc):
+                _torch_failed()
             if not out_of_memory(exc):
                 raise
             raise fail(
@@ -137,6 +147,33 @@ def handle_errors(func):
             ) from None
 
     return wrapper
+
+
+TORCH_FAILED = (
+    b"error: cannot load PyTorch: under a memory limit (ulimit -v) it needs more room; "
+    b"otherwise reinstall torch\n"
+)
+
+
+def _loading_torch(exc: BaseException) -> bool:
+    """Whether the error came from PyTorch's own files while it was being imported (a
+    failed import leaves no `torch` in sys.modules; a loaded one stays)."""
+    if "torch" in sys.modules:
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        if f"{os.sep}torch{os.sep}" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _torch_failed():
+    """Loading PyTorch failed part-way, most often for want of memory: nothing else can be
+    relied on now (rendering, even raising), so say it plainly and leave."""
+    with contextlib.suppress(BaseException):
+        os.write(2, TORCH_FAILED)
+    os._exit(1)
 
 
 def out_of_memory(exc: BaseException) -> bool:

@@ -102,6 +102,12 @@ def train(o) -> None:
         else:
             err.print("stopped at once; the last checkpoint on disk is intact")
         raise typer.Exit(130) from None
+    except RuntimeError as exc:  # a collective failed while starting: a process is gone
+        if not dist.active or isinstance(exc, ToygptError):
+            raise
+        from toygpt_cli.train import ProcessLost
+
+        raise ProcessLost(exc) from None
     except BudgetTooSmall as exc:
         if dist.is_main and exc.fresh and trainer.run_folder is not None:
             from toygpt_cli.runs.removal import remove_run

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from toygpt_cli.errors import ToygptError
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -56,6 +58,7 @@ def launch_local(nproc: int, argv: list[str]) -> int:
             )
         )
     received: list[int] = []
+    ended_here: set[int] = set()  # workers this launcher killed, after another failed
 
     def forward(signum, frame):
         received.append(signum)
@@ -79,11 +82,25 @@ def launch_local(nproc: int, argv: list[str]) -> int:
             if failed_at is not None and time.monotonic() - failed_at > grace:
                 for p in procs:
                     if p.poll() is None:
+                        ended_here.add(p.pid)
                         p.kill()
     finally:
         for s, h in old.items():
             signal.signal(s, h)
     codes = [p.returncode for p in procs]
+    killed = [
+        (rank, -p.returncode)
+        for rank, p in enumerate(procs)
+        if p.returncode < 0 and -p.returncode not in received and p.pid not in ended_here
+    ]
+    said = codes[0] == 1  # rank 0 speaks for the run (the others keep quiet) when it can
+    if killed and not said:  # a killed worker says nothing: say it here
+        rank, signum = killed[0]
+        raise ToygptError(
+            f"training process {rank} of {nproc} was killed ({signal.Signals(signum).name}; "
+            "out of memory?); the others were stopped. A run it had started resumes from its "
+            "last checkpoint with --resume"
+        )
     if codes[0] and codes[0] > 0:
         return codes[0]
     worst = next((c for c in codes if c), 0)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import stat
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -122,6 +124,11 @@ def read_checkpoint(path: Path, resume: bool = False) -> Checkpoint:
 
 def _load(path: Path) -> dict[str, Any]:
     try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(mode):  # a FIFO or a device would never end
+            raise DamagedCheckpoint(f"checkpoint {path} is not a regular file")
         with zipfile.ZipFile(path) as archive:  # torch.save writes a zip with CRC-32s
             bad = archive.testzip()
     except FileNotFoundError:

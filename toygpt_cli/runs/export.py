@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from toygpt_cli import __version__
-from toygpt_cli.config import ModelConfig, from_dict
+from toygpt_cli.config import ModelConfig, TrainConfig, from_dict
 from toygpt_cli.data import CharTokenizer
 from toygpt_cli.model import GPT
 from toygpt_cli.runs.checkpoint import check_weights, read_checkpoint
@@ -155,7 +155,7 @@ def load_export(path: Path, device: torch.device | str = "cpu"):
             step=int(meta.get("step", 0)),
             data_path=Path(data["path"]) if data.get("path") else None,
             data_sha256=data.get("sha256"),
-            val_fraction=float(json.loads(meta.get("val_fraction", "0.1"))),
+            val_fraction=_checked("val_fraction", json.loads(meta.get("val_fraction", "0.1"))),
             metadata=meta,
         )
         if not isinstance(tied, dict) or not all(tied.get(a) == b for a, b in tied.items()
@@ -184,3 +184,12 @@ def load_export(path: Path, device: torch.device | str = "cpu"):
     model = GPT(cfg)
     model.load_state_dict(tensors)
     return model.to(device).eval(), CharTokenizer(vocab), info
+
+
+def _checked(name: str, value):
+    """A training option read from a file, checked as on the command line."""
+    from dataclasses import fields
+
+    from toygpt_cli.declare import check
+
+    return check(next(f for f in fields(TrainConfig) if f.name == name), value)
