@@ -280,3 +280,46 @@ def test_show_of_a_huge_run_prints_a_bounded_view(dirs):
     assert "first 5 and last 15 of 20,003" in r.stdout
     assert "98,000 more characters" in r.stdout
     assert len(r.stdout) < 20_000
+
+
+def _peak_mb(args, env) -> tuple[float, str]:
+    """Peak memory (MB) of `toygpt ARGS` in a fresh process, and its stderr."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, sys\n"
+        "from toygpt_cli.cli.app import main\n"
+        "try:\n    main(sys.argv[1:])\n"
+        "finally:\n"
+        "    sys.stderr.write(f'peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
+                          timeout=300)  # fmt: skip
+    peak = int(proc.stderr.rsplit("peak ", 1)[1].split()[0]) / 1024
+    return peak, proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args",
+    [["runs", "show", "--json", "RUN"], ["runs", "show", "RUN"], ["runs", "plot", "RUN"]],
+    ids=["show --json", "show", "plot"],
+)
+def test_memory_stays_flat_however_long_a_run(dirs, args):
+    if args[1] == "plot" and not plot.plotting_available():
+        pytest.skip("matplotlib not installed")
+    """300,000 evals and a 50 MB damaged line: a run's files are read in bounded memory."""
+    _, runs = dirs
+    small = make_run(runs, "20261123-201500", config={"name": "small"})
+    run = make_run(runs, "20261123-201501")
+    with open(run / "metrics.jsonl", "a") as f:
+        record = '{{"step": {}, "train_loss": 2.0, "val_loss": 2.1, "lr": 0.001}}\n'
+        f.write("".join(record.format(s) for s in range(30, 300_030)))
+        f.write('{"step": 1, "junk": "' + "x" * (50 << 20) + '"}\n')
+    env = {"TOYGPT_RUNS_DIR": str(runs)}
+    base, _ = _peak_mb([*args[:-1], small.name], env)
+    peak, stderr = _peak_mb([*args[:-1], run.name], env)
+    assert peak - base < 120, (base, peak, stderr)

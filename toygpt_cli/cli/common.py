@@ -133,9 +133,14 @@ def handle_errors(func):
             err.print("\nstopped")
             raise typer.Exit(130) from None
         except (ImportError, SystemError, OSError) as exc:
-            if not _loading_torch(exc):
+            if _loading_torch(exc):
+                _torch_failed()
+            if not isinstance(exc, OSError) or isinstance(exc, BrokenPipeError):
                 raise
-            _torch_failed()
+            # A file or folder the system refused that no check above foresaw (a name too
+            # long, a permission, a full disk): what and where, in one line.
+            where = f": {_short(exc.filename)}" if exc.filename else ""
+            raise fail(f"{exc.strerror or exc}{where}".replace("[", r"\[")) from None
         except (MemoryError, RuntimeError) as exc:
             if _loading_torch(exc):
                 _torch_failed()
@@ -147,6 +152,11 @@ def handle_errors(func):
             ) from None
 
     return wrapper
+
+
+def _short(name, limit: int = 120) -> str:
+    text = os.fsdecode(name) if isinstance(name, (str, bytes)) else str(name)
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2 :]}"
 
 
 TORCH_FAILED = (
@@ -187,6 +197,39 @@ def out_of_memory(exc: BaseException) -> bool:
 def print_json(data: Any) -> None:
     """JSON on stdout: the `--json` of every command."""
     write_out(json.dumps(data, indent=2) + "\n")
+
+
+def print_json_streamed(parts: dict[str, Any]) -> None:
+    """An object on stdout as `print_json` writes it, where a value that is a callable gives
+    an iterator of list items: they are written as they come, so a list of any length
+    takes no memory (`runs show --json` of a run with a million evals)."""
+    import textwrap
+
+    buffer: list[str] = ["{\n"]
+    size = 0
+
+    def put(text: str) -> None:
+        nonlocal size
+        buffer.append(text)
+        size += len(text)
+        if size > 1 << 16:
+            write_out("".join(buffer))
+            buffer.clear()
+            size = 0
+
+    for n, (key, value) in enumerate(parts.items()):
+        put(("" if n == 0 else ",\n") + f"  {json.dumps(key)}: ")
+        if callable(value):
+            first = True
+            for item in value():
+                put(("[\n" if first else ",\n") + textwrap.indent(json.dumps(item, indent=2),
+                                                                  "    "))  # fmt: skip
+                first = False
+            put("[]" if first else "\n  ]")
+        else:
+            put(json.dumps(value, indent=2).replace("\n", "\n  "))
+    put("\n}\n")
+    write_out("".join(buffer))
 
 
 def write_out(text: str) -> None:

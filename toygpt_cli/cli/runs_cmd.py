@@ -17,7 +17,15 @@ from rich.table import Table
 from rich.text import Text
 
 from toygpt_cli.cli.charts import line_chart
-from toygpt_cli.cli.common import emit, err, get_current_context, out, paths, screen_width
+from toygpt_cli.cli.common import (
+    emit,
+    err,
+    get_current_context,
+    out,
+    paths,
+    print_json_streamed,
+    screen_width,
+)
 from toygpt_cli.cli.options import uses
 from toygpt_cli.errors import ToygptError, UsageError
 
@@ -155,14 +163,23 @@ def show(o) -> None:
 
     r = open_run(o.run_arg, paths(runs_dir=o.runs_dir).runs_dir)
     summary = r.summary()
-    if o.json:  # everything, for machines
+    if o.json:  # everything, for machines; records streamed, however many there are
+        from toygpt_cli.runs.files import METRIC_FIELDS, SAMPLE_FIELDS, iter_records
+
         parts: dict = {"summary": summary}
-        for key, read in (("config", r.config), ("metrics", r.metrics), ("samples", r.samples)):
+        try:
+            parts["config"] = r.config()
+        except DamagedRun:
+            parts["config"] = None  # the summary's `problem` says why
+        for key, kinds in (("metrics", METRIC_FIELDS), ("samples", SAMPLE_FIELDS)):
+            path = r.file(f"{key}.jsonl")
             try:
-                parts[key] = read()
+                for _ in iter_records(path, r.name, kinds):  # a first pass: whole, or None
+                    pass
+                parts[key] = lambda p=path, k=kinds: iter_records(p, r.name, k)
             except DamagedRun:
-                parts[key] = None  # the summary's `problem` says why
-        emit(parts, lambda: None, True)
+                parts[key] = None
+        print_json_streamed(parts)
         return
     _show(r, summary)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from toygpt_cli.config import ModelConfig, TrainConfig
-from toygpt_cli.errors import UsageError, first_line
+from toygpt_cli.declare import check
+from toygpt_cli.errors import OptionError, UsageError, first_line
 
 # The optimisation recipe of nanoGPT's character model: warmup then cosine decay, decay on
 # weight matrices only, N(0, 0.02) initialisation, gradient clipping.
@@ -176,8 +177,15 @@ def load_config_file(path: Path) -> dict[str, Any]:
         elif not json_file:
             flat[key] = value  # TOML may also give options at the top level
     flat.pop("vocab_size", None)  # always derived from the data
-    known = {f.name for cls in (ModelConfig, TrainConfig) for f in fields(cls)} | {"data"}
-    for key in flat:
-        if key.replace("-", "_") not in known:
+    known = {f.name: f for cls in (ModelConfig, TrainConfig) for f in fields(cls)}
+    for key, value in flat.items():
+        name = key.replace("-", "_")
+        if name == "data":
+            continue
+        if name not in known:
             raise UsageError(f"unknown option {key!r} in config file {path}")
+        try:  # checked here, even where the command line overrides it: the file is wrong
+            check(known[name], value)
+        except OptionError as exc:
+            raise UsageError(f"config file {path}: {exc}") from None
     return flat

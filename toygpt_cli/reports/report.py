@@ -73,7 +73,7 @@ class _Run:
         self.head, self.tail, self.points, self.count = bounded_records(
             metrics, run.name, METRIC_FIELDS, *SHOWN_EVALS, 400
         )
-        self.trace = run.trace()
+        self.trace = run.thinned("trace")
         train = self.config.get("train", {})
         resolved = self.config.get("resolved", {})
         block = self.config.get("model", {}).get("block_size") or 0

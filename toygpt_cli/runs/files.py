@@ -151,7 +151,9 @@ def iter_records(path: Path, run_name: str, kinds: dict[str, str]) -> Iterator[d
     except OSError as exc:
         raise DamagedRun(run_name, f"cannot read {path.name}: {exc.strerror}") from None
     with f:
-        for lineno, line in enumerate(f, 1):
+        for lineno, line in enumerate(_lines(f), 1):
+            if line is None:  # longer than any record toygpt writes: damage, passed over
+                continue
             if not line.endswith(b"\n"):
                 break
             try:
@@ -167,6 +169,20 @@ def iter_records(path: Path, run_name: str, kinds: dict[str, str]) -> Iterator[d
             if problem:
                 raise DamagedRun(run_name, f"{path.name} line {lineno}: {problem}")
             yield record
+
+
+MAX_LINE = 4 << 20  # a record's line: a 100,000-character sample is under 1 MB of JSON
+
+
+def _lines(f) -> Iterator[bytes | None]:
+    """The file's lines; None for one longer than MAX_LINE (read past, never held)."""
+    while line := f.readline(MAX_LINE + 1):
+        if len(line) <= MAX_LINE or line.endswith(b"\n"):
+            yield line if len(line) <= MAX_LINE else None
+            continue
+        while (rest := f.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+            pass
+        yield None if rest else line[:0]  # a torn, endless last line ends the file
 
 
 def bounded_records(path: Path, run_name: str, kinds: dict[str, str], head_n: int, tail_n: int,

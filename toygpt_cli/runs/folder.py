@@ -30,6 +30,7 @@ from toygpt_cli.runs.files import (
     TRACE_FIELDS,
     STATUS_FIELDS,
     DamagedRun,
+    bounded_records,
     check_fields,
     iter_records,
     config_problem,
@@ -326,6 +327,13 @@ class Run:
     def trace(self) -> list[dict[str, Any]]:
         """The training loss and learning rate every few steps (trace.jsonl)."""
         return read_records(self.path / TRACE, self.name, TRACE_FIELDS)
+
+    def thinned(self, kind: str, points: int = 2_000) -> list[dict[str, Any]]:
+        """About `points` (at most 2x) records of metrics.jsonl or trace.jsonl spread evenly
+        over the run, first and last included, read in one pass in bounded memory: what a
+        chart needs, however long the run."""
+        name, kinds = {"metrics": (METRICS, METRIC_FIELDS), "trace": (TRACE, TRACE_FIELDS)}[kind]
+        return bounded_records(self.path / name, self.name, kinds, 0, 0, points)[2]
 
     def append_trace(self, record: dict[str, Any]) -> None:
         append_jsonl(self.path / TRACE, record)

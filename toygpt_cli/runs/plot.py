@@ -39,7 +39,7 @@ def series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[f
 def write_loss_png(path: Path, run, title: str = "") -> bool:
     """Draw `run`'s curves into `path`; False (and nothing written) without matplotlib or
     anything to draw."""
-    metrics, trace = run.metrics(), run.trace()
+    metrics, trace = run.thinned("metrics"), run.thinned("trace")
     if not plotting_available() or not (metrics or trace):
         return False
     import matplotlib
