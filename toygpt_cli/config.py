@@ -52,6 +52,7 @@ def parse_duration(value: Any) -> float:
         ) from None
 
 
+MAX_STEPS = 2**53  # step counts stay exact in a JSON (float64) number up to here
 MAX_PARAMETERS = 20e9  # about 80 GB of float32 weights: far past any model this tool is for
 
 
@@ -151,8 +152,9 @@ class TrainConfig:
 
     batch_size: int = option(32, "Sequences per step (per process).", TRAINING, min=1)
     iters: int = option(
-        5100, "Optimizer steps of a new run (0: no limit, with max_time).", TRAINING, STEPS, min=0
-    )
+        5100, "Optimizer steps of a new run (0: no limit, with max_time).", TRAINING, STEPS, min=0,
+        max=MAX_STEPS,
+    )  # fmt: skip
     eval_interval: int = option(300, "Steps between evals.", TRAINING, min=1)
     eval_iters: int = option(
         200,
@@ -160,6 +162,7 @@ class TrainConfig:
         TRAINING,
         FIXED,
         min=1,
+        max=100_000,  # 500x the default: past this an eval would take hours even on a GPU
     )
     seed: int = option(1337, "Random seed.", TRAINING, FIXED, min=0)
     device: str = option(

@@ -23,8 +23,9 @@ from toygpt_cli.cli import (
     sample_cmd,
     sweep_cmd,
 )
-from toygpt_cli.cli.common import ClickException, err, out
+from toygpt_cli.cli.common import ClickException, err
 from toygpt_cli.cli.train_cmd import train
+from toygpt_cli.errors import ToygptError
 
 # torch warns at import when NumPy is absent; toygpt never uses NumPy.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -54,8 +55,9 @@ app.command()(bench_cmd.bench)
 def _version(value: bool) -> None:
     if value:
         from toygpt_cli import __version__
+        from toygpt_cli.cli.common import write_out
 
-        out.print(f"toygpt {__version__}")
+        write_out(f"toygpt {__version__}\n")  # a failure to write is one line
         raise typer.Exit()
 
 
@@ -95,7 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     # Ctrl-C means "stop" in every command, even when toygpt was started with SIGINT
     # ignored (a background job of a non-interactive shell): Python would then never raise
     # KeyboardInterrupt, and `sample -i` would wait for input for ever.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    from toygpt_cli.cli.common import _SIGINT, on_sigint
+
+    _SIGINT.clear()
+    signal.signal(signal.SIGINT, on_sigint)
     _stand_in_for_closed_streams()
     args = normalize_argv(sys.argv[1:] if argv is None else argv)
     try:
@@ -105,6 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         err.print("\nstopped")
         code = 130
+    except ToygptError as exc:  # raised outside a command (--version to a full disk)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
+        code = exc.exit_code
     except ClickException as exc:  # usage errors: one line, exit 2
         err.print(f"[bold red]error:[/] {escape(usage_line(exc))}", markup=True)
         code = exc.exit_code

@@ -125,33 +125,62 @@ def handle_errors(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except ToygptError as exc:
-            if os.environ.get("RANK", "0") != "0":  # one line per launch, from rank 0
-                raise typer.Exit(exc.exit_code) from None
-            raise fail(one_line(exc).replace("[", r"\["), exc.exit_code) from None
-        except KeyboardInterrupt:
-            err.print("\nstopped")
-            raise typer.Exit(130) from None
-        except (ImportError, SystemError, OSError) as exc:
-            if _loading_torch(exc):
-                _torch_failed()
-            if not isinstance(exc, OSError) or isinstance(exc, BrokenPipeError):
-                raise
-            # A file or folder the system refused that no check above foresaw (a name too
-            # long, a permission, a full disk): what and where, in one line.
-            where = f": {_short(exc.filename)}" if exc.filename else ""
-            raise fail(f"{exc.strerror or exc}{where}".replace("[", r"\[")) from None
-        except (MemoryError, RuntimeError) as exc:
-            if _loading_torch(exc):
-                _torch_failed()
-            if not out_of_memory(exc):
-                raise
-            raise fail(
-                "out of memory: this needs more memory than the machine has free; use a "
-                "smaller model, batch or --eval-iters"
-            ) from None
+        except (typer.Exit, SystemExit):
+            raise
+        except BaseException as exc:
+            if interrupted():  # whatever broke, it broke because of the Ctrl-C
+                err.print("\nstopped")
+                raise typer.Exit(130) from None
+            _one_line(exc)
 
     return wrapper
+
+
+_SIGINT: list[int] = []
+
+
+def on_sigint(signum, frame) -> None:
+    """Ctrl-C before a command installs its own handling: remembered, then raised. Some
+    imports swallow a KeyboardInterrupt (or turn it into another error); the command asks
+    `interrupted()` once they are done."""
+    _SIGINT.append(signum)
+    raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    return bool(_SIGINT)
+
+
+def _one_line(exc: BaseException):
+    """Raise what the command line shows for `exc`: one line and an exit code, or `exc`
+    itself when it is a bug."""
+    try:
+        raise exc
+    except ToygptError as exc:
+        if os.environ.get("RANK", "0") != "0":  # one line per launch, from rank 0
+            raise typer.Exit(exc.exit_code) from None
+        raise fail(one_line(exc).replace("[", r"\["), exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("\nstopped")
+        raise typer.Exit(130) from None
+    except (ImportError, SystemError, OSError) as exc:
+        if _loading_torch(exc):
+            _torch_failed()
+        if not isinstance(exc, OSError) or isinstance(exc, BrokenPipeError):
+            raise
+        # A file or folder the system refused that no check above foresaw (a name too
+        # long, a permission, a full disk): what and where, in one line.
+        where = f": {_short(exc.filename)}" if exc.filename else ""
+        raise fail(f"{exc.strerror or exc}{where}".replace("[", r"\[")) from None
+    except (MemoryError, RuntimeError) as exc:
+        if _loading_torch(exc):
+            _torch_failed()
+        if not out_of_memory(exc):
+            raise
+        raise fail(
+            "out of memory: this needs more memory than the machine has free; use a "
+            "smaller model, batch or --eval-iters"
+        ) from None
 
 
 def _short(name, limit: int = 120) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -444,9 +445,17 @@ def remove(o) -> None:
         check_removable(r, o.force)
     shown = ", ".join(os.path.abspath(r.path) for r in targets)
     what = f"{len(targets)} runs: {shown}" if len(targets) > 1 else f"run {shown}"
-    if not o.yes and not typer.confirm(f"delete {what}?", err=True):
-        err.print("nothing removed")
-        raise typer.Exit(1)
+    if not o.yes:
+        try:
+            sure = typer.confirm(f"delete {what}?", err=True)
+        except typer.Abort:
+            if sys.stdin is not None and sys.stdin.isatty():
+                raise  # Ctrl-C or Ctrl-D at the prompt: stopped
+            raise ToygptError("no answer (the input ended); nothing removed: pass --yes to "
+                              "remove without asking") from None  # fmt: skip
+        if not sure:
+            err.print("nothing removed")
+            raise typer.Exit(1)
     for r in targets:
         remove_run(r, o.force)
         err.print(Text(f"removed {os.path.abspath(r.path)}"))

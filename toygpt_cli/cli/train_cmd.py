@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from toygpt_cli.cli.common import command_line, err, fancy_output, out, paths
+from toygpt_cli.cli.common import command_line, err, fancy_output, interrupted, out, paths
 from toygpt_cli.cli.options import RUN_PANEL, uses
 from toygpt_cli.config import ModelConfig, TrainConfig
 from toygpt_cli.errors import ToygptError, UsageError
@@ -60,6 +60,8 @@ def train(o) -> None:
     from toygpt_cli.stopping import StopSwitch
     from toygpt_cli.train import BudgetTooSmall
 
+    if interrupted():  # Ctrl-C while PyTorch loaded, swallowed by an import
+        raise KeyboardInterrupt
     init = None
     if o.resume is None:
         if o.init_from is not None:
@@ -73,7 +75,7 @@ def train(o) -> None:
     stop = StopSwitch(on_first=display.stopping if dist.is_main else None)
     callback = display if dist.is_main else None
     meter = Meter(fancy_output(o.quiet) and dist.is_main, "bytes")
-    trainer = None
+    trainer, started = None, False
     try:
         with meter:
             if o.resume is not None:
@@ -91,12 +93,22 @@ def train(o) -> None:
                     command=command_line(), dist=dist, label=o.name, tensorboard=o.tensorboard,
                     progress=meter, stop=stop, init=init,
                 )  # fmt: skip
+        if interrupted():
+            raise KeyboardInterrupt
+        started = True
         with display, stop.on_signals():
             result = trainer.run()
         if result.status == "interrupted":
             _ignore_signals()  # a second Ctrl-C during the exit must not add a traceback
     except KeyboardInterrupt:
         _ignore_signals()
+        if trainer is not None and not started and o.resume is None and dist.is_main:
+            from toygpt_cli.runs.removal import remove_run
+
+            if trainer.lock is not None:
+                trainer.lock.release()
+            remove_run(trainer.run_folder)  # made a moment ago; nothing happened in it
+            trainer = None
         if trainer is None:
             err.print("stopped during start-up; no run was created")
         else:

@@ -24,14 +24,13 @@ from typing import Any
 
 import torch
 
-from toygpt_cli.config import ModelConfig, TrainConfig, from_dict
+from toygpt_cli.config import MAX_STEPS, ModelConfig, TrainConfig, from_dict
 from toygpt_cli.data import CharTokenizer
 from toygpt_cli.errors import ToygptError, first_line
 from toygpt_cli.model import GPT
 from toygpt_cli.storage.files import write_atomic
 
 FORMAT = "toygpt-checkpoint/1"
-MAX_STEP = 2**53  # steps are counted exactly in a float64 JSON number up to here
 RESUME_ONLY = ("optimizer", "scaler", "rng")  # what best.pt leaves out
 
 
@@ -207,7 +206,7 @@ def _check_state(state: dict, where: str) -> dict:
         return DamagedCheckpoint(f"{where}: its {what}")
 
     step = state.get("step")
-    if not _is_int(step) or not 0 <= step <= MAX_STEP:
+    if not _is_int(step) or not 0 <= step <= MAX_STEPS:
         raise bad(f"step is {step!r}")
     last = state.get("last_eval_step", -1)
     if not _is_int(last) or not -1 <= last <= step:

@@ -158,9 +158,9 @@ def load_export(path: Path, device: torch.device | str = "cpu"):
             val_fraction=_checked("val_fraction", json.loads(meta.get("val_fraction", "0.1"))),
             metadata=meta,
         )
-        if not isinstance(tied, dict) or not all(tied.get(a) == b for a, b in tied.items()
-                                                 if a in TIED_KEYS) or set(tied) - set(TIED_KEYS):
-            raise ValueError(f"its tied entry {meta.get('tied')!r} is not toygpt's")
+        expected = {a: b for a, b in TIED_KEYS.items() if cfg.tie_weights}
+        if tied != expected:  # exactly what an export of this configuration writes
+            raise ValueError(f"its tied entry {meta.get('tied')!r} does not fit its configuration")
         if not isinstance(vocab, str) or len(vocab) != cfg.vocab_size or len(set(vocab)) != len(vocab):
             raise ValueError("its vocabulary does not fit its configuration")
     except ToygptError as exc:

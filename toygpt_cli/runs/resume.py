@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from toygpt_cli.config import FIXED, STEPS, ModelConfig, TrainConfig, check, declared
+from toygpt_cli.config import FIXED, MAX_STEPS, STEPS, ModelConfig, TrainConfig, check, declared
 from toygpt_cli.errors import OptionError, UsageError
 
 DEFAULT_RESUME_STEPS = 5000
@@ -62,6 +62,9 @@ def plan_resume(
         )
     if steps is not None:
         iters = step + steps
+        if iters > MAX_STEPS:
+            raise UsageError(f"run {run} is at step {step:,}: --steps {steps:,} would take it "
+                             f"past step {MAX_STEPS:,}, the most a run counts")  # fmt: skip
     elif "max_time" in new and cfg.max_time:
         iters = 0
     elif finished or not (train.iters or cfg.max_time):
