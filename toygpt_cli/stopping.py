@@ -20,6 +20,7 @@ class StopSwitch:
 
     def __init__(self, on_first: Callable[[int], None] | None = None) -> None:
         self.signal: int | None = None
+        self.second: int | None = None  # the request that stopped at once, if one did
         self.on_first = on_first  # told at once of the first request (to say what happens)
         self._writing = False
         self._pending = False
@@ -30,8 +31,9 @@ class StopSwitch:
             if self.on_first is not None:
                 self.on_first(signum)
         elif self._writing:
-            self._pending = True
+            self._pending, self.second = True, signum
         else:
+            self.second = signum
             raise KeyboardInterrupt
 
     @contextlib.contextmanager

@@ -268,6 +268,9 @@ class Trainer:
             stopped = not at_end
             if stopped:
                 self.save_checkpoint()
+                # the signal that stopped the run, the same on every process (one may
+                # have heard it alone)
+                signum = int(self.dist.max(float(self.stop.signal or 0))) or None
             self.dist.barrier()  # rank 0 may still be sampling: leave together
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -288,7 +291,7 @@ class Trainer:
         self.emit(TrainEnded(status, st.step, self.cfg.iters, st.wall_seconds))
         return TrainResult(
             status, st.step, self.cfg.iters, self.last_eval, st.best_val, self.run_folder,
-            self.stop.signal if stopped else None, st.step - start_step,
+            signum if stopped else None, st.step - start_step,
         )  # fmt: skip
 
     def _stopping(self) -> bool:

@@ -305,7 +305,7 @@ def test_reading_a_memory_map_unmaps_its_pages_now_and_then(shakespeare, monkeyp
 
 @pytest.mark.parametrize(
     "damage",
-    ["zeros", "random", "another vocabulary", "no check", "check garbage"],
+    ["zeros", "random", "another vocabulary", "no check", "check garbage", "forged"],
 )
 def test_a_damaged_token_file_is_encoded_again(shakespeare, damage):
     good = load_corpus(shakespeare).tokens.clone()
@@ -319,6 +319,16 @@ def test_a_damaged_token_file_is_encoded_again(shakespeare, damage):
         )
     elif damage == "another vocabulary":
         check.write_text(check.read_text().replace('"vocab": "', '"vocab": "X'))
+    elif damage == "forged":  # shuffled, with a check file made to agree
+        import random
+        import zlib
+
+        data = bytearray(ids.read_bytes())
+        random.Random(0).shuffle(data)
+        ids.write_bytes(bytes(data))
+        record = json.loads(check.read_text())
+        record["crc32"] = zlib.crc32(bytes(data))
+        check.write_text(json.dumps(record))
     elif damage == "no check":
         check.unlink()  # a token file of an older toygpt
     else:

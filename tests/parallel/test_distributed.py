@@ -163,7 +163,7 @@ def test_a_signal_to_one_worker_stops_them_all_with_a_checkpoint(dirs, corpus_fi
     assert len(workers) == 2
     os.kill(workers[1], signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode in (130, 143), stderr
+    assert proc.returncode == 143, stderr  # the signal rank 1 heard, from every rank
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "interrupted", stderr
     assert read_checkpoint(run / "ckpt.pt").data["state"]["step"] == status["step"] > 0

@@ -113,7 +113,7 @@ def train(o) -> None:
             err.print("stopped during start-up; no run was created")
         else:
             err.print("stopped at once; the last checkpoint on disk is intact")
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + (stop.second or signal.SIGINT)) from None
     except RuntimeError as exc:  # a collective failed while starting: a process is gone
         if not dist.active or isinstance(exc, ToygptError):
             raise

@@ -78,7 +78,10 @@ def launch_local(nproc: int, argv: list[str]) -> int:
             bad = [p for p in procs if p.poll() not in (None, 0, *stopped)]
             if bad and failed_at is None:
                 failed_at = time.monotonic()
-            grace = 120 if received else 30
+            # A worker killed outright (SIGKILL, the OOM killer) cannot be waited for: the
+            # others are stuck in a collective at once. One that failed may still be saying so.
+            killed = any(p.returncode is not None and p.returncode < 0 for p in bad)
+            grace = 120 if received else 5 if killed else 30
             if failed_at is not None and time.monotonic() - failed_at > grace:
                 for p in procs:
                     if p.poll() is None:
