@@ -191,6 +191,23 @@ def test_a_budget_too_small_for_its_evals_is_refused_before_any_step(corpus, mon
     assert "give --max-time 18s or more" in str(info.value)
 
 
+def test_a_budget_too_small_for_one_step_is_refused_before_any(corpus, monkeypatch):
+    """Cheap evals, costly steps (a big batch): the probe's rate tells what a step costs."""
+    from toygpt_cli.periodic import PeriodicEval
+
+    probe = PeriodicEval.probe
+
+    def big_steps(self, budget, state):  # evals cheap, a window's forward 0.2 s
+        probe(self, budget, state)
+        budget.eval_cost, budget.eval_rate = 0.1, 0.2
+
+    monkeypatch.setattr(PeriodicEval, "probe", big_steps)
+    trainer = Trainer(_model_cfg(corpus), _cfg(iters=0, max_time=5.0), corpus)
+    with pytest.raises(BudgetTooSmall, match=r"a step about \d+\.\d s") as info:
+        trainer.run()
+    assert info.value.fresh
+
+
 def test_a_budget_schedule_follows_the_clock_all_ranks_agree_on(corpus, monkeypatch):
     # As if the slowest rank were always halfway through the budget: every step's rate is
     # the cosine's midpoint, whatever this process's own clock says.

@@ -58,6 +58,9 @@ class Diverged(ToygptError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+STEP_FORWARDS = 6  # a training step in forward passes of its batch (measured: 4 to 7 on CPUs)
+
+
 class ProcessLost(ToygptError):
     """Another process of a multi-process run ended (a collective operation failed)."""
 
@@ -352,13 +355,16 @@ class Trainer:
         """Refuse a budget that cannot hold this session's evals and a step or two."""
         cost = budget.eval_cost  # one eval at the run's fixed size
         evals = 2 if self.state.last_eval_step != self.state.step else 1
-        if budget.used() + evals * cost * 1.2 < budget.max_time:
+        # A training step (forward, backward, update; the first one also warms up) costs
+        # about six forward passes of its batch, which the probe timed per window.
+        step = STEP_FORWARDS * (budget.eval_rate or 0.0) * self.cfg.batch_size
+        if budget.used() + evals * cost * 1.2 + step < budget.max_time:
             return
-        need = max(2, math.ceil(budget.used() + evals * cost * 1.5 + 5))
+        need = max(2, math.ceil(budget.used() + evals * cost * 1.5 + 2 * step + 5))
         raise BudgetTooSmall(
             f"--max-time {budget.max_time:g}s is too small here: an eval of this model takes "
-            f"about {cost:.1f} s and this training needs {evals} with steps between; give "
-            f"--max-time {need}s or more",
+            f"about {cost:.1f} s, a step about {step:.1f} s, and this training needs {evals} "
+            f"evals and a step; give --max-time {need}s or more",
             fresh=start_step == 0 and self.state.last_eval_step < 0,
         )
 
