@@ -275,7 +275,7 @@ def write_curves(plan: Plan, runs_dir: Path) -> Path | None:
     drawn = 0
     for index, path in sorted(trial_runs(plan, runs_dir).items()):
         try:
-            steps, values = series(Run(path).metrics(), "val_loss")
+            steps, values = series(Run(path).thinned("metrics"), "val_loss")
         except ToygptError:
             continue
         if steps:

@@ -39,8 +39,7 @@ def build(runs: list[Run]) -> str:
         _summary(parts),
         '<h2>Loss</h2><div class="tabs" role="tablist">'
         + "".join(
-            f'<button data-axis="{a}"{" class=on" if a == "step" else ""}>by '
-            f"{AXES[a].split(' ')[0]}</button>"
+            f'<button data-axis="{a}"{" class=on" if a == "step" else ""}>by {a}</button>'
             for a in AXES
         )  # fmt: skip
         + "</div>"
