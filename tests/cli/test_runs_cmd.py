@@ -118,7 +118,7 @@ def odd_runs(dirs):
 
 
 def test_one_odd_run_never_breaks_the_listing(odd_runs):
-    r = toygpt("runs")
+    r = toygpt("runs", env={"COLUMNS": "160"})  # room for every column
     assert r.exit_code == 0, r.stderr
     assert "[]unknown[/]" in r.stdout and "[bold]x[/]" in r.stdout  # shown, not parsed
     assert "20261123-201503: damaged: metrics.jsonl line 1: not a record: 5" in r.stdout

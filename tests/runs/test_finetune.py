@@ -46,6 +46,7 @@ def test_new_characters_extend_the_vocabulary_and_start_at_the_mean(corpus_file,
                                atol=0.05, rtol=0)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_fine_tuning_beats_a_fresh_model_on_the_new_text(corpus_file, tiny_model, tmp_path,
                                                         new_text):  # fmt: skip
     base = start_training(tiny_model, _cfg(iters=300), corpus_file, tmp_path / "a").run().run

@@ -46,6 +46,7 @@ def test_run_folder_holds_everything(corpus_file, tiny_model, tiny_train, tmp_pa
     assert ckpt.step == 60 and set(ckpt.data["rng"]) == {"batches", "cpu", "cuda"}
 
 
+@pytest.mark.slow
 def test_resume_is_exact(corpus_file, tiny_model, tmp_path):
     cfg = TrainConfig(iters=40, eval_interval=20, eval_iters=2, batch_size=8, sample_chars=20)
     straight = start_training(tiny_model, replace(cfg, iters=70), corpus_file, tmp_path / "a").run()

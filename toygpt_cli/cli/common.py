@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 try:  # typer >= 0.26 carries its own copy of click
     from typer._click.exceptions import ClickException
@@ -36,7 +36,24 @@ def _width(stream) -> int | None:
     return 160
 
 
-class _StatusConsole(Console):
+class _LiveWidth(Console):
+    """COLUMNS read when something is drawn, not when the console was made (rich reads it
+    once): `COLUMNS=80 toygpt ...` and a caller that changes it both get what they ask."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dims = Console.size.fget(self)
+        columns = os.environ.get("COLUMNS", "")
+        if columns.isdigit() and int(columns) > 0:
+            return ConsoleDimensions(int(columns), dims.height)
+        return dims
+
+    @size.setter
+    def size(self, new) -> None:
+        Console.size.fset(self, new)
+
+
+class _StatusConsole(_LiveWidth):
     """stderr: when it cannot be written (`2>&1 | head` closed, `2>/dev/full`), the work
     goes on quietly instead of ending (rich's default raises SystemExit mid-training)."""
 
@@ -57,7 +74,7 @@ class _StatusConsole(Console):
             self._silence()
 
 
-class _ResultConsole(Console):
+class _ResultConsole(_LiveWidth):
     """stdout: a failure to write it (a full disk, a dead device) is one line, exit 1."""
 
     def _check_buffer(self) -> None:

@@ -96,13 +96,24 @@ def pick_columns(rows: list[dict], width: int) -> list[tuple]:
     return [c for c in COLUMNS if c[0] in chosen]
 
 
+def _relative(folder: Path) -> str:
+    try:
+        return str(Path(folder).resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(folder)
+
+
 def _list_table(rows: list[dict], folder: Path) -> None:
     if not rows:
         err.print(Text(f"no runs in {folder}; start one with `toygpt train`"))
         return
     width = screen_width()
     columns = pick_columns(rows, width)
-    table = Table(title=Text(f"runs in {folder}"))
+    shown = _relative(folder)
+    room = max(20, width - len("runs in "))
+    if len(shown) > room:  # a long path never widens the table past the screen
+        shown = "..." + shown[-(room - 3) :]
+    table = Table(title=Text(f"runs in {shown}"))
     for header, _, justify, _ in columns:
         table.add_column(header, justify=justify, no_wrap=header in ("run", "status", "steps"))
     for r in rows:

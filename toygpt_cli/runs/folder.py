@@ -318,8 +318,15 @@ class Run:
     def append_metric(self, record: dict[str, Any]) -> None:
         append_jsonl(self.path / METRICS, record)
 
+    def samples(self) -> list[dict[str, Any]]:
+        return read_records(self.path / SAMPLES, self.name, SAMPLE_FIELDS)
+
     def append_sample(self, record: dict[str, Any]) -> None:
         append_jsonl(self.path / SAMPLES, record)
+
+    def trace(self) -> list[dict[str, Any]]:
+        """The training loss and learning rate every few steps (trace.jsonl)."""
+        return read_records(self.path / TRACE, self.name, TRACE_FIELDS)
 
     def thinned(self, kind: str, points: int = 2_000) -> list[dict[str, Any]]:
         """About `points` (at most 2x) records of metrics.jsonl or trace.jsonl spread evenly
