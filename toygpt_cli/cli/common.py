@@ -157,11 +157,27 @@ _SIGINT: list[int] = []
 
 
 def on_sigint(signum, frame) -> None:
-    """Ctrl-C before a command installs its own handling: remembered, then raised. Some
-    imports swallow a KeyboardInterrupt (or turn it into another error); the command asks
-    `interrupted()` once they are done."""
+    """Ctrl-C before a command installs its own handling: remembered, then raised. Raised
+    inside an import, a KeyboardInterrupt can land in PyTorch's C++ (which then aborts the
+    process) or be swallowed, so while a module loads it is only remembered and the signal
+    is sent again a moment later, to be raised once the import is done."""
     _SIGINT.append(signum)
+    if _importing(frame):
+        import threading
+
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
     raise KeyboardInterrupt
+
+
+def _importing(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def interrupted() -> bool:

@@ -107,7 +107,7 @@ def train(o) -> None:
 
             if trainer.lock is not None:
                 trainer.lock.release()
-            remove_run(trainer.run_folder)  # made a moment ago; nothing happened in it
+            remove_run(trainer.run_folder, force=True)  # made a moment ago, by this process
             trainer = None
         if trainer is None:
             err.print("stopped during start-up; no run was created")

@@ -41,7 +41,7 @@ from toygpt_cli.runs.recorder import RunRecorder
 from toygpt_cli.runs.resume import plan_resume
 from toygpt_cli.runs.tensorboard import TensorBoardLogger, require_tensorboard
 from toygpt_cli.storage.files import truncate_jsonl
-from toygpt_cli.stopping import StopSwitch
+from toygpt_cli.stopping import StopSwitch, signals_held
 from toygpt_cli.train import Trainer
 
 def start_training(
@@ -89,14 +89,15 @@ def start_training(
         return trainer
     run = Run(Path(runs_dir))  # its path is set below, on every rank
     lock, staging = None, None
-    if dist.is_main:
-        staging = make_staging(Path(runs_dir))
-        run.path = staging
-        lock = run.lock()
-    trainer = _trainer(run, model_cfg, train_cfg, corpus, dist, callback, stop, lock, tensorboard)
-    if init is not None:  # every rank: the same weights
-        trainer.model.load_state_dict(init.weights(model_cfg.vocab_size, train_cfg.seed))
-    try:
+    try:  # from the staging folder's first moment: a failure or Ctrl-C leaves nothing
+        if dist.is_main:
+            staging = make_staging(Path(runs_dir))
+            run.path = staging
+            lock = run.lock()
+        trainer = _trainer(run, model_cfg, train_cfg, corpus, dist, callback, stop, lock,
+                           tensorboard)  # fmt: skip
+        if init is not None:  # every rank: the same weights
+            trainer.model.load_state_dict(init.weights(model_cfg.vocab_size, train_cfg.seed))
         if dist.is_main:
             config = run_config(run, model_cfg, train_cfg, corpus, trainer, command, label)
             if init is not None:
@@ -105,12 +106,15 @@ def start_training(
             run.mark_running(0, train_cfg.iters)
         trainer.save_checkpoint()  # from the first moment a visible run can be resumed
         if dist.is_main:
-            run.path = publish(staging, Path(runs_dir))
+            with signals_held():  # renamed and known by its new name as one step
+                run.path = publish(staging, Path(runs_dir))
+        run.path = dist.broadcast_path(run.path if dist.is_main else None)
     except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        if dist.is_main and staging is not None:
+            if lock is not None:
+                lock.release()
+            shutil.rmtree(run.path, ignore_errors=True)  # the staging folder or the new run
         raise
-    run.path = dist.broadcast_path(run.path if dist.is_main else None)
     return trainer
 
 
