@@ -28,3 +28,30 @@ def test_recipes_compare_the_rolling_cache_with_recomputing_the_window():
                            sample_block=32)  # fmt: skip
     assert learned["sample_window_chars_per_sec"] > 0
     assert learned["sample_rolling_chars_per_sec"] is None  # learned positions: no rolling
+
+
+def test_a_recipes_ceiling_counts_every_product_of_its_step(monkeypatch):
+    """Forward, input-gradient and weight-gradient products of the four block linears and
+    the head, at the step's rows: with each call taking one second, GFLOP/s is their sum."""
+    from toygpt_cli.recipes import bench
+
+    calls = []
+
+    def one_second(fn, seconds, min_reps=3):
+        fn()
+        calls.append(fn)
+        return 1.0
+
+    monkeypatch.setattr(bench, "_timed", one_second)
+    cfg = replace(TINY, vocab_size=65)
+    n, c = 64, cfg.n_embd
+    expected = 3 * 2 * n * c * (3 * c + c + 4 * c + 4 * c + 65)
+    assert bench.recipe_ceiling(cfg, n, CPU, "float32", trials=3) * 1e9 == expected
+    assert len(calls) == 3  # the best of three trials
+
+
+def test_recipes_report_their_share_of_the_ceiling():
+    r = bench_recipe("seed", TINY, TrainConfig(batch_size=4), CPU, "float32", 0.05,
+                     sample_block=32)  # fmt: skip
+    assert r["train_gflops"] > 0 and r["ceiling_gflops"] > 0
+    assert r["ceiling_fraction"] == r["train_gflops"] / r["ceiling_gflops"]

@@ -47,6 +47,7 @@ def _recipes_table(recipes):
     table = Table(title=f"recipes (presets); sampling past block_size at block {block}")
     for name, justify in [
         ("preset", "left"), ("model", "left"), ("batch", "right"), ("train tokens/s", "right"),
+        ("GFLOP/s (of its ceiling)", "right"),
         ("sampling chars/s, window recomputed", "right"), ("rolling cache", "right"),
         ("ratio", "right"),
     ]:  # fmt: skip
@@ -55,6 +56,7 @@ def _recipes_table(recipes):
         rolling = r["sample_rolling_chars_per_sec"]
         table.add_row(
             r["recipe"], r["shape"], r["batch"], f"{r['train_tokens_per_sec']:,.0f}",
+            f"{r['train_gflops']:.0f} ({r['ceiling_fraction']:.0%})",
             f"{r['sample_window_chars_per_sec']:,.0f}",
             f"{rolling:,.0f}" if rolling else "- (learned positions)",
             f"{r['rolling_speedup']:.1f}x" if rolling else "",

@@ -59,6 +59,34 @@ def matmul_ceiling(device: torch.device, dtype: str, seconds: float = 1.0) -> fl
     return 2 * 512 * 384 * 1536 * 10 / _timed(mm, seconds) / 1e9
 
 
+def recipe_ceiling(
+    model_cfg: ModelConfig, tokens: int, device: torch.device, dtype: str, seconds: float = 1.0,
+    trials: int = 3,
+) -> float:
+    """GFLOP/s of the matrix products a training step of this shape makes, on their own:
+    for each linear layer of a block (queries/keys/values, attention output, the two MLP
+    layers) and the output head, the forward product and its two backward products, at
+    `tokens` rows. The best of `trials` (the machine drifts; a ceiling is what it can do)."""
+    tdt = TORCH_DTYPES[dtype]
+    c, v = model_cfg.n_embd, model_cfg.vocab_size
+    shapes = [(c, 3 * c), (c, c), (c, 4 * c), (4 * c, c), (c, v)]
+    products = []
+    for fan_in, fan_out in shapes:
+        x = torch.randn(tokens, fan_in, device=device, dtype=tdt)
+        w = torch.randn(fan_in, fan_out, device=device, dtype=tdt)
+        dy = torch.randn(tokens, fan_out, device=device, dtype=tdt)
+        products += [(x, w), (dy, w.T), (x.T, dy)]  # forward, input grad, weight grad
+    flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in products)
+
+    def all_products():
+        for a, b in products:
+            a @ b
+        _sync(device)
+
+    per_trial = seconds / trials
+    return max(flops / _timed(all_products, per_trial, min_reps=2) / 1e9 for _ in range(trials))
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -196,6 +224,8 @@ def bench_recipe(
     say(f"--preset {name}: training steps, then sampling past block_size")
     step_s = _timed(lambda: trainer.train_step()[0].item(), seconds)
     tokens = train_cfg.batch_size * model_cfg.block_size
+    gflops = train_flops_per_token(model_cfg, trainer.model.num_params()) * tokens / step_s / 1e9
+    ceiling = recipe_ceiling(model_cfg, tokens, device, dtype, seconds / 2)
     if sample_dtype is None or sample_dtype == "auto":  # as `toygpt sample` picks it
         n = trainer.model.num_params()
         sample_dtype = resolve_dtype(sample_dtype or dtype, device, generation=True, n_params=n)
@@ -211,6 +241,9 @@ def bench_recipe(
         "batch": f"{train_cfg.batch_size} x {model_cfg.block_size}",
         "train_step_ms": step_s * 1000,
         "train_tokens_per_sec": tokens / step_s,
+        "train_gflops": gflops,
+        "ceiling_gflops": ceiling,  # the same step's matrix products on their own
+        "ceiling_fraction": gflops / ceiling,
         "sample_block": sample_block,
         "sample_window_chars_per_sec": window,
         "sample_rolling_chars_per_sec": rolling,
