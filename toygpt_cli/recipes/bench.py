@@ -60,7 +60,11 @@ def matmul_ceiling(device: torch.device, dtype: str, seconds: float = 1.0) -> fl
 
 
 def recipe_ceiling(
-    model_cfg: ModelConfig, tokens: int, device: torch.device, dtype: str, seconds: float = 1.0,
+    model_cfg: ModelConfig,
+    tokens: int,
+    device: torch.device,
+    dtype: str,
+    seconds: float = 1.0,
     trials: int = 3,
 ) -> float:
     """GFLOP/s of the matrix products a training step of this shape makes, on their own:
