@@ -210,6 +210,13 @@ class TrainConfig:
     threads: int = option(
         0, "CPU threads (0: torch's choice).", TRAINING, min=0, envvar="TOYGPT_THREADS"
     )
+    fit_machine: bool = option(
+        True,
+        "With a preset sized to the machine (cpu-1m): time a few steps of its shapes here "
+        "and train the largest that makes enough steps in the budget; --no-fit-machine "
+        "keeps the preset's own shape, and --n-layer/--n-embd choose one.",
+        TRAINING,
+    )
     learning_rate: float = option(
         1e-3, "Peak learning rate.", OPTIMIZER, flag="--learning-rate", aliases=("--lr",), above=0.0
     )

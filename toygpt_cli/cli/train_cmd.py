@@ -62,13 +62,15 @@ def train(o) -> None:
 
     if interrupted():  # Ctrl-C while PyTorch loaded, swallowed by an import
         raise KeyboardInterrupt
-    init = None
+    init, extra = None, None
     if o.resume is None:
         if o.init_from is not None:
             init = _init_from(o.init_from, o.init_checkpoint, where.runs_dir, given)
             layers = [_training_only(layer) for layer in layers]  # the run's architecture wins
         model_cfg, train_cfg = build_configs(*layers, given)
         dist = Distributed.from_env(train_cfg.device)
+        if init is None and not dist.active:
+            model_cfg, extra = _fit_machine(o.preset, model_cfg, train_cfg, layers, given)
     else:
         dist = Distributed.from_env(given.get("device", "auto"))
     display = TrainDisplay(fancy_output(o.quiet) and dist.is_main)
@@ -91,7 +93,7 @@ def train(o) -> None:
                 trainer = session.start_training(
                     model_cfg, train_cfg, data_path, where.runs_dir, callback=callback,
                     command=command_line(), dist=dist, label=o.name, tensorboard=o.tensorboard,
-                    progress=meter, stop=stop, init=init,
+                    progress=meter, stop=stop, init=init, extra=extra,
                 )  # fmt: skip
         if interrupted():
             raise KeyboardInterrupt
@@ -147,6 +149,26 @@ def _layers(preset, config, like, runs_dir) -> list[dict[str, Any]]:
 
         layers.append(load_config_file(resolve_run(like, runs_dir) / "config.json"))
     return layers
+
+
+def _fit_machine(preset, model_cfg, train_cfg, layers, given):
+    """A preset sized to the machine, unless its shape was chosen (a config file, the
+    command line, --no-fit-machine) or it has no budget: the shape it takes and a record
+    for config.json."""
+    from toygpt_cli.recipes.sizing import LADDERS, SHAPE_FIELDS
+
+    chosen = set(given).union(*layers[1 if preset else 0 :])
+    if (preset not in LADDERS or not train_cfg.fit_machine or train_cfg.max_time <= 0
+            or chosen.intersection(SHAPE_FIELDS)):  # fmt: skip
+        return model_cfg, None
+    from toygpt_cli.device import set_threads
+    from toygpt_cli.recipes.sizing import fit_to_machine
+
+    set_threads(train_cfg.threads)
+    err.print(f"timing the shapes of --preset {preset} on this machine...", highlight=False)
+    model_cfg, sizing = fit_to_machine(preset, model_cfg, train_cfg)
+    err.print(sizing.line(train_cfg.max_time), highlight=False)
+    return model_cfg, {"fit_machine": sizing.record()}
 
 
 def _init_from(ref: str, which: str, runs_dir: Path, given: dict[str, Any]):
