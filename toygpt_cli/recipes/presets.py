@@ -99,10 +99,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 2-core Zen 4, bf16): whole val 1.4550 and 1.4568 in 10 minutes; 1.4625-1.4653 without
     # the weight decay (3 runs), 1.4814 with neither, 1.4988 at block 64.
     "cpu": {**_NANOGPT_RECIPE, **_CPU_SHAPE, **_SPEEDRUN, **_TEN_MINUTES},
-    # A short budget (nanoGPT's CPU result, val 1.886, is reached with --max-time 20s:
-    # 1.856 whole val; 1.728 at 35 s): the same recipe on 4 layers and batches of 16, so
-    # that it gets hundreds of steps, with a short warmup and small evals. It keeps block
-    # 64: at 20 s, blocks of 128 and 256 (same tokens per step) scored 1.926 and 1.986.
+    # A short budget: the same recipe on batches of 16, so that it gets hundreds of steps,
+    # with a short warmup and small evals; its depth and width are sized to the machine
+    # (recipes/sizing.py: 2x64 .. these 4x128). It keeps block 64: at 20 s, blocks of 128
+    # and 256 (same tokens per step) scored 1.926 and 1.986 against 1.856.
     "cpu-1m": {
         **_NANOGPT_RECIPE,
         **_CPU_SHAPE,

@@ -63,11 +63,10 @@ class Sizing:
     probed: list[dict[str, Any]]  # every shape timed: its fields and step seconds
 
     def line(self, budget: float) -> str:
-        steps = budget / self.step_seconds
+        """What was chosen and why, in a line that fits 80 columns."""
         return (
-            f"sized to this machine: {self.shape['n_layer']} layers x {self.shape['n_embd']} "
-            f"(about {steps:,.0f} steps of {self.step_seconds * 1000:.0f} ms in the budget; "
-            f"--n-layer/--n-embd choose, --no-fit-machine keeps the preset's shape)"
+            f"sized to this machine: {self.shape['n_layer']} layers x {self.shape['n_embd']}, "
+            f"~{budget / self.step_seconds:,.0f} steps of {self.step_seconds * 1000:.0f} ms"
         )
 
     def record(self) -> dict[str, Any]:
