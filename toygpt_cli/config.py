@@ -212,9 +212,10 @@ class TrainConfig:
     )
     fit_machine: bool = option(
         True,
-        "With a preset sized to the machine (cpu-1m): time a few steps of its shapes here "
-        "and train the largest that makes enough steps in the budget; --no-fit-machine "
-        "keeps the preset's own shape, and --n-layer/--n-embd choose one.",
+        "With a preset sized to the machine (cpu: its dropout; cpu-1m: its depth and "
+        "width): time a few steps of each choice here and train the largest that makes "
+        "enough steps in the budget. --no-fit-machine keeps the preset's own values; an "
+        "option you give is kept as given.",
         TRAINING,
     )
     learning_rate: float = option(

@@ -13,10 +13,20 @@ from ..cli_helpers import toygpt
 
 
 def test_the_steps_wanted_follow_the_measured_points_and_stay_flat_past_them():
-    assert sizing.steps_wanted(5) == 500 and sizing.steps_wanted(20) == 500
-    assert sizing.steps_wanted(60) == pytest.approx(1000)
-    assert sizing.steps_wanted(3600) == 1000
-    assert sizing.steps_wanted(20 * 3**0.5) == pytest.approx(500 * 2**0.5)  # log-log
+    ladder = sizing.LADDERS["cpu-1m"]
+    assert ladder.steps_wanted(5) == 500 and ladder.steps_wanted(20) == 500
+    assert ladder.steps_wanted(60) == pytest.approx(1000)
+    assert ladder.steps_wanted(3600) == 1000
+    assert ladder.steps_wanted(20 * 3**0.5) == pytest.approx(500 * 2**0.5)  # log-log
+    assert sizing.LADDERS["cpu"].steps_wanted(60) == sizing.LADDERS["cpu"].steps_wanted(6000)
+
+
+@pytest.mark.parametrize("preset", sorted(sizing.LADDERS))
+def test_each_ladder_tops_out_at_its_presets_own_values(preset):
+    """--no-fit-machine and a fast machine train the preset exactly as it is declared."""
+    top = sizing.LADDERS[preset].rungs[-1]
+    model, _ = build_configs(preset_options(preset))
+    assert {k: getattr(model, k) for k in top} == top
 
 
 def _machine(ms_per_layer_width):
@@ -38,7 +48,7 @@ def test_the_largest_shape_that_makes_enough_steps_is_chosen(cost, budget, shape
     model, train = build_configs(preset_options("cpu-1m"), {"max_time": budget})
     fitted, s = sizing.fit_to_machine("cpu-1m", model, train, time_step=_machine(cost))
     assert (fitted.n_layer, fitted.n_embd) == shape and len(s.probed) == probes
-    assert s.record()["shape"] == {"n_layer": shape[0], "n_embd": shape[1]}
+    assert s.record()["chosen"] == {"n_layer": shape[0], "n_embd": shape[1]}
     assert fitted.n_head == model.n_head and fitted.block_size == model.block_size
 
 
@@ -61,21 +71,21 @@ def test_a_sized_preset_says_and_records_its_shape(dirs, corpus_file, quick_mach
     _, runs = dirs
     r = toygpt("train", "--preset", "cpu-1m", "--data", corpus_file, *SMALL, "--quiet")
     assert r.exit_code == 0, r.stderr
-    assert "sized to this machine: 2 layers x 128" in r.stderr
+    assert "sized to this machine: 2 layers x 128, dropout 0," in r.stderr
     config = json.loads(next(runs.iterdir()).joinpath("config.json").read_text())
-    assert config["model"]["n_layer"] == 2 and config["fit_machine"]["shape"]["n_layer"] == 2
+    assert config["model"]["n_layer"] == 2 and config["fit_machine"]["chosen"]["n_layer"] == 2
     assert [p["n_layer"] for p in config["fit_machine"]["probed"]] == [4, 3, 2]
 
 
 @pytest.mark.parametrize(
     "args",
-    [["--n-layer", "3"], ["--n-embd", "64"], ["--no-fit-machine"], ["--preset", "cpu"]],
-    ids=["n-layer", "n-embd", "no-fit", "other preset"],
+    [["--n-layer", "3"], ["--n-embd", "64"], ["--no-fit-machine"], ["--preset", "seed"]],
+    ids=["n-layer", "n-embd", "no-fit", "a preset without a ladder"],
 )
 def test_an_explicit_shape_or_no_fitting_keeps_the_preset(dirs, corpus_file, quick_machine, args):
     _, runs = dirs
     preset = [] if "--preset" in args else ["--preset", "cpu-1m"]
-    extra = ["--n-layer", "1", "--block-size", "16"] if "cpu" in args else []
+    extra = ["--n-layer", "1", "--block-size", "16"] if "seed" in args else []
     r = toygpt("train", *preset, *args, *extra, "--data", corpus_file, *SMALL, "--quiet")
     assert r.exit_code == 0, r.stderr
     assert "sized to this machine" not in r.stderr
@@ -93,3 +103,22 @@ def test_a_config_file_shape_keeps_the_preset(dirs, corpus_file, quick_machine, 
         json.loads(next(runs.iterdir()).joinpath("config.json").read_text())["model"]["n_layer"]
         == 1
     )
+
+
+def test_the_ten_minute_preset_drops_dropout_where_it_makes_few_steps(monkeypatch):
+    """Measured: dropout 0.1 helped at 2,400 steps in ten minutes and hurt at 1,200."""
+    model, train = build_configs(preset_options("cpu"))
+    slow = sizing.fit_to_machine("cpu", model, train, time_step=lambda m, t: 0.5)[0]
+    fast = sizing.fit_to_machine("cpu", model, train, time_step=lambda m, t: 0.25)[0]
+    assert (slow.dropout, fast.dropout) == (0.0, 0.1)
+    assert slow.n_layer == fast.n_layer == model.n_layer  # only the dropout changes
+    longer = build_configs(preset_options("cpu"), {"max_time": 1800.0})
+    assert sizing.fit_to_machine("cpu", *longer, time_step=lambda m, t: 0.5)[0].dropout == 0.1
+
+
+def test_a_given_dropout_keeps_the_ten_minute_preset(dirs, corpus_file, quick_machine):
+    _, runs = dirs
+    r = toygpt("train", "--preset", "cpu", "--dropout", "0.1", "--n-layer", "1",
+               "--block-size", "16", "--data", corpus_file, *SMALL, "--quiet")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert "sized to this machine" not in r.stderr

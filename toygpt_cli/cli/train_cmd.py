@@ -152,20 +152,20 @@ def _layers(preset, config, like, runs_dir) -> list[dict[str, Any]]:
 
 
 def _fit_machine(preset, model_cfg, train_cfg, layers, given):
-    """A preset sized to the machine, unless its shape was chosen (a config file, the
-    command line, --no-fit-machine) or it has no budget: the shape it takes and a record
+    """A preset sized to the machine, unless what it sizes was chosen (a config file, the
+    command line, --no-fit-machine) or it has no budget: the model it takes and a record
     for config.json."""
-    from toygpt_cli.recipes.sizing import LADDERS, SHAPE_FIELDS
+    from toygpt_cli.recipes.sizing import LADDERS
 
     chosen = set(given).union(*layers[1 if preset else 0 :])
     if (preset not in LADDERS or not train_cfg.fit_machine or train_cfg.max_time <= 0
-            or chosen.intersection(SHAPE_FIELDS)):  # fmt: skip
+            or chosen.intersection(LADDERS[preset].fields)):  # fmt: skip
         return model_cfg, None
     from toygpt_cli.device import set_threads
     from toygpt_cli.recipes.sizing import fit_to_machine
 
     set_threads(train_cfg.threads)
-    err.print(f"timing the shapes of --preset {preset} on this machine...", highlight=False)
+    err.print(f"timing --preset {preset} on this machine...", highlight=False)
     model_cfg, sizing = fit_to_machine(preset, model_cfg, train_cfg)
     err.print(sizing.line(train_cfg.max_time), highlight=False)
     return model_cfg, {"fit_machine": sizing.record()}

@@ -4,13 +4,16 @@ A time-budget preset does best with the largest model that still gets enough opt
 steps in its budget: too small a model stops learning early, too large a one takes too few
 steps. How many steps a shape gets depends on the machine (bfloat16 matrix units, float32
 only, a GPU) and on the shape itself (on a CPU, small models are bound by per-operation
-costs, so halving the width does not double the steps). So the presets that have a LADDER
-time a few training steps of each of its shapes on this machine, largest first, and train
-the first (largest) one expected to make STEPS_WANTED steps in the budget, or the smallest.
+costs, so halving the width does not double the steps). Regularisation too: dropout pays
+only once a run makes enough steps to overfit. So a preset with a Ladder times a few
+training steps of each rung on this machine, largest first, and trains the first rung
+expected to make the steps its budget wants, or the smallest.
 
 Measured (docs/results.md) on a 2-core AMD EPYC Zen 4, whole val split, in bfloat16 on 2
-threads and in float32 on 1 thread (the throughput of a 2-core float32-only Zen 3):
-the best shapes made about 500-850 steps in 20 s and 950-1,400 in 60 s.
+threads and in float32 on 1 thread (the throughput of a 2-core float32-only Zen 3): the
+best shapes of `cpu-1m` made about 500-850 steps in 20 s and 950-1,400 in 60 s; `cpu`'s
+dropout 0.1 helped at 2,400-3,000 steps in ten minutes (1.455-1.465 against 1.481 without)
+and hurt at 1,200 (1.517 against 1.480).
 """
 
 from __future__ import annotations
@@ -23,55 +26,65 @@ from typing import Any
 
 from toygpt_cli.config import ModelConfig, TrainConfig
 
-# The shapes a preset may take, smallest to largest; the largest is the preset's own.
-LADDERS: dict[str, list[dict[str, int]]] = {
-    "cpu-1m": [
-        {"n_layer": 2, "n_embd": 64},
-        {"n_layer": 2, "n_embd": 96},
-        {"n_layer": 2, "n_embd": 128},
-        {"n_layer": 3, "n_embd": 128},
-        {"n_layer": 4, "n_embd": 128},
-    ],
+
+@dataclass(frozen=True)
+class Ladder:
+    rungs: list[dict[str, Any]]  # model options, smallest to largest; the last = the preset
+    wanted: tuple[tuple[float, float], ...]  # (budget seconds, steps a rung should make)
+
+    @property
+    def fields(self) -> set[str]:
+        return {k for rung in self.rungs for k in rung}
+
+    def steps_wanted(self, seconds: float) -> float:
+        """Interpolated log-log between the measured points, constant past either end."""
+        points = self.wanted
+        if seconds <= points[0][0]:
+            return points[0][1]
+        for (a, sa), (b, sb) in zip(points, points[1:], strict=False):
+            if seconds <= b:
+                f = math.log(seconds / a) / math.log(b / a)
+                return math.exp(math.log(sa) + f * math.log(sb / sa))
+        return points[-1][1]
+
+
+LADDERS: dict[str, Ladder] = {
+    "cpu-1m": Ladder(
+        [
+            {"n_layer": 2, "n_embd": 64},
+            {"n_layer": 2, "n_embd": 96},
+            {"n_layer": 2, "n_embd": 128},
+            {"n_layer": 3, "n_embd": 128},
+            {"n_layer": 4, "n_embd": 128},
+        ],
+        ((20.0, 500.0), (60.0, 1000.0)),
+    ),
+    # Between 1,200 steps (dropout hurt) and 2,400 (it helped).
+    "cpu": Ladder([{"dropout": 0.0}, {"dropout": 0.1}], ((600.0, 1800.0),)),
 }
-SHAPE_FIELDS = ("n_layer", "n_embd")
 
-# Steps the chosen shape should make, by budget in seconds (log-log in between, constant
-# past either end).
-STEPS_WANTED = ((20.0, 500.0), (60.0, 1000.0))
-
-PROBE_STEPS = 2  # timed steps per shape, after one warm-up step
-
-
-def steps_wanted(seconds: float) -> float:
-    (t0, s0), (t1, s1) = STEPS_WANTED[0], STEPS_WANTED[-1]
-    if seconds <= t0:
-        return s0
-    if seconds >= t1:
-        return s1
-    for (a, sa), (b, sb) in zip(STEPS_WANTED, STEPS_WANTED[1:], strict=False):
-        if a <= seconds <= b:
-            f = math.log(seconds / a) / math.log(b / a)
-            return math.exp(math.log(sa) + f * math.log(sb / sa))
-    raise AssertionError("unreachable")
+PROBE_STEPS = 2  # timed steps per rung, after one warm-up step
 
 
 @dataclass(frozen=True)
 class Sizing:
-    shape: dict[str, int]  # the chosen n_layer and n_embd
+    chosen: dict[str, Any]  # the rung trained
+    model: ModelConfig  # the model it makes
     step_seconds: float  # its probed step time
     wanted: float  # steps wanted in the budget
-    probed: list[dict[str, Any]]  # every shape timed: its fields and step seconds
+    probed: list[dict[str, Any]]  # every rung timed: its options and step time
 
     def line(self, budget: float) -> str:
         """What was chosen and why, in a line that fits 80 columns."""
+        m = self.model
         return (
-            f"sized to this machine: {self.shape['n_layer']} layers x {self.shape['n_embd']}, "
+            f"sized to this machine: {m.n_layer} layers x {m.n_embd}, dropout {m.dropout:g}, "
             f"~{budget / self.step_seconds:,.0f} steps of {self.step_seconds * 1000:.0f} ms"
         )
 
     def record(self) -> dict[str, Any]:
         return {
-            "shape": self.shape,
+            "chosen": self.chosen,
             "step_ms": round(self.step_seconds * 1000, 2),
             "steps_wanted": round(self.wanted),
             "probed": self.probed,
@@ -84,18 +97,18 @@ def fit_to_machine(
     train_cfg: TrainConfig,
     time_step: Callable[[ModelConfig, TrainConfig], float] | None = None,
 ) -> tuple[ModelConfig, Sizing]:
-    """The preset's ladder shape for this machine and train_cfg.max_time. `time_step`
-    gives seconds per optimizer step of a configuration (a probe by default)."""
+    """The preset's rung for this machine and train_cfg.max_time. `time_step` gives
+    seconds per optimizer step of a configuration (a probe by default)."""
     time_step = time_step or probe_step
-    wanted = steps_wanted(train_cfg.max_time)
     ladder = LADDERS[preset]
+    wanted = ladder.steps_wanted(train_cfg.max_time)
     probed = []
-    for shape in reversed(ladder):
-        cfg = replace(model_cfg, **shape)
+    for rung in reversed(ladder.rungs):
+        cfg = replace(model_cfg, **rung)
         seconds = time_step(cfg, train_cfg)
-        probed.append({**shape, "step_ms": round(seconds * 1000, 2)})
-        if train_cfg.max_time / seconds >= wanted or shape is ladder[0]:
-            return cfg, Sizing(shape, seconds, wanted, probed)
+        probed.append({**rung, "step_ms": round(seconds * 1000, 2)})
+        if train_cfg.max_time / seconds >= wanted or rung is ladder.rungs[0]:
+            return cfg, Sizing(rung, cfg, seconds, wanted, probed)
     raise AssertionError("unreachable")
 
 
