@@ -113,17 +113,7 @@ def test_two_torchrun_agents_with_a_c10d_rendezvous_train_one_run(dirs, corpus_f
 
 def test_sigterm_to_the_launcher_stops_every_worker_with_a_checkpoint(dirs, corpus_file):
     _, runs = dirs
-    env = dict(os.environ, TOYGPT_RUNS_DIR=str(runs), OMP_NUM_THREADS="1", CI="1")
-    cmd = _ddp_cmd(corpus_file, "--nproc", "2", "--iters", "100000", "--eval-interval", "20")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        found = list(runs.glob("2*/metrics.jsonl"))
-        if found and len(found[0].read_text().splitlines()) >= 2:
-            break
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
-    run = found[0].parent
+    proc, run = _start_and_wait_for_evals(runs, corpus_file)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr
