@@ -13,6 +13,8 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 class StopSwitch:
     """Stop requests (Ctrl-C, SIGTERM): the first asks for a checkpoint and a stop at the
@@ -50,29 +52,35 @@ class StopSwitch:
                 raise KeyboardInterrupt
 
     @contextlib.contextmanager
-    def on_signals(self, signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):
+    def on_signals(self, signals=STOP_SIGNALS):
         """Route these signals to `request` while the block runs."""
-        old = {s: signal.signal(s, lambda signum, frame: self.request(signum)) for s in signals}
-        try:
+        with _routed(signals, self.request):
             yield self
-        finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
 
 
 @contextlib.contextmanager
-def signals_held(signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+def signals_held(signals=STOP_SIGNALS) -> Iterator[None]:
     """A few lines that must run as one step (a rename and the name it gave): a signal
     that arrives meanwhile is handled, as it would have been, once the block ends."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread handles signals
         return
     caught: list[int] = []
-    old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in signals}
+    try:
+        with _routed(signals, caught.append):
+            yield
+    finally:
+        for signum in caught[:1]:
+            signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def _routed(signals, handle: Callable[[int], None]) -> Iterator[None]:
+    """Each of `signals` calls handle(signum) while the block runs; then the handlers
+    before it are back."""
+    old = {s: signal.signal(s, lambda signum, frame: handle(signum)) for s in signals}
     try:
         yield
     finally:
         for s, handler in old.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
-        for signum in caught[:1]:
-            signal.raise_signal(signum)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from dataclasses import replace
 
 import torch
@@ -24,6 +23,7 @@ from toygpt_cli.config import build_configs
 from toygpt_cli.device import resolve_dtype, set_threads
 from toygpt_cli.recipes.bench import recipe_ceiling, synthetic_corpus, train_flops_per_token
 from toygpt_cli.recipes.presets import preset_options
+from toygpt_cli.recipes.sizing import seconds_per_step
 from toygpt_cli.train import Trainer
 
 
@@ -45,16 +45,6 @@ def build(preset: str, dtype: str, compile_: bool, sets: list[str]) -> Trainer:
     return Trainer(model_cfg, train_cfg, corpus)
 
 
-def time_steps(trainer: Trainer, steps: int, warmup: int = 5) -> float:
-    """Seconds per optimizer step, after `warmup` steps (a compiled step compiles then)."""
-    for _ in range(warmup):
-        trainer.train_step()[0].item()
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.train_step()[0].item()
-    return (time.perf_counter() - start) / steps
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cpu")
@@ -69,7 +59,7 @@ def main() -> None:
     trainer = build(args.preset, args.dtype, args.compile, args.set)
     m, t = trainer.model_cfg, trainer.cfg
     tokens = t.batch_size * m.block_size
-    step_s = time_steps(trainer, args.steps)
+    step_s = seconds_per_step(trainer, args.steps, warmup=5)
     gflops = train_flops_per_token(m, trainer.model.num_params()) * tokens / step_s / 1e9
     ceiling = recipe_ceiling(m, tokens, torch.device("cpu"), trainer.dtype, 3.0, trials=6)
     print(
@@ -82,7 +72,7 @@ def main() -> None:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            time_steps(trainer, 10, warmup=0)
+            seconds_per_step(trainer, 10, warmup=0)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
 
 

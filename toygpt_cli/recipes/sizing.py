@@ -120,8 +120,15 @@ def probe_step(model_cfg: ModelConfig, train_cfg: TrainConfig) -> float:
     corpus = synthetic_corpus(chars=50_000)
     cfg = replace(model_cfg, vocab_size=corpus.tokenizer.vocab_size)
     trainer = Trainer(cfg, replace(train_cfg, sample_chars=0, compile=False), corpus)
-    trainer.train_step()[0].item()
-    start = time.perf_counter()
-    for _ in range(PROBE_STEPS):
+    return seconds_per_step(trainer, PROBE_STEPS)
+
+
+def seconds_per_step(trainer, steps: int, warmup: int = 1) -> float:
+    """Seconds per optimizer step of `trainer`, after `warmup` steps (a compiled step
+    compiles then)."""
+    for _ in range(warmup):
         trainer.train_step()[0].item()
-    return (time.perf_counter() - start) / PROBE_STEPS
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step()[0].item()
+    return (time.perf_counter() - start) / steps
