@@ -20,7 +20,11 @@ VARIANTS = {
     "modern": {"arch": "modern"},
     "softcap": {"logit_softcap": 2.0},
     "all": {"pos": "rope", "arch": "modern", "logit_softcap": 15.0},
-}
+    "tricks": {"pos": "rope", "arch": "modern", "bigram": True, "smear": True,
+               "value_embeds": True, "x0_skip": True, "attn_scale": 0.3},
+    "tricks-learned": {"bigram": True, "smear": True, "value_embeds": True, "x0_skip": True},
+}  # fmt: skip
+TRICKS = ("bigram", "smear", "value_embeds", "x0_skip")
 
 
 def _model(seed=0, **kw) -> GPT:
@@ -78,7 +82,7 @@ def test_fused_attention_matches_the_per_head_reference():
     torch.testing.assert_close(model(idx)[0], seed(idx)[0], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("variant", ["gpt2", "rope", "all"])
+@pytest.mark.parametrize("variant", ["gpt2", "rope", "all", "tricks", "tricks-learned"])
 def test_kv_cache_matches_the_full_forward(variant):
     model = _model(**VARIANTS[variant])
     idx = torch.randint(65, (2, 12))
@@ -95,7 +99,7 @@ def test_a_cache_needs_the_position():
         model(idx, cache=KVCache(2, 16))
 
 
-@pytest.mark.parametrize("variant", ["rope", "all"])
+@pytest.mark.parametrize("variant", ["rope", "all", "tricks"])
 def test_rolling_cache_is_sliding_window_attention(variant):
     # Past block_size, a rotary model attends to the last block_size positions; feeding one
     # position at a time through a cache that keeps only those gives the same logits.
@@ -253,7 +257,7 @@ def test_embedding_dropout_is_an_option(emb_dropout):
     assert torch.allclose(trained, still, atol=1e-5) == (not emb_dropout)
 
 
-@pytest.mark.parametrize("variant", ["gpt2", "rope", "all"])
+@pytest.mark.parametrize("variant", ["gpt2", "rope", "all", "tricks"])
 def test_the_attention_math_written_out_is_what_the_fused_call_computes(variant):
     attn = _model(**VARIANTS[variant]).blocks[0].attn
     x = torch.randn(2, 16, 48)
@@ -264,3 +268,65 @@ def test_the_attention_math_written_out_is_what_the_fused_call_computes(variant)
     torch.testing.assert_close(attn.proj(by_hand), attn(x, rope), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 6, 16))
     assert not weights.triu(1).any()  # nothing from later positions
+
+
+@pytest.mark.parametrize("trick", TRICKS)
+@pytest.mark.parametrize("arch", ["gpt2", "modern"])
+def test_each_trick_starts_as_the_model_without_it(trick, arch):
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=65, block_size=16, n_embd=48, n_layer=2, n_head=6, dropout=0.0,
+               arch=arch, pos="rope")  # fmt: skip
+    plain, with_trick = GPT(ModelConfig(**cfg)).eval(), GPT(ModelConfig(**cfg, **{trick: True}))
+    with torch.no_grad():  # give the shared weights values (modern starts with zeros)
+        for p in plain.parameters():
+            p.normal_(0.0, 0.2)
+    missing, unexpected = with_trick.load_state_dict(plain.state_dict(), strict=False)
+    assert missing and not unexpected  # the trick's own weights, at their initial values
+    idx = torch.randint(65, (2, 16))
+    torch.testing.assert_close(with_trick.eval()(idx)[0], plain(idx)[0])
+    assert GPT(ModelConfig(**cfg, **{trick: True})).num_params() > plain.num_params()
+
+
+@pytest.mark.parametrize("trick", ["bigram", "smear"])
+def test_the_previous_character_reaches_the_first_layer_only_through_the_trick(trick):
+    # A one-layer model without attention mixing sees one character per position... except
+    # through bigram/smear. Logits at position t change with the character at t - 1.
+    model = _model(arch="modern", pos="rope", **{trick: True})
+    with torch.no_grad():
+        for block in model.blocks:  # no attention: positions cannot mix inside the blocks
+            block.attn.proj.weight.zero_()
+    idx = torch.randint(65, (2, 8))
+    changed = idx.clone()
+    changed[:, 3] = (changed[:, 3] + 1) % 65
+    a, b = model(idx)[0], model(changed)[0]
+    torch.testing.assert_close(a[:, :3], b[:, :3])
+    assert not torch.allclose(a[:, 4], b[:, 4])  # the next position sees the change
+    torch.testing.assert_close(a[:, 5:], b[:, 5:])  # and only the next one
+
+
+def test_the_bigram_table_is_exact_for_small_vocabularies_and_hashed_for_large_ones():
+    from toygpt_cli.config import BIGRAM_MAX_ROWS, bigram_rows
+
+    assert bigram_rows(65) == 65 * 66
+    big = _model(vocab_size=300, bigram=True)
+    assert big.bigram_emb.num_embeddings == bigram_rows(300) == BIGRAM_MAX_ROWS
+    logits, _ = big(torch.full((1, 16), 299))  # the largest pair index wraps into the table
+    assert torch.isfinite(logits).all()
+
+
+def test_attention_scale_sharpens_the_attention():
+    x = torch.randn(1, 16, 48)
+    soft = _model(arch="modern").blocks[0].attn.weights(x)
+    sharp = _model(arch="modern", attn_scale=1.0).blocks[0].attn.weights(x)
+    assert sharp.max(-1).values.mean() > soft.max(-1).values.mean()
+
+
+def test_muon_takes_the_block_matrices_and_never_the_added_embeddings():
+    from toygpt_cli.optim import muon_params, param_groups
+
+    model = _model(**VARIANTS["tricks"])
+    taken = {id(p) for p in muon_params(model)[0]}
+    names = {n for n, p in model.named_parameters() if id(p) in taken}
+    assert names and all(n.startswith("blocks.") for n in names)
+    adamw = {id(p) for g in param_groups(model, muon=True) for p in g["params"]}
+    assert adamw | taken == {id(p) for p in model.parameters()} and not adamw & taken

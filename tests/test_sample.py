@@ -21,18 +21,27 @@ from toygpt_cli.sample import (
 VOCAB = "abcdefghijklmnopqrst"
 
 
-def _model(block_size=16, pos="learned"):
+def _model(block_size=16, pos="learned", **tricks):
     torch.manual_seed(3)
-    return GPT(
+    model = GPT(
         ModelConfig(
             vocab_size=20, block_size=block_size, n_embd=32, n_layer=2, n_head=4, dropout=0.0,
-            pos=pos,
+            pos=pos, **tricks,
         )
     ).eval()  # fmt: skip
+    if tricks:  # the added weights start at zero: give them values
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 0.3)
+    return model
 
 
-def test_cached_and_uncached_generation_give_identical_text():
-    model = _model()
+TRICKS = {"bigram": True, "smear": True, "value_embeds": True, "x0_skip": True}
+
+
+@pytest.mark.parametrize("tricks", [{}, TRICKS], ids=["plain", "tricks"])
+def test_cached_and_uncached_generation_give_identical_text(tricks):
+    model = _model(**tricks)
     start = torch.zeros(3, 1, dtype=torch.long)
     for top_k in (0, 5):
         a = generate(model, start, 60, top_k=top_k, generator=torch.Generator().manual_seed(1))
@@ -44,10 +53,10 @@ def test_cached_and_uncached_generation_give_identical_text():
         assert a.shape == (3, 61)
 
 
-def _rope_model(n_layer, arch="gpt2"):
+def _rope_model(n_layer, arch="gpt2", **tricks):
     torch.manual_seed(3)
     cfg = ModelConfig(vocab_size=20, block_size=16, n_embd=32, n_layer=n_layer, n_head=4,
-                      dropout=0.0, pos="rope", arch=arch)  # fmt: skip
+                      dropout=0.0, pos="rope", arch=arch, **tricks)  # fmt: skip
     model = GPT(cfg).eval()
     with torch.no_grad():  # the modern block starts with zero projections: give them values
         for p in model.parameters():
@@ -69,12 +78,13 @@ def test_rolling_cache_with_one_layer_gives_the_text_of_recomputing_the_window()
         assert torch.equal(a, b)  # 80 > block_size: the cache rolled 64 times
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "modern"])
+@pytest.mark.parametrize("arch", ["gpt2", "modern", "tricks"])
 def test_rolling_cache_gives_the_text_of_sliding_window_attention(arch):
     # With more layers each cached position keeps the context it was computed in: the text
     # is that of the model reading the whole text with a sliding attention window, which a
     # full forward over everything generated so far computes the straightforward way.
-    model = _rope_model(n_layer=3, arch=arch)
+    tricks = TRICKS if arch == "tricks" else {}
+    model = _rope_model(n_layer=3, arch="modern" if tricks else arch, **tricks)
     start = torch.zeros(2, 1, dtype=torch.long)
     for top_k in (0, 5):
         out = generate(model, start, 60, top_k=top_k, generator=torch.Generator().manual_seed(1))

@@ -56,6 +56,15 @@ MAX_STEPS = 2**53  # step counts stay exact in a JSON (float64) number up to her
 MAX_PARAMETERS = 20e9  # about 80 GB of float32 weights: far past any model this tool is for
 
 
+BIGRAM_MAX_ROWS = 1 << 16  # a larger vocabulary's pairs share rows (hashed)
+
+
+def bigram_rows(vocab_size: int) -> int:
+    """Rows of the pair embedding: one per (previous, current) pair and one per character
+    with no previous one, at most BIGRAM_MAX_ROWS."""
+    return min(vocab_size * (vocab_size + 1), BIGRAM_MAX_ROWS)
+
+
 @dataclass
 class ModelConfig:
     """The transformer's shape. Changing any of these makes a different model."""
@@ -110,6 +119,35 @@ class ModelConfig:
     logit_softcap: float = option(
         0.0, "Soft-cap the logits: cap * tanh(logits / cap) (0: off).", MODEL, FIXED, min=0.0
     )
+    # Small-model tricks from the speedrun literature, each off by default (model.py says
+    # what each computes; docs/results.md what each measured).
+    attn_scale: float = option(
+        0.0,
+        "Attention score scale (0: 1/sqrt(head size)); with arch modern the normalised "
+        "scores are at most scale x head size.",
+        MODEL,
+        FIXED,
+        min=0.0,
+        max=1e3,
+    )
+    bigram: bool = option(
+        False, "Add an embedding of each (previous, current) character pair.", MODEL, FIXED
+    )
+    smear: bool = option(
+        False,
+        "Mix a gated share of the previous character's embedding into each position's.",
+        MODEL,
+        FIXED,
+    )
+    value_embeds: bool = option(
+        False, "Give each layer a character embedding added to its attention values.", MODEL, FIXED
+    )
+    x0_skip: bool = option(
+        False,
+        "Each block reads a learned mix of the residual stream and the first embedding.",
+        MODEL,
+        FIXED,
+    )
 
     def validate(self) -> None:
         validate(self)
@@ -143,7 +181,10 @@ class ModelConfig:
         head), without building anything."""
         C = self.n_embd
         positions = self.block_size if self.pos == "learned" else 0
-        return 12.0 * C * C * self.n_layer + (2 * self.vocab_size + positions) * C
+        rows = 2 * self.vocab_size + positions
+        rows += bigram_rows(self.vocab_size) if self.bigram else 0
+        rows += self.n_layer * self.vocab_size if self.value_embeds else 0
+        return 12.0 * C * C * self.n_layer + rows * C
 
 
 @dataclass

@@ -16,6 +16,12 @@ The configuration (ModelConfig in config.py) picks a variant, resolved once in `
   positions, where a sequence may be longer than block_size: each position then attends
   to itself and the block_size - 1 before it (a sliding window).
 
+Options that add to this picture (each off unless a preset turns it on): `bigram` adds an
+embedding of each (previous, current) character pair to x; `smear` adds a gated share of the
+previous character's embedding; `value_embeds` gives each layer a character embedding added
+to its attention values; `x0_skip` lets each block read a learned mix a_i x + b_i x0 of the
+stream and the first embedding x0; `attn_scale` replaces 1/sqrt(hs) in the attention.
+
 Two ways in: training and evaluation call `model(ids, targets)` on whole sequences;
 generation (sample.py) calls `model(ids, cache=cache, position=p)` with the few new
 positions after those the key/value cache already holds.
@@ -31,11 +37,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from toygpt_cli.config import ModelConfig
+from toygpt_cli.config import ModelConfig, bigram_rows
 from toygpt_cli.fused import relu_squared
 
 ROPE_BASE = 10_000.0
 RMS_EPS = 1e-6
+SMEAR_CHANNELS = 12  # the smear gate reads this many channels of each position
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,12 @@ class Rotary(nn.Module):
         return cos.to(self.cos.device), sin.to(self.sin.device)
 
 
+def bigram_index(prev: torch.Tensor, ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The pair embedding's row of each (previous, current) character; prev -1: none."""
+    V = vocab_size
+    return torch.where(prev >= 0, prev * V + ids, V * V + ids) % bigram_rows(V)
+
+
 def window_mask(n_queries: int, n_keys: int, window: int, device) -> torch.Tensor:
     """(n_queries, n_keys) bool, True where a query may look: the queries are the last
     n_queries of the keys' positions, and each sees itself and the window - 1 keys before."""
@@ -144,6 +157,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head, self.window = cfg.n_head, cfg.block_size
         self.qk_norm = variant.qk_norm
+        self.scale = cfg.attn_scale or None  # None: SDPA's 1/sqrt(hs)
         self.dropout = cfg.dropout if cfg.attn_dropout else 0.0  # on A
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)  # all heads, fused
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=variant.bias)
@@ -162,19 +176,25 @@ class CausalSelfAttention(nn.Module):
             qk = apply_rotary(qk, cos[:, None, None], sin[:, None, None])
         return qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), v.transpose(1, 2)
 
-    def forward(self, x, rope=None, cache=None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x, rope=None, cache=None, layer: int = 0, ve=None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.project(x, rope)  # (B, nh, T, hs)
+        if ve is not None:  # value embedding of each position's character: (B, T, C)
+            v = v + ve.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if cache is not None:  # generation: keys and values of the earlier positions too
             k, v = cache.extend(layer, k, v)  # (B, nh, T_keys, hs); k is kept rotated
         n_keys, p = k.size(2), self.dropout if self.training else 0.0
         if cache is None and self.window >= T:  # training: the plain causal mask
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=p, is_causal=True, scale=self.scale
+            )
         elif T == 1 and n_keys <= self.window:  # one new position: it sees every key
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, scale=self.scale)
         else:  # queries after cached keys, or a sequence longer than the window
             mask = window_mask(T, n_keys, self.window, x.device)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=p, scale=self.scale
+            )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_drop(self.proj(y))
 
@@ -182,7 +202,8 @@ class CausalSelfAttention(nn.Module):
         """The attention weights A (B, nh, T, T) of a sequence, the math above written out
         (what the fused call computes inside, without dropout): to look at them."""
         q, k, _ = self.project(x, rope)
-        scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.size(-1))  # (B, nh, T, T)
+        scale = self.scale or 1.0 / math.sqrt(q.size(-1))
+        scores = (q @ k.transpose(-2, -1)).float() * scale  # (B, nh, T, T)
         visible = window_mask(x.size(1), x.size(1), self.window, x.device)
         return torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
 
@@ -211,8 +232,8 @@ class Block(nn.Module):
         self.ln2 = variant.norm(cfg.n_embd)
         self.ffwd = MLP(cfg, variant)
 
-    def forward(self, x, rope=None, cache=None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), rope, cache, layer)
+    def forward(self, x, rope=None, cache=None, layer: int = 0, ve=None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), rope, cache, layer, ve=ve)
         return x + self.ffwd(self.ln2(x))
 
 
@@ -224,7 +245,18 @@ class GPT(nn.Module):
         super().__init__()
         cfg.validate()
         self.config, variant = cfg, Variant.of(cfg)
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        V, C = cfg.vocab_size, cfg.n_embd
+        self.tok_emb = nn.Embedding(V, C)
+        if cfg.bigram:  # one row per (previous, current) pair, starting at zero
+            self.bigram_emb = nn.Embedding(bigram_rows(V), C)
+        if cfg.smear:  # x_t += lambda * sigmoid(gate . x_t[:12]) * x_{t-1}; lambda starts at 0
+            self.smear_gate = nn.Linear(min(SMEAR_CHANNELS, C), 1, bias=False)
+            self.smear_lambda = nn.Parameter(torch.zeros(1))
+        if cfg.value_embeds:  # per layer, starting at zero
+            self.value_emb = nn.ModuleList(nn.Embedding(V, C) for _ in range(cfg.n_layer))
+        if cfg.x0_skip:  # block i reads x0_keep[i] * x + x0_add[i] * x0: at first just x
+            self.x0_keep = nn.Parameter(torch.ones(cfg.n_layer))
+            self.x0_add = nn.Parameter(torch.zeros(cfg.n_layer))
         if variant.rotary:
             self.rotary = Rotary(cfg.n_embd // cfg.n_head, cfg.block_size)
         else:
@@ -255,6 +287,35 @@ class GPT(nn.Module):
                 nn.init.zeros_(block.ffwd.proj.weight)
             if not cfg.tie_weights:  # a tied head is the input embedding too
                 nn.init.zeros_(self.lm_head.weight)
+        # The added embeddings start at zero whatever the init: at first the model is the
+        # one without them.
+        for name in ("bigram_emb", "smear_gate"):
+            if hasattr(self, name):
+                nn.init.zeros_(getattr(self, name).weight)
+        for table in getattr(self, "value_emb", ()):
+            nn.init.zeros_(table.weight)
+
+    def previous_char(self, x: torch.Tensor, idx: torch.Tensor, cache) -> torch.Tensor:
+        """x (B, T, C), the token embeddings of idx, plus what the previous character adds
+        (bigram, smear). The first position of a sequence has none, unless a cache holds
+        the character before it (generation)."""
+        B, T = idx.shape
+        before = cache.last_ids if cache is not None else None  # (B, 1) or None
+        if cache is not None:
+            cache.last_ids = idx[:, -1:]
+        if before is None:
+            before = torch.full((B, 1), -1, dtype=idx.dtype, device=idx.device)
+        prev = torch.cat((before, idx[:, :-1]), dim=1)  # (B, T), -1: none
+        has_prev = prev >= 0
+        out = x
+        if self.config.smear:
+            x_prev = self.tok_emb(prev.clamp(min=0)) * has_prev[..., None]
+            gate = torch.sigmoid(self.smear_gate(x[..., : self.smear_gate.in_features]))
+            out = out + self.smear_lambda * gate * x_prev
+        if self.config.bigram:
+            pair = bigram_index(prev, idx, self.config.vocab_size)
+            out = out + self.bigram_emb(pair)
+        return out
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -277,6 +338,8 @@ class GPT(nn.Module):
             raise ValueError("a key/value cache needs the position of the new ids")
         start = position or 0
         x = self.tok_emb(idx)  # (B, T, C)
+        if self.config.bigram or self.config.smear:
+            x = self.previous_char(x, idx, cache)
         rope = None
         if self.config.pos == "rope":
             rope = self.rotary(start, T)  # cos, sin: (T, hs/2)
@@ -284,9 +347,12 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {start + T} exceeds block_size {self.config.block_size}")
         else:
             x = x + self.pos_emb(torch.arange(start, start + T, device=idx.device))
-        x = self.emb_drop(x)
+        x = x0 = self.emb_drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, rope, cache, i)
+            if self.config.x0_skip:
+                x = self.x0_keep[i] * x + self.x0_add[i] * x0
+            ve = self.value_emb[i](idx) if self.config.value_embeds else None
+            x = block(x, rope, cache, i, ve=ve)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         if self.config.logit_softcap:  # cap * tanh(logits / cap), in float32
             cap = self.config.logit_softcap

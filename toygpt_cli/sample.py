@@ -46,6 +46,7 @@ class KVCache:
         self.window = window
         self.keys: list[torch.Tensor | None] = [None] * n_layer
         self.values: list[torch.Tensor | None] = [None] * n_layer
+        self.last_ids: torch.Tensor | None = None  # (B, 1): the character before the new ones
 
     def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Add the new positions' k, v (B, nh, T, hs); returns every key and value the new

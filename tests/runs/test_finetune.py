@@ -46,6 +46,33 @@ def test_new_characters_extend_the_vocabulary_and_start_at_the_mean(corpus_file,
                                atol=0.05, rtol=0)  # fmt: skip
 
 
+def test_a_grown_model_with_the_added_embeddings_reads_old_text_as_before(
+    corpus_file, tiny_model, tmp_path, new_text
+):
+    # Pair and value embeddings grow with the vocabulary: every old pair keeps its row, so
+    # text made of old characters gets the logits it got before (over the old characters).
+    from dataclasses import replace
+
+    from toygpt_cli.model import GPT
+
+    cfg = replace(tiny_model, pos="rope", arch="modern", bigram=True, value_embeds=True,
+                  x0_skip=True)  # fmt: skip
+    base = start_training(cfg, _cfg(iters=20), corpus_file, tmp_path / "a").run().run
+    ckpt = read_checkpoint(base.file("best.pt"))
+    init = InitFrom(ckpt, base.name)
+    tokenizer, added = init.vocabulary("".join(sorted(set(new_text.read_text("utf-8")))))
+    old_model = GPT(ckpt.model_config).eval()
+    old_model.load_state_dict(ckpt.weights)
+    grown = GPT(init.model_config(tokenizer.vocab_size)).eval()
+    grown.load_state_dict(init.weights(tokenizer.vocab_size, seed=1))
+    assert grown.bigram_emb.weight.abs().sum() > 0  # trained pairs came along
+    idx = torch.randint(ckpt.model_config.vocab_size, (2, 16))
+    old_logits = old_model(idx)[0]
+    torch.testing.assert_close(grown(idx)[0][..., : old_logits.size(-1)], old_logits)
+    new_id = torch.full((1, 1), tokenizer.vocab_size - 1)  # a new character reads fine
+    assert torch.isfinite(grown(torch.cat((idx[:1, :4], new_id), 1))[0]).all()
+
+
 @pytest.mark.slow
 def test_fine_tuning_beats_a_fresh_model_on_the_new_text(corpus_file, tiny_model, tmp_path,
                                                         new_text):  # fmt: skip

@@ -6,7 +6,9 @@ seen: they are added at the end of the vocabulary (old characters keep their ids
 each new character's embedding row and output row start at the mean of the existing rows,
 plus a little noise (a hundredth of their spread) so that new characters differ from
 each other. A new character is thus first read as an "average" character and predicted
-about as often as an average one, which the first steps on the new text correct.
+about as often as an average one, which the first steps on the new text correct. The
+per-layer value embeddings grow the same way; the pair embedding (`bigram`) keeps every
+pair of old characters and starts the pairs with a new one at zero, as a new run does.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from toygpt_cli.config import ModelConfig
+from toygpt_cli.config import ModelConfig, bigram_rows
 from toygpt_cli.data import CharTokenizer
+from toygpt_cli.model import bigram_index
 from toygpt_cli.runs.checkpoint import Checkpoint
 
 GROWN = ("tok_emb.weight", "lm_head.weight", "lm_head.bias")  # one row per character
@@ -44,13 +47,18 @@ class InitFrom:
         weights = dict(self.checkpoint.weights)
         old = self.checkpoint.model_config.vocab_size
         gen = torch.Generator().manual_seed(seed)
-        for key in GROWN:
-            if key not in weights or vocab_size == old:
-                continue
-            rows = weights[key]
-            mean, spread = rows.mean(dim=0, keepdim=True), rows.std(dim=0, keepdim=True)
-            noise = torch.randn((vocab_size - old, *rows.shape[1:]), generator=gen) * spread
-            weights[key] = torch.cat((rows, mean + 0.01 * noise))
+        if vocab_size != old:
+            value_embeds = [k for k in weights if k.startswith("value_emb.")]
+            for key in (*GROWN, *value_embeds):
+                if key not in weights:
+                    continue
+                rows = weights[key]
+                mean, spread = rows.mean(dim=0, keepdim=True), rows.std(dim=0, keepdim=True)
+                noise = torch.randn((vocab_size - old, *rows.shape[1:]), generator=gen) * spread
+                weights[key] = torch.cat((rows, mean + 0.01 * noise))
+            if "bigram_emb.weight" in weights:
+                weights["bigram_emb.weight"] = _regrow_pairs(weights["bigram_emb.weight"], old,
+                                                             vocab_size)  # fmt: skip
         if self.checkpoint.model_config.tie_weights:  # one matrix under two names
             weights["tok_emb.weight"] = weights["lm_head.weight"]
         return weights
@@ -63,3 +71,13 @@ class InitFrom:
             "step": self.checkpoint.step,
             "added_chars": added,
         }
+
+
+def _regrow_pairs(table: torch.Tensor, old: int, new: int) -> torch.Tensor:
+    """The pair embedding of a vocabulary grown from `old` to `new` characters: each old
+    pair's row moved to its new place, the pairs with a new character at zero."""
+    prev = torch.arange(-1, old).repeat_interleave(old)  # every (previous or none, current)
+    ids = torch.arange(old).repeat(old + 1)
+    grown = torch.zeros(bigram_rows(new), table.size(1), dtype=table.dtype)
+    grown[bigram_index(prev, ids, new)] = table[bigram_index(prev, ids, old)]
+    return grown
