@@ -133,15 +133,6 @@ class ModelConfig:
     bigram: bool = option(
         False, "Add an embedding of each (previous, current) character pair.", MODEL, FIXED
     )
-    smear: bool = option(
-        False,
-        "Mix a gated share of the previous character's embedding into each position's.",
-        MODEL,
-        FIXED,
-    )
-    value_embeds: bool = option(
-        False, "Give each layer a character embedding added to its attention values.", MODEL, FIXED
-    )
     x0_skip: bool = option(
         False,
         "Each block reads a learned mix of the residual stream and the first embedding.",
@@ -183,7 +174,6 @@ class ModelConfig:
         positions = self.block_size if self.pos == "learned" else 0
         rows = 2 * self.vocab_size + positions
         rows += bigram_rows(self.vocab_size) if self.bigram else 0
-        rows += self.n_layer * self.vocab_size if self.value_embeds else 0
         return 12.0 * C * C * self.n_layer + rows * C
 
 

@@ -17,10 +17,9 @@ The configuration (ModelConfig in config.py) picks a variant, resolved once in `
   to itself and the block_size - 1 before it (a sliding window).
 
 Options that add to this picture (each off unless a preset turns it on): `bigram` adds an
-embedding of each (previous, current) character pair to x; `smear` adds a gated share of the
-previous character's embedding; `value_embeds` gives each layer a character embedding added
-to its attention values; `x0_skip` lets each block read a learned mix a_i x + b_i x0 of the
-stream and the first embedding x0; `attn_scale` replaces 1/sqrt(hs) in the attention.
+embedding of each (previous, current) character pair to x; `x0_skip` lets each block read a
+learned mix a_i x + b_i x0 of the stream and the first embedding x0; `attn_scale` replaces
+1/sqrt(hs) in the attention.
 
 Two ways in: training and evaluation call `model(ids, targets)` on whole sequences;
 generation (sample.py) calls `model(ids, cache=cache, position=p)` with the few new
@@ -42,7 +41,6 @@ from toygpt_cli.fused import relu_squared
 
 ROPE_BASE = 10_000.0
 RMS_EPS = 1e-6
-SMEAR_CHANNELS = 12  # the smear gate reads this many channels of each position
 
 
 @dataclass(frozen=True)
@@ -176,11 +174,9 @@ class CausalSelfAttention(nn.Module):
             qk = apply_rotary(qk, cos[:, None, None], sin[:, None, None])
         return qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), v.transpose(1, 2)
 
-    def forward(self, x, rope=None, cache=None, layer: int = 0, ve=None) -> torch.Tensor:
+    def forward(self, x, rope=None, cache=None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.project(x, rope)  # (B, nh, T, hs)
-        if ve is not None:  # value embedding of each position's character: (B, T, C)
-            v = v + ve.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if cache is not None:  # generation: keys and values of the earlier positions too
             k, v = cache.extend(layer, k, v)  # (B, nh, T_keys, hs); k is kept rotated
         n_keys, p = k.size(2), self.dropout if self.training else 0.0
@@ -232,8 +228,8 @@ class Block(nn.Module):
         self.ln2 = variant.norm(cfg.n_embd)
         self.ffwd = MLP(cfg, variant)
 
-    def forward(self, x, rope=None, cache=None, layer: int = 0, ve=None) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), rope, cache, layer, ve=ve)
+    def forward(self, x, rope=None, cache=None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), rope, cache, layer)
         return x + self.ffwd(self.ln2(x))
 
 
@@ -249,11 +245,6 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(V, C)
         if cfg.bigram:  # one row per (previous, current) pair, starting at zero
             self.bigram_emb = nn.Embedding(bigram_rows(V), C)
-        if cfg.smear:  # x_t += lambda * sigmoid(gate . x_t[:12]) * x_{t-1}; lambda starts at 0
-            self.smear_gate = nn.Linear(min(SMEAR_CHANNELS, C), 1, bias=False)
-            self.smear_lambda = nn.Parameter(torch.zeros(1))
-        if cfg.value_embeds:  # per layer, starting at zero
-            self.value_emb = nn.ModuleList(nn.Embedding(V, C) for _ in range(cfg.n_layer))
         if cfg.x0_skip:  # block i reads x0_keep[i] * x + x0_add[i] * x0: at first just x
             self.x0_keep = nn.Parameter(torch.ones(cfg.n_layer))
             self.x0_add = nn.Parameter(torch.zeros(cfg.n_layer))
@@ -287,18 +278,13 @@ class GPT(nn.Module):
                 nn.init.zeros_(block.ffwd.proj.weight)
             if not cfg.tie_weights:  # a tied head is the input embedding too
                 nn.init.zeros_(self.lm_head.weight)
-        # The added embeddings start at zero whatever the init: at first the model is the
-        # one without them.
-        for name in ("bigram_emb", "smear_gate"):
-            if hasattr(self, name):
-                nn.init.zeros_(getattr(self, name).weight)
-        for table in getattr(self, "value_emb", ()):
-            nn.init.zeros_(table.weight)
+        if cfg.bigram:  # whatever the init: at first the model is the one without it
+            nn.init.zeros_(self.bigram_emb.weight)
 
-    def previous_char(self, x: torch.Tensor, idx: torch.Tensor, cache) -> torch.Tensor:
-        """x (B, T, C), the token embeddings of idx, plus what the previous character adds
-        (bigram, smear). The first position of a sequence has none, unless a cache holds
-        the character before it (generation)."""
+    def pair_embedding(self, idx: torch.Tensor, cache) -> torch.Tensor:
+        """(B, T, C): the embedding of each (previous, current) character pair of idx. The
+        first position of a sequence has no previous character, unless a cache holds the
+        one before it (generation)."""
         B, T = idx.shape
         before = cache.last_ids if cache is not None else None  # (B, 1) or None
         if cache is not None:
@@ -306,16 +292,7 @@ class GPT(nn.Module):
         if before is None:
             before = torch.full((B, 1), -1, dtype=idx.dtype, device=idx.device)
         prev = torch.cat((before, idx[:, :-1]), dim=1)  # (B, T), -1: none
-        has_prev = prev >= 0
-        out = x
-        if self.config.smear:
-            x_prev = self.tok_emb(prev.clamp(min=0)) * has_prev[..., None]
-            gate = torch.sigmoid(self.smear_gate(x[..., : self.smear_gate.in_features]))
-            out = out + self.smear_lambda * gate * x_prev
-        if self.config.bigram:
-            pair = bigram_index(prev, idx, self.config.vocab_size)
-            out = out + self.bigram_emb(pair)
-        return out
+        return self.bigram_emb(bigram_index(prev, idx, self.config.vocab_size))
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -338,8 +315,8 @@ class GPT(nn.Module):
             raise ValueError("a key/value cache needs the position of the new ids")
         start = position or 0
         x = self.tok_emb(idx)  # (B, T, C)
-        if self.config.bigram or self.config.smear:
-            x = self.previous_char(x, idx, cache)
+        if self.config.bigram:
+            x = x + self.pair_embedding(idx, cache)
         rope = None
         if self.config.pos == "rope":
             rope = self.rotary(start, T)  # cos, sin: (T, hs/2)
@@ -351,8 +328,7 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             if self.config.x0_skip:
                 x = self.x0_keep[i] * x + self.x0_add[i] * x0
-            ve = self.value_emb[i](idx) if self.config.value_embeds else None
-            x = block(x, rope, cache, i, ve=ve)
+            x = block(x, rope, cache, i)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         if self.config.logit_softcap:  # cap * tanh(logits / cap), in float32
             cap = self.config.logit_softcap

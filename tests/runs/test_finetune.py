@@ -46,17 +46,16 @@ def test_new_characters_extend_the_vocabulary_and_start_at_the_mean(corpus_file,
                                atol=0.05, rtol=0)  # fmt: skip
 
 
-def test_a_grown_model_with_the_added_embeddings_reads_old_text_as_before(
+def test_a_grown_model_with_a_pair_embedding_reads_old_text_as_before(
     corpus_file, tiny_model, tmp_path, new_text
 ):
-    # Pair and value embeddings grow with the vocabulary: every old pair keeps its row, so
-    # text made of old characters gets the logits it got before (over the old characters).
+    # The pair embedding grows with the vocabulary: every old pair keeps its row, so text
+    # made of old characters gets the logits it got before (over the old characters).
     from dataclasses import replace
 
     from toygpt_cli.model import GPT
 
-    cfg = replace(tiny_model, pos="rope", arch="modern", bigram=True, value_embeds=True,
-                  x0_skip=True)  # fmt: skip
+    cfg = replace(tiny_model, pos="rope", arch="modern", bigram=True, x0_skip=True)
     base = start_training(cfg, _cfg(iters=20), corpus_file, tmp_path / "a").run().run
     ckpt = read_checkpoint(base.file("best.pt"))
     init = InitFrom(ckpt, base.name)

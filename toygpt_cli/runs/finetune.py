@@ -6,9 +6,9 @@ seen: they are added at the end of the vocabulary (old characters keep their ids
 each new character's embedding row and output row start at the mean of the existing rows,
 plus a little noise (a hundredth of their spread) so that new characters differ from
 each other. A new character is thus first read as an "average" character and predicted
-about as often as an average one, which the first steps on the new text correct. The
-per-layer value embeddings grow the same way; the pair embedding (`bigram`) keeps every
-pair of old characters and starts the pairs with a new one at zero, as a new run does.
+about as often as an average one, which the first steps on the new text correct. The pair
+embedding (`bigram`) keeps every pair of old characters and starts the pairs with a new one
+at zero, as a new run does.
 """
 
 from __future__ import annotations
@@ -48,8 +48,7 @@ class InitFrom:
         old = self.checkpoint.model_config.vocab_size
         gen = torch.Generator().manual_seed(seed)
         if vocab_size != old:
-            value_embeds = [k for k in weights if k.startswith("value_emb.")]
-            for key in (*GROWN, *value_embeds):
+            for key in GROWN:
                 if key not in weights:
                     continue
                 rows = weights[key]
