@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from toygpt_cli.corpus import corpus_from_text, load_corpus
-from toygpt_cli.data import CharTokenizer, gather_ids, sample_batch, to_ids
+from toygpt_cli.data import CharTokenizer, epoch_starts, gather_ids, sample_batch, to_ids
 from toygpt_cli.errors import ToygptError
 
 
@@ -51,6 +51,30 @@ def test_sample_batch_targets_are_inputs_shifted():
     assert x.shape == y.shape == (8, 10) and x.dtype == torch.int64
     assert torch.equal(y[:, :-1], x[:, 1:])
     assert torch.equal(y[:, -1], x[:, -1] + 1)
+
+
+def test_an_epoch_takes_every_window_once_from_one_offset_in_a_new_order():
+    n, T = 10_000, 64
+    per_epoch = (n - T) // T  # 155 windows fit whatever the offset
+    one = epoch_starts(n, T, 0, per_epoch, seed=5)
+    two = epoch_starts(n, T, per_epoch, per_epoch, seed=5)
+    for starts in (one, two):
+        offset = int(starts.min())
+        assert 0 <= offset < T and int(starts.max()) + T + 1 <= n  # every window inside
+        assert sorted(((starts - offset) // T).tolist()) == list(range(per_epoch))
+        assert bool(((starts - offset) % T == 0).all())
+    assert not torch.equal(one - one.min(), two - two.min())  # a new order each epoch
+    # Any stretch of the sequence follows from its indices alone: batches of 7, 2 ranks.
+    pieces = [epoch_starts(n, T, (step * 2 + rank) * 7, 7, seed=5)
+              for step in range(30) for rank in range(2)]  # fmt: skip
+    assert torch.equal(torch.cat(pieces), epoch_starts(n, T, 0, 420, seed=5))
+    assert not torch.equal(epoch_starts(n, T, 0, 50, seed=6), one[:50])
+
+
+@pytest.mark.parametrize("n", [66, 70, 129, 200])
+def test_epoch_windows_fit_texts_barely_longer_than_a_window(n):
+    starts = epoch_starts(n, 64, 0, 40, seed=1)
+    assert len(starts) == 40 and int(starts.min()) >= 0 and int(starts.max()) + 65 <= n
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32])

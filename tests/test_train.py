@@ -57,9 +57,11 @@ def test_training_lowers_the_loss(corpus):
     assert losses[-1] < losses[0] - 1.0
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_state_dict_resumes_exactly(corpus, optimizer):
-    model_cfg, cfg = _model_cfg(corpus), _cfg(optimizer=optimizer)
+@pytest.mark.parametrize(
+    "optimizer, order", [("adamw", "random"), ("muon", "random"), ("adamw", "epochs")]
+)
+def test_state_dict_resumes_exactly(corpus, optimizer, order):
+    model_cfg, cfg = _model_cfg(corpus), _cfg(optimizer=optimizer, data_order=order)
     straight = Trainer(model_cfg, cfg, corpus)
     for _ in range(25):
         straight.train_step()
@@ -288,3 +290,17 @@ def test_a_stopped_eval_leaves_the_model_in_training_mode_for_the_next_session(c
     trainer = Trainer(_model_cfg(corpus), replace(_cfg(), iters=1), corpus)
     trainer.run()
     assert trainer.model.training
+
+
+def test_epoch_order_batches_are_the_epoch_sequence_and_random_ones_are_not(corpus):
+    from toygpt_cli.data import epoch_starts
+
+    trainer = Trainer(_model_cfg(corpus), _cfg(data_order="epochs"), corpus)
+    train = trainer.data["train"]
+    trainer.state.step = 3
+    x, _ = trainer.batch()
+    starts = epoch_starts(len(train), 16, 3 * 8, 8, seed=1337)
+    assert torch.equal(x[:, 0], train[starts].long())
+    random = Trainer(_model_cfg(corpus), _cfg(), corpus)
+    random.state.step = 3
+    assert not torch.equal(random.batch()[0], x)

@@ -196,6 +196,13 @@ class TrainConfig:
         max=100_000,  # 500x the default: past this an eval would take hours even on a GPU
     )
     seed: int = option(1337, "Random seed.", TRAINING, FIXED, min=0)
+    data_order: str = option(
+        "random",
+        "random (each window drawn anywhere in the text) or epochs (each pass over the text "
+        "takes every window once, in a new order).",
+        TRAINING,
+        choices=("random", "epochs"),
+    )
     device: str = option(
         "auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.", TRAINING
     )

@@ -108,6 +108,31 @@ def sample_batch(data, batch_size: int, block_size: int, generator, device):
     and can be saved and restored exactly.
     """
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    return windows(data, starts, block_size, device)
+
+
+def epoch_starts(n_tokens: int, block_size: int, first: int, count: int, seed: int):
+    """Where windows first .. first + count - 1 of an epoch-wise order start (`--data-order
+    epochs`): epoch e cuts the text into block_size windows from an offset in [0, block_size)
+    and takes them in an order of its own; both come from (seed, e), so any window of the
+    sequence follows from its index alone (a resumed run needs no saved state)."""
+    last_start = n_tokens - block_size - 1
+    per_epoch = max(1, (last_start + 1) // block_size)  # windows that fit whatever the offset
+    spread = min(block_size, last_start + 1)
+    parts, index = [], first
+    while index < first + count:
+        epoch, at = divmod(index, per_epoch)
+        gen = torch.Generator().manual_seed((seed + 7919 * epoch) % 2**63)
+        offset = int(torch.randint(spread, (1,), generator=gen))
+        order = torch.randperm(per_epoch, generator=gen)
+        take = min(first + count - index, per_epoch - at)
+        parts.append(offset + order[at : at + take] * block_size)
+        index += take
+    return torch.cat(parts)
+
+
+def windows(data, starts: torch.Tensor, block_size: int, device):
+    """The windows of `data` at `starts` as (x, y) int64 ids (B, T), y shifted by one."""
     idx = starts[:, None] + torch.arange(block_size + 1)  # (B, T + 1)
     if data.device.type == "cuda":  # pinned host memory lets the copy overlap compute
         idx = idx.pin_memory().to(data.device, non_blocking=True)

@@ -24,7 +24,7 @@ import torch
 
 from toygpt_cli.budget import Budget
 from toygpt_cli.config import ModelConfig, TrainConfig, to_dict
-from toygpt_cli.data import Corpus, sample_batch
+from toygpt_cli.data import Corpus, epoch_starts, sample_batch, windows
 from toygpt_cli.device import autocast, resolve_device, resolve_dtype, set_threads
 from toygpt_cli.errors import ToygptError
 from toygpt_cli.events import (
@@ -222,15 +222,22 @@ class Trainer:
         self.stop.request(signum)
 
     # -- the step ---------------------------------------------------------------------------
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's training windows: drawn at random, or this rank's share of the
+        epoch-wise sequence (--data-order)."""
+        train, B, T = self.data["train"], self.cfg.batch_size, self.model_cfg.block_size
+        if self.cfg.data_order == "random":
+            return sample_batch(train, B, T, self.batch_gen, self.device)
+        first = (self.state.step * self.dist.world_size + self.dist.rank) * B
+        starts = epoch_starts(len(train), T, first, B, self.cfg.seed)
+        return windows(train, starts, T, self.device)
+
     def train_step(self, progress: float = 0.0) -> tuple[torch.Tensor, float]:
         """One optimizer step on a fresh batch; returns the loss (on the device) and the lr."""
         cfg, st = self.cfg, self.state
         factor = lr_factor(cfg, st.step, progress)
         set_lr(self.optimizer, factor)  # each group's own peak rate times the schedule
-        x, y = sample_batch(
-            self.data["train"], cfg.batch_size, self.model_cfg.block_size, self.batch_gen,
-            self.device,
-        )  # fmt: skip
+        x, y = self.batch()
         with autocast(self.device, self.dtype):
             _, loss = self.step_model(x, y)
         self.optimizer.zero_grad(set_to_none=True)
