@@ -31,7 +31,7 @@ def _model(seed=0, **kw) -> GPT:
     torch.manual_seed(seed)
     cfg = dict(vocab_size=65, block_size=16, n_embd=48, n_layer=2, n_head=6, dropout=0.0)
     model = GPT(ModelConfig(**{**cfg, **kw})).eval()
-    if kw.get("arch") == "modern":
+    if kw.get("arch") == "modern" or any(kw.get(t) for t in TRICKS):
         # Zero-initialised projections make every position's logits equal at first, which
         # would hide any mixing between positions: give the weights values.
         with torch.no_grad():
@@ -276,7 +276,11 @@ def test_each_trick_starts_as_the_model_without_it(trick, arch):
     torch.manual_seed(0)
     cfg = dict(vocab_size=65, block_size=16, n_embd=48, n_layer=2, n_head=6, dropout=0.0,
                arch=arch, pos="rope")  # fmt: skip
-    plain, with_trick = GPT(ModelConfig(**cfg)).eval(), GPT(ModelConfig(**cfg, **{trick: True}))
+    plain = GPT(ModelConfig(**cfg)).eval()
+    torch.manual_seed(0)
+    with_trick = GPT(ModelConfig(**cfg, **{trick: True}))
+    for name, tensor in plain.state_dict().items():  # it drew no random number of theirs
+        assert torch.equal(tensor, with_trick.state_dict()[name]), name
     with torch.no_grad():  # give the shared weights values (modern starts with zeros)
         for p in plain.parameters():
             p.normal_(0.0, 0.2)
@@ -305,8 +309,14 @@ def test_the_pair_embedding_brings_the_previous_character_and_only_it():
 
 def test_the_bigram_table_is_exact_for_small_vocabularies_and_hashed_for_large_ones():
     from toygpt_cli.config import BIGRAM_MAX_ROWS, bigram_rows
+    from toygpt_cli.model import bigram_index
 
-    assert bigram_rows(65) == 65 * 66
+    assert bigram_rows(65) == 66 * 66
+    prev = torch.arange(-1, 65).repeat_interleave(65)  # every (previous or none, current)
+    rows = bigram_index(prev, torch.arange(65).repeat(66))
+    assert len(set(rows.tolist())) == 66 * 65 and int(rows.max()) < bigram_rows(65)
+    # A pair's row does not depend on the vocabulary: those of 65 characters are below 66^2
+    # and keep their rows in any larger vocabulary (the index does not even take its size).
     big = _model(vocab_size=300, bigram=True)
     assert big.bigram_emb.num_embeddings == bigram_rows(300) == BIGRAM_MAX_ROWS
     logits, _ = big(torch.full((1, 16), 299))  # the largest pair index wraps into the table

@@ -297,10 +297,15 @@ def test_epoch_order_batches_are_the_epoch_sequence_and_random_ones_are_not(corp
 
     trainer = Trainer(_model_cfg(corpus), _cfg(data_order="epochs"), corpus)
     train = trainer.data["train"]
-    trainer.state.step = 3
+    trainer.state.windows_taken = 3 * 8  # as after 3 steps
     x, _ = trainer.batch()
     starts = epoch_starts(len(train), 16, 3 * 8, 8, seed=1337)
     assert torch.equal(x[:, 0], train[starts].long())
+    for _ in range(3):  # the sequence goes on where the windows taken so far end
+        trainer.train_step()
+    trainer.cfg = _cfg(data_order="epochs", batch_size=5)  # (a resume may change it)
+    starts = epoch_starts(len(train), 16, 3 * 8 + 3 * 8, 5, seed=1337)
+    assert torch.equal(trainer.batch()[0][:, 0], train[starts].long())
     random = Trainer(_model_cfg(corpus), _cfg(), corpus)
     random.state.step = 3
     assert not torch.equal(random.batch()[0], x)

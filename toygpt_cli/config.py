@@ -56,13 +56,13 @@ MAX_STEPS = 2**53  # step counts stay exact in a JSON (float64) number up to her
 MAX_PARAMETERS = 20e9  # about 80 GB of float32 weights: far past any model this tool is for
 
 
-BIGRAM_MAX_ROWS = 1 << 16  # a larger vocabulary's pairs share rows (hashed)
+BIGRAM_MAX_ROWS = 1 << 16  # past 255 characters, pairs share rows (hashed)
 
 
 def bigram_rows(vocab_size: int) -> int:
-    """Rows of the pair embedding: one per (previous, current) pair and one per character
-    with no previous one, at most BIGRAM_MAX_ROWS."""
-    return min(vocab_size * (vocab_size + 1), BIGRAM_MAX_ROWS)
+    """Rows of the pair embedding: one per (previous or none, current) pair, at most
+    BIGRAM_MAX_ROWS (model.bigram_index numbers them)."""
+    return min((vocab_size + 1) ** 2, BIGRAM_MAX_ROWS)
 
 
 @dataclass

@@ -12,6 +12,7 @@ and widened to int64 only for the windows a batch gathers.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,19 +117,26 @@ def epoch_starts(n_tokens: int, block_size: int, first: int, count: int, seed: i
     epochs`): epoch e cuts the text into block_size windows from an offset in [0, block_size)
     and takes them in an order of its own; both come from (seed, e), so any window of the
     sequence follows from its index alone (a resumed run needs no saved state)."""
-    last_start = n_tokens - block_size - 1
-    per_epoch = max(1, (last_start + 1) // block_size)  # windows that fit whatever the offset
-    spread = min(block_size, last_start + 1)
+    per_epoch = _windows_per_epoch(n_tokens, block_size)
     parts, index = [], first
     while index < first + count:
         epoch, at = divmod(index, per_epoch)
-        gen = torch.Generator().manual_seed((seed + 7919 * epoch) % 2**63)
-        offset = int(torch.randint(spread, (1,), generator=gen))
-        order = torch.randperm(per_epoch, generator=gen)
+        offset, order = _epoch_plan(n_tokens, block_size, seed, epoch)
         take = min(first + count - index, per_epoch - at)
         parts.append(offset + order[at : at + take] * block_size)
         index += take
     return torch.cat(parts)
+
+
+def _windows_per_epoch(n_tokens: int, block_size: int) -> int:
+    return max(1, (n_tokens - block_size) // block_size)  # those that fit whatever the offset
+
+
+@functools.lru_cache(maxsize=2)  # an epoch's plan is drawn once, not at every step
+def _epoch_plan(n_tokens: int, block_size: int, seed: int, epoch: int):
+    gen = torch.Generator().manual_seed((seed + 7919 * epoch) % 2**63)
+    offset = int(torch.randint(min(block_size, n_tokens - block_size), (1,), generator=gen))
+    return offset, torch.randperm(_windows_per_epoch(n_tokens, block_size), generator=gen)
 
 
 def windows(data, starts: torch.Tensor, block_size: int, device):

@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from toygpt_cli.config import ModelConfig, bigram_rows
+from toygpt_cli.config import BIGRAM_MAX_ROWS, ModelConfig, bigram_rows
 from toygpt_cli.fused import relu_squared
 
 ROPE_BASE = 10_000.0
@@ -120,10 +120,14 @@ class Rotary(nn.Module):
         return cos.to(self.cos.device), sin.to(self.sin.device)
 
 
-def bigram_index(prev: torch.Tensor, ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """The pair embedding's row of each (previous, current) character; prev -1: none."""
-    V = vocab_size
-    return torch.where(prev >= 0, prev * V + ids, V * V + ids) % bigram_rows(V)
+def bigram_index(prev: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The pair embedding's row of each (previous, current) character; prev -1: none.
+
+    Pairs (a, b) = (prev + 1, current) are numbered shell by shell (all pairs of ids below n
+    take rows below n^2), so a pair's row never depends on the vocabulary's size: a larger
+    vocabulary only adds rows. Past BIGRAM_MAX_ROWS rows, pairs share them (hashed)."""
+    a, b = prev + 1, ids
+    return torch.where(a < b, b * b + a, a * a + a + b) % BIGRAM_MAX_ROWS
 
 
 def window_mask(n_queries: int, n_keys: int, window: int, device) -> torch.Tensor:
@@ -243,8 +247,6 @@ class GPT(nn.Module):
         self.config, variant = cfg, Variant.of(cfg)
         V, C = cfg.vocab_size, cfg.n_embd
         self.tok_emb = nn.Embedding(V, C)
-        if cfg.bigram:  # one row per (previous, current) pair, starting at zero
-            self.bigram_emb = nn.Embedding(bigram_rows(V), C)
         if cfg.x0_skip:  # block i reads x0_keep[i] * x + x0_add[i] * x0: at first just x
             self.x0_keep = nn.Parameter(torch.ones(cfg.n_layer))
             self.x0_add = nn.Parameter(torch.zeros(cfg.n_layer))
@@ -261,6 +263,11 @@ class GPT(nn.Module):
             # N(0, 1) would make the first logits, and loss, huge.
             self.tok_emb.weight = self.lm_head.weight
         self._init_weights(cfg, variant)
+        if cfg.bigram:  # a row per (previous, current) pair, zero: at first, no change.
+            # Made after the init, it draws no random number: every other weight is the
+            # one the model without it starts with.
+            self.bigram_emb = nn.Embedding.from_pretrained(torch.zeros(bigram_rows(V), C),
+                                                           freeze=False)  # fmt: skip
 
     def _init_weights(self, cfg: ModelConfig, variant: Variant) -> None:
         if cfg.init == "normal":  # GPT-2's: N(0, 0.02), residual projections scaled down
@@ -278,8 +285,6 @@ class GPT(nn.Module):
                 nn.init.zeros_(block.ffwd.proj.weight)
             if not cfg.tie_weights:  # a tied head is the input embedding too
                 nn.init.zeros_(self.lm_head.weight)
-        if cfg.bigram:  # whatever the init: at first the model is the one without it
-            nn.init.zeros_(self.bigram_emb.weight)
 
     def pair_embedding(self, idx: torch.Tensor, cache) -> torch.Tensor:
         """(B, T, C): the embedding of each (previous, current) character pair of idx. The
@@ -292,10 +297,13 @@ class GPT(nn.Module):
         if before is None:
             before = torch.full((B, 1), -1, dtype=idx.dtype, device=idx.device)
         prev = torch.cat((before, idx[:, :-1]), dim=1)  # (B, T), -1: none
-        return self.bigram_emb(bigram_index(prev, idx, self.config.vocab_size))
+        return self.bigram_emb(bigram_index(prev, idx))
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def num_params(self, tables: bool = True) -> int:
+        """Every parameter; tables=False leaves out the pair embedding, of which each
+        position reads one row (what generation reads per step, roughly)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n if tables or not self.config.bigram else n - self.bigram_emb.weight.numel()
 
     def forward(
         self,

@@ -108,7 +108,7 @@ class PeriodicEval:
         time budget."""
         self.emit(PhaseStarted("sample", step))
         t0 = time.perf_counter()
-        n = self.model.num_params()
+        n = self.model.num_params(tables=False)
         dtype = resolve_dtype(self.cfg.dtype, device, generation=True, n_params=n)
         text = sample_text(
             self.model, self.tokenizer, max_new_tokens=self.cfg.sample_chars,

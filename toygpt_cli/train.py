@@ -95,6 +95,7 @@ class LoopState:
     budget_start: float = 0.0  # wall_seconds when the current max_time budget began
     eval_windows: int | None = None  # windows per split in every periodic eval of the run
     last_record: dict | None = None  # the metrics record of the last eval
+    windows_taken: int = 0  # training windows of every rank so far (--data-order epochs)
 
 
 class Trainer:
@@ -228,7 +229,7 @@ class Trainer:
         train, B, T = self.data["train"], self.cfg.batch_size, self.model_cfg.block_size
         if self.cfg.data_order == "random":
             return sample_batch(train, B, T, self.batch_gen, self.device)
-        first = (self.state.step * self.dist.world_size + self.dist.rank) * B
+        first = self.state.windows_taken + self.dist.rank * B
         starts = epoch_starts(len(train), T, first, B, self.cfg.seed)
         return windows(train, starts, T, self.device)
 
@@ -248,6 +249,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         st.step += 1
+        st.windows_taken += self.dist.world_size * cfg.batch_size
         return loss.detach(), cfg.learning_rate * factor
 
     # -- the loop ---------------------------------------------------------------------------

@@ -70,6 +70,16 @@ def test_a_grown_model_with_a_pair_embedding_reads_old_text_as_before(
     torch.testing.assert_close(grown(idx)[0][..., : old_logits.size(-1)], old_logits)
     new_id = torch.full((1, 1), tokenizer.vocab_size - 1)  # a new character reads fine
     assert torch.isfinite(grown(torch.cat((idx[:1, :4], new_id), 1))[0]).all()
+    old_rows = len(ckpt.weights["bigram_emb.weight"])  # the new pairs start at zero
+    assert not grown.bigram_emb.weight[old_rows:].any()
+
+
+def test_a_full_hashed_pair_table_is_kept_as_it_is():
+    from toygpt_cli.config import BIGRAM_MAX_ROWS
+    from toygpt_cli.runs.finetune import _regrow_pairs
+
+    table = torch.randn(BIGRAM_MAX_ROWS, 4)
+    assert torch.equal(_regrow_pairs(table, 300, 320), table)
 
 
 @pytest.mark.slow

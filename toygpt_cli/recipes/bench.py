@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from toygpt_cli.config import ModelConfig, TrainConfig, build_configs
+from toygpt_cli.config import ModelConfig, TrainConfig, bigram_rows, build_configs
 from toygpt_cli.corpus import corpus_from_text
 from toygpt_cli.data import CharTokenizer, Corpus
 from toygpt_cli.device import TORCH_DTYPES, resolve_device, resolve_dtype
@@ -98,8 +98,9 @@ def _sync(device: torch.device) -> None:
 
 def train_flops_per_token(cfg: ModelConfig, n_params: int) -> float:
     """6 x the weights a token passes through, plus attention (PaLM's estimate)."""
-    positions = cfg.block_size * cfg.n_embd if cfg.pos == "learned" else 0
-    non_embedding = n_params - cfg.vocab_size * cfg.n_embd - positions
+    rows = cfg.vocab_size + (cfg.block_size if cfg.pos == "learned" else 0)
+    rows += bigram_rows(cfg.vocab_size) if cfg.bigram else 0  # looked up, not multiplied
+    non_embedding = n_params - rows * cfg.n_embd
     return 6 * non_embedding + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
 
@@ -120,7 +121,7 @@ def run_benchmarks(
     model_cfg = replace(model_cfg or ModelConfig(), vocab_size=corpus.tokenizer.vocab_size)
     train_cfg = replace(train_cfg or TrainConfig(), device=str(dev), dtype=dt, sample_chars=0)
     trainer = Trainer(model_cfg, train_cfg, corpus)
-    n_params = trainer.model.num_params()
+    n_params = trainer.model.num_params(tables=False)
     gen_dt = resolve_dtype(dtype, dev, generation=True, n_params=n_params)  # as `sample` does
     tokens = train_cfg.batch_size * model_cfg.block_size
 
@@ -231,7 +232,7 @@ def bench_recipe(
     gflops = train_flops_per_token(model_cfg, trainer.model.num_params()) * tokens / step_s / 1e9
     ceiling = recipe_ceiling(model_cfg, tokens, device, dtype, seconds / 2)
     if sample_dtype is None or sample_dtype == "auto":  # as `toygpt sample` picks it
-        n = trainer.model.num_params()
+        n = trainer.model.num_params(tables=False)
         sample_dtype = resolve_dtype(sample_dtype or dtype, device, generation=True, n_params=n)
     window = sampling_speed(model_cfg, device, sample_dtype, seconds / 2, False, sample_block)
     rolling = None

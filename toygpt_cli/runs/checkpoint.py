@@ -218,6 +218,9 @@ def _check_state(state: dict, where: str) -> dict:
         value = state.get(key, 0.0)
         if not _is_num(value) or not 0 <= value < 1e12:
             raise bad(f"{key} is {value!r}")
+    taken = state.get("windows_taken", 0)
+    if not _is_int(taken) or not 0 <= taken <= MAX_STEPS * 2**20:
+        raise bad(f"count of training windows is {taken!r}")
     windows = state.get("eval_windows")
     if windows is not None and (not _is_int(windows) or not 1 <= windows <= 2**31):
         raise bad(f"eval window count is {windows!r}")

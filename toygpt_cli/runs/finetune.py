@@ -8,7 +8,7 @@ plus a little noise (a hundredth of their spread) so that new characters differ 
 each other. A new character is thus first read as an "average" character and predicted
 about as often as an average one, which the first steps on the new text correct. The pair
 embedding (`bigram`) keeps every pair of old characters and starts the pairs with a new one
-at zero, as a new run does.
+at zero, as a new run does (up to 255 characters; past that its rows are shared by hashing).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import torch
 
 from toygpt_cli.config import ModelConfig, bigram_rows
 from toygpt_cli.data import CharTokenizer
-from toygpt_cli.model import bigram_index
 from toygpt_cli.runs.checkpoint import Checkpoint
 
 GROWN = ("tok_emb.weight", "lm_head.weight", "lm_head.bias")  # one row per character
@@ -73,10 +72,10 @@ class InitFrom:
 
 
 def _regrow_pairs(table: torch.Tensor, old: int, new: int) -> torch.Tensor:
-    """The pair embedding of a vocabulary grown from `old` to `new` characters: each old
-    pair's row moved to its new place, the pairs with a new character at zero."""
-    prev = torch.arange(-1, old).repeat_interleave(old)  # every (previous or none, current)
-    ids = torch.arange(old).repeat(old + 1)
+    """The pair embedding of a vocabulary grown from `old` to `new` characters: a pair's row
+    does not depend on the vocabulary (model.bigram_index), so the old rows stay and the
+    rows of pairs with a new character are added at zero (past 255 characters the table is
+    full and hashed: it stays as it is)."""
     grown = torch.zeros(bigram_rows(new), table.size(1), dtype=table.dtype)
-    grown[bigram_index(prev, ids, new)] = table[bigram_index(prev, ids, old)]
+    grown[: len(table)] = table[: len(grown)]
     return grown

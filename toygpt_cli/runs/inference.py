@@ -60,7 +60,7 @@ def load_for_inference(
             raise UsageError("--checkpoint applies to run folders, not to an exported file")
         path = Path(ref)
         model, tokenizer, info = load_export(path, dev)
-        dt = resolve_dtype(dtype, dev, generation=True, n_params=model.num_params())
+        dt = resolve_dtype(dtype, dev, generation=True, n_params=model.num_params(tables=False))
         return LoadedRun(
             None,
             path,
@@ -78,7 +78,7 @@ def load_for_inference(
     path = run.checkpoint_path(which)
     ckpt = read_checkpoint(path)
     model = ckpt.build_model(dev)
-    dt = resolve_dtype(dtype, dev, generation=True, n_params=model.num_params())
+    dt = resolve_dtype(dtype, dev, generation=True, n_params=model.num_params(tables=False))
     data = run.config().get("data", {})
     return LoadedRun(
         run,
