@@ -110,8 +110,9 @@ def generate_tokens(
       reads the last block_size characters afresh, at positions 0 .. block_size - 1.
     `use_cache=False` reads the last block_size characters afresh at every step (the
     straightforward method): the same text for learned positions, and past block_size a
-    nearly equal but different computation for rotary ones with more than one layer (a
-    cached key keeps the context it was computed in; a recomputed one does not).
+    nearly equal but different computation for rotary ones with more than one layer or a
+    pair embedding (a cached key keeps the context it was computed in; a recomputed one
+    does not, and a recomputed window's first character loses the one before it).
     """
     was_training = model.training
     model.eval()

@@ -103,8 +103,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # with a short warmup and small evals; its depth and width are sized to the machine
     # (recipes/sizing.py: 2x64 .. these 4x128). It keeps block 64: at 20 s, blocks of 128
     # and 256 (same tokens per step) scored 1.926 and 1.986 against 1.856. The pair
-    # embedding, x0 skips and a larger attention scale make it learn faster (20 s: 1.71-1.75
-    # against 1.79-1.81); at ten minutes, where the `cpu` model overfits, they did not help.
+    # embedding, x0 skips and a larger attention scale make it learn faster (20 s: 1.705-1.716
+    # against 1.786-1.807); at ten minutes, where the `cpu` model overfits, they did not help.
     "cpu-1m": {
         **_NANOGPT_RECIPE,
         **_CPU_SHAPE,
