@@ -79,7 +79,7 @@ def test_a_full_hashed_pair_table_is_kept_as_it_is():
     from toygpt_cli.runs.finetune import _regrow_pairs
 
     table = torch.randn(BIGRAM_MAX_ROWS, 4)
-    assert torch.equal(_regrow_pairs(table, 300, 320), table)
+    assert torch.equal(_regrow_pairs(table, 320), table)
 
 
 @pytest.mark.slow

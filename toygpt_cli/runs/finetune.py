@@ -55,7 +55,7 @@ class InitFrom:
                 noise = torch.randn((vocab_size - old, *rows.shape[1:]), generator=gen) * spread
                 weights[key] = torch.cat((rows, mean + 0.01 * noise))
             if "bigram_emb.weight" in weights:
-                weights["bigram_emb.weight"] = _regrow_pairs(weights["bigram_emb.weight"], old,
+                weights["bigram_emb.weight"] = _regrow_pairs(weights["bigram_emb.weight"],
                                                              vocab_size)  # fmt: skip
         if self.checkpoint.model_config.tie_weights:  # one matrix under two names
             weights["tok_emb.weight"] = weights["lm_head.weight"]
@@ -71,8 +71,8 @@ class InitFrom:
         }
 
 
-def _regrow_pairs(table: torch.Tensor, old: int, new: int) -> torch.Tensor:
-    """The pair embedding of a vocabulary grown from `old` to `new` characters: a pair's row
+def _regrow_pairs(table: torch.Tensor, new: int) -> torch.Tensor:
+    """The pair embedding of a vocabulary grown to `new` characters: a pair's row
     does not depend on the vocabulary (model.bigram_index), so the old rows stay and the
     rows of pairs with a new character are added at zero (past 255 characters the table is
     full and hashed: it stays as it is)."""
