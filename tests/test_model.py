@@ -5,10 +5,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from toygpt_cli.config import ModelConfig
 from toygpt_cli.errors import OptionError
-from toygpt_cli.fused import relu_squared
+from toygpt_cli.fused import Dropout, attend, relu_squared
 from toygpt_cli.measure.seed_reference import SeedGPT, copy_into_seed
 from toygpt_cli.model import GPT, Rotary, Variant, apply_rotary, rope_angles
 from toygpt_cli.sample import KVCache
@@ -190,6 +191,51 @@ def test_relu_squared_and_its_hand_written_gradient():
     x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     assert torch.equal(relu_squared(x), torch.relu(x) ** 2)
     assert torch.autograd.gradcheck(relu_squared, (x,))
+
+
+def test_the_fast_dropout_zeroes_about_p_scales_the_rest_and_routes_the_gradient():
+    torch.manual_seed(0)
+    layer = Dropout(0.25)
+    x = torch.randn(400, 500, requires_grad=True)
+    y = layer(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.25) < 0.005
+    assert torch.allclose(y[kept], x[kept] / 0.75)
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.float() / 0.75)  # through the kept ones, scaled
+    assert not torch.equal(kept, layer(x) != 0)  # a new mask each call
+    layer.eval()
+    assert layer(x) is x
+    assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
+    bf16 = Dropout(0.1)(torch.ones(8, 8, dtype=torch.bfloat16))
+    assert bf16.dtype == torch.bfloat16
+
+
+def test_the_modern_block_draws_its_dropout_fast_and_the_others_keep_torchs():
+    torchs = torch.nn.Dropout
+    for arch, kind in (("modern", Dropout), ("gpt2", torchs), ("nanogpt", torchs)):
+        model = GPT(ModelConfig(vocab_size=8, block_size=8, n_layer=1, n_head=2, n_embd=16,
+                                dropout=0.1, arch=arch))  # fmt: skip
+        drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+        assert all(type(m) is kind for m in drops if m is not model.emb_drop), arch
+
+
+@pytest.mark.parametrize("kw", [{"is_causal": True}, {}, {"attn_mask": "window"}])
+def test_attention_in_bfloat16_on_a_cpu_runs_in_float32_and_returns_bfloat16(kw):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 16, 8) for _ in range(3))
+    if "attn_mask" in kw:
+        ones = torch.ones(16, 16, dtype=torch.bool)
+        kw = {"attn_mask": ones.tril() & ~ones.tril(-4)}  # a sliding window of 4
+    exact = F.scaled_dot_product_attention(q, k, v, **kw)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), **kw)
+    assert got.dtype == torch.bfloat16
+    # only the inputs' and the output's rounding: bf16 inside would add its own
+    inside = F.scaled_dot_product_attention(q.bfloat16().float(), k.bfloat16().float(),
+                                            v.bfloat16().float(), **kw).bfloat16()  # fmt: skip
+    assert torch.equal(got, inside)
+    assert torch.allclose(got.float(), exact, atol=0.05)
 
 
 def test_relu_squared_in_float16_saturates_instead_of_overflowing():

@@ -58,10 +58,12 @@ def test_training_lowers_the_loss(corpus):
 
 
 @pytest.mark.parametrize(
-    "optimizer, order", [("adamw", "random"), ("muon", "random"), ("adamw", "epochs")]
-)
-def test_state_dict_resumes_exactly(corpus, optimizer, order):
-    model_cfg, cfg = _model_cfg(corpus), _cfg(optimizer=optimizer, data_order=order)
+    "optimizer, order, ema",
+    [("adamw", "random", 0.0), ("muon", "random", 0.0), ("adamw", "epochs", 0.0),
+     ("muon", "random", 0.9)],
+)  # fmt: skip
+def test_state_dict_resumes_exactly(corpus, optimizer, order, ema):
+    model_cfg, cfg = _model_cfg(corpus), _cfg(optimizer=optimizer, data_order=order, ema=ema)
     straight = Trainer(model_cfg, cfg, corpus)
     for _ in range(25):
         straight.train_step()
@@ -77,6 +79,62 @@ def test_state_dict_resumes_exactly(corpus, optimizer, order):
     for name, tensor in straight.model.state_dict().items():
         assert torch.equal(tensor, second.model.state_dict()[name]), name
     assert second.state.step == 25
+    if ema:  # the average too
+        assert set(second.average) == set(straight.average)
+        for name, tensor in straight.average.items():
+            assert torch.equal(tensor, second.average[name]), name
+
+
+def test_ema_averages_the_weights_each_step_and_checkpoints_hold_both(corpus):
+    trainer = Trainer(_model_cfg(corpus), _cfg(ema=0.8), corpus)
+    seen = []
+    for _ in range(4):
+        trainer.train_step()
+        seen.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+    for name in seen[0]:
+        if not seen[0][name].is_floating_point():
+            continue
+        expected = seen[0][name]  # the average starts at the weights after the first step
+        for weights in seen[1:]:
+            expected = 0.8 * expected + 0.2 * weights[name]
+        assert torch.allclose(trainer.average[name], expected, atol=1e-6), name
+    state = trainer.state_dict()
+    assert state["model"] is trainer.average  # what evals and every reader use
+    for name, tensor in trainer.model.state_dict().items():
+        assert torch.equal(state["live"][name], tensor)  # what training continues from
+    assert not torch.equal(state["model"]["lm_head.weight"], state["live"]["lm_head.weight"])
+
+
+def test_ema_evals_score_the_average_and_leave_the_training_weights(corpus):
+    # A decay this close to 1 keeps the average at the first step's weights: the model
+    # learns, the average does not, and the evals must show the average.
+    records = {True: [], False: []}
+    cfg = _cfg(iters=60, eval_interval=30, ema=1 - 1e-9, learning_rate=3e-3)
+    runs = {}
+    for ema in (True, False):
+        listen = [lambda e, r=records[ema]: r.append(e.record) if isinstance(e, EvalDone) else 0]
+        runs[ema] = Trainer(_model_cfg(corpus), cfg if ema else replace(cfg, ema=0.0), corpus,
+                            listeners=listen)  # fmt: skip
+        runs[ema].run()
+    averaged, plain = runs[True], runs[False]
+    assert records[True][-1]["val_loss"] > records[False][-1]["val_loss"] + 0.3
+    for name, tensor in plain.model.state_dict().items():  # training itself is unchanged
+        assert torch.equal(tensor, averaged.model.state_dict()[name]), name
+
+
+def test_a_resume_without_ema_continues_from_the_training_weights(corpus):
+    model_cfg = _model_cfg(corpus)
+    first = Trainer(model_cfg, _cfg(ema=0.5), corpus)
+    for _ in range(5):
+        first.train_step()
+    state = _round_trip(first.state_dict())
+    second = Trainer(model_cfg, _cfg(), corpus)
+    second.load_state_dict(state)
+    assert second.average is None
+    for name, tensor in first.model.state_dict().items():
+        assert torch.equal(tensor, second.model.state_dict()[name]), name
+    second.train_step()
+    assert "live" not in second.state_dict()
 
 
 def test_the_loop_saves_checkpoints_through_the_call_it_was_given(corpus):

@@ -298,6 +298,15 @@ class TrainConfig:
     muon_weight_decay: float = option(
         0.0, "Muon's decoupled weight decay (weight_decay is AdamW's).", OPTIMIZER, min=0.0
     )
+    ema: float = option(
+        0.0,
+        "Keep an exponential moving average of the weights, with this decay per step "
+        "(0.99 weighs about the last 100 steps; 0: off). Evals, best.pt, sampling and "
+        "export use the average.",
+        OPTIMIZER,
+        min=0.0,
+        below=1.0,
+    )
 
     def validate(self) -> None:
         validate(self)

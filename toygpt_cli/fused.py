@@ -1,4 +1,4 @@
-"""Leaner versions of element-wise steps the model takes: the same math, less work.
+"""Leaner versions of steps the model takes: the same math, less work.
 
 relu_squared(x) = relu(x)^2. Autograd's relu-then-square keeps two tensors and runs four
 element-wise passes backward; this keeps one and runs one (measured 7.3 -> 2.7 ms forward
@@ -32,3 +32,42 @@ class _ReluSquared(torch.autograd.Function):
 def relu_squared(x: torch.Tensor) -> torch.Tensor:
     """relu(x)^2 (Primer; modded-nanogpt), the modern block's activation."""
     return _ReluSquared.apply(x)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw) -> torch.Tensor:
+    """F.scaled_dot_product_attention; bfloat16 on a CPU in float32, which PyTorch's fused
+    CPU kernel runs faster (forward and backward at the 10-minute preset's shape, 12 x 4
+    heads x 256 x 32: 16.2 -> 14.5 ms on two Zen 4 threads), and more exactly."""
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        return F.scaled_dot_product_attention(q, k, v, **kw)
+    with torch.autocast("cpu", enabled=False):  # autocast would make them bfloat16 again
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kw).to(q.dtype)
+
+
+class _Dropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        keep = torch.rand(x.shape, device=x.device) >= p
+        ctx.save_for_backward(keep)
+        ctx.scale = 1.0 / (1.0 - p)
+        return x.mul(keep).mul_(ctx.scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        return grad.mul(keep).mul_(ctx.scale), None
+
+
+class Dropout(torch.nn.Dropout):
+    """nn.Dropout with its mask drawn by torch.rand: on a CPU, PyTorch's dropout draws it
+    with bernoulli_, about 2.7x slower (3.5 -> 1.3 ms for a 12 x 256 x 128 activation, two
+    Zen 4 threads), and a 10-minute `--preset cpu` step draws ten such masks. The same
+    distribution from another random stream: the modern block uses it; the seed's and
+    nanoGPT's blocks keep nn.Dropout's stream."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return torch.zeros_like(x)
+        return _Dropout.apply(x, self.p)

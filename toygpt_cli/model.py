@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from toygpt_cli.config import BIGRAM_MAX_ROWS, ModelConfig, bigram_rows
-from toygpt_cli.fused import relu_squared
+from toygpt_cli.fused import Dropout, attend, relu_squared
 
 ROPE_BASE = 10_000.0
 RMS_EPS = 1e-6
@@ -53,15 +53,17 @@ class Variant:
     qk_norm: bool  # RMS-normalise queries and keys (their dot products stay bounded)
     zero_init: bool  # output projections and head start at zero: each block is the identity
     rotary: bool  # rotary positions instead of a learned position embedding
+    dropout: Callable[[float], nn.Module]  # nn.Dropout, or the faster fused.Dropout
 
     @classmethod
     def of(cls, cfg: ModelConfig) -> Variant:
         rotary = cfg.pos == "rope"
         if cfg.arch == "modern":
-            return cls(lambda c: RMSNorm(), relu_squared, False, True, True, rotary)
+            return cls(lambda c: RMSNorm(), relu_squared, False, True, True, rotary, Dropout)
         if cfg.arch == "nanogpt":
-            return cls(lambda c: nn.LayerNorm(c, bias=False), F.gelu, False, False, False, rotary)
-        return cls(nn.LayerNorm, F.relu, True, False, False, rotary)
+            norm = lambda c: nn.LayerNorm(c, bias=False)  # noqa: E731
+            return cls(norm, F.gelu, False, False, False, rotary, nn.Dropout)
+        return cls(nn.LayerNorm, F.relu, True, False, False, rotary, nn.Dropout)
 
 
 # -- normalisation and positions --------------------------------------------------------------
@@ -163,7 +165,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout if cfg.attn_dropout else 0.0  # on A
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)  # all heads, fused
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=variant.bias)
-        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.resid_drop = variant.dropout(cfg.dropout)
 
     def project(self, x: torch.Tensor, rope=None):
         """The queries, keys and values of every head, (B, nh, T, hs) each."""
@@ -185,16 +187,12 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.extend(layer, k, v)  # (B, nh, T_keys, hs); k is kept rotated
         n_keys, p = k.size(2), self.dropout if self.training else 0.0
         if cache is None and self.window >= T:  # training: the plain causal mask
-            y = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=p, is_causal=True, scale=self.scale
-            )
+            y = attend(q, k, v, dropout_p=p, is_causal=True, scale=self.scale)
         elif T == 1 and n_keys <= self.window:  # one new position: it sees every key
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, scale=self.scale)
+            y = attend(q, k, v, dropout_p=p, scale=self.scale)
         else:  # queries after cached keys, or a sequence longer than the window
             mask = window_mask(T, n_keys, self.window, x.device)
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=p, scale=self.scale
-            )
+            y = attend(q, k, v, attn_mask=mask, dropout_p=p, scale=self.scale)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_drop(self.proj(y))
 
@@ -216,7 +214,7 @@ class MLP(nn.Module):
         self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=variant.bias)
         self.activation = variant.activation
         self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=variant.bias)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = variant.dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.proj(self.activation(self.fc(x))))  # (B, T, C)

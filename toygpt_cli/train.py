@@ -13,10 +13,11 @@ every process, so N steps + resume + M steps gives the weights of N + M steps in
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -133,6 +134,9 @@ class Trainer:
         # Batches: each rank its own stream; rank 0's is what a one-process run draws.
         self.batch_gen = torch.Generator().manual_seed(train_cfg.seed + 1000 * self.dist.rank)
         self.state = LoopState()
+        # --ema: the averaged weights (made at the first step, from the weights then: those
+        # of a fresh model, of --init-from, or of a resumed run without an average)
+        self.average: dict[str, torch.Tensor] | None = None
         self.evals = PeriodicEval(
             self.model, self.data, model_cfg.block_size, train_cfg, self.dtype, corpus.tokenizer,
             self.emit, self.dist, self.stop,
@@ -152,8 +156,11 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly. Every rank must call it (it gathers)."""
         cuda = self.device.type == "cuda"
+        weights = self.model.state_dict()
         return {
-            "model": self.model.state_dict(),
+            # what evals score and every reader uses; the training weights under "live"
+            "model": self.average if self.average is not None else weights,
+            **({"live": weights} if self.average is not None else {}),
             "model_config": to_dict(self.model_cfg),
             "train_config": to_dict(self.cfg),
             "vocab": self.corpus.tokenizer.chars,
@@ -183,7 +190,12 @@ class Trainer:
                 why = f"no {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
                 raise ValueError(f"its {what} does not fit this model ({why[:120]})") from None
 
-        part("weights", lambda: self.model.load_state_dict(ckpt["model"]))
+        live = ckpt.get("live", ckpt["model"])  # "live": the run kept an average too
+        part("weights", lambda: self.model.load_state_dict(live))
+        if self.cfg.ema and "live" in ckpt:
+            self.average = {k: v.to(self.device, copy=True) for k, v in ckpt["model"].items()}
+            part("averaged weights", lambda: self.model.load_state_dict(self.average))
+            self.model.load_state_dict(live)
         optimizer = ckpt["optimizer"]
         part("optimizer state", lambda: load_optimizer_state(self.optimizer, optimizer, self.model))
         apply_hparams(self.optimizer, self.cfg)
@@ -250,7 +262,34 @@ class Trainer:
         self.scaler.update()
         st.step += 1
         st.windows_taken += self.dist.world_size * cfg.batch_size
+        if cfg.ema:
+            self._average()
         return loss.detach(), cfg.learning_rate * factor
+
+    @torch.no_grad()
+    def _average(self) -> None:
+        """--ema: move the average (1 - decay) of the way to the weights."""
+        weights = self.model.state_dict()
+        if self.average is None:
+            self.average = {k: v.detach().clone() for k, v in weights.items()}
+            return
+        names = [k for k, v in weights.items() if v.is_floating_point()]
+        torch._foreach_lerp_(
+            [self.average[k] for k in names], [weights[k] for k in names], 1.0 - self.cfg.ema
+        )
+
+    @contextlib.contextmanager
+    def _averaged(self) -> Iterator[None]:
+        """The model holds the averaged weights while the block runs (an eval, a sample)."""
+        if self.average is None:
+            yield
+            return
+        live = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.average)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(live)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -379,7 +418,8 @@ class Trainer:
 
     def _evaluate(self, tokens_per_sec: float | None, budget: Budget, final: bool) -> None:
         st, cfg = self.state, self.cfg
-        losses, windows = self.evals.losses(st.step, budget, st)
+        with self._averaged():
+            losses, windows = self.evals.losses(st.step, budget, st)
         if self._estimated and not final:  # a better estimate, now that an eval was timed
             self.emit(EstimateReady(*budget.estimate(st.step, cfg), quiet=True))
         for split, value in losses.items():
@@ -404,7 +444,8 @@ class Trainer:
         if self.dist.is_main:
             self.emit(EvalDone(record, improved))
             if cfg.sample_chars and budget.sample_allowed(final):
-                self.evals.sample(st.step, budget, self.device)
+                with self._averaged():
+                    self.evals.sample(st.step, budget, self.device)
         self.model.train()
 
     def _check_finite(self, loss: float, split: str) -> None:

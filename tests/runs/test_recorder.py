@@ -38,7 +38,7 @@ def test_events_become_the_run_files(tmp_path):
 
 def test_checkpoints_as_keep_says(tmp_path):
     state = {"model": {"w": torch.ones(2)}, "optimizer": {}, "rng": {}, "scaler": None,
-             "state": {"step": 1}}  # fmt: skip
+             "state": {"step": 1}, "live": {"w": torch.zeros(2)}}  # fmt: skip
     for keep, files in (("both", {"ckpt.pt", "best.pt"}), ("last", {"ckpt.pt"}),
                         ("best", {"ckpt.pt", "best.pt"})):  # fmt: skip
         run = Run(tmp_path / keep)
@@ -48,6 +48,7 @@ def test_checkpoints_as_keep_says(tmp_path):
         assert {p.name for p in run.path.iterdir()} == files, keep
         best = torch.load(run.file("best.pt"), weights_only=True) if "best.pt" in files else {}
         assert "optimizer" not in best  # the weights alone: for sampling, not resuming
+        assert "live" not in best  # with --ema: the average, not the training weights
         rec(TrainEnded("completed", 1, 1, 1.0))
         if keep == "best":
             assert not run.file("ckpt.pt").exists()  # only the best weights once completed

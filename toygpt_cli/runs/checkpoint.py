@@ -31,7 +31,9 @@ from toygpt_cli.model import GPT
 from toygpt_cli.storage.files import write_atomic
 
 FORMAT = "toygpt-checkpoint/1"
-RESUME_ONLY = ("optimizer", "scaler", "rng")  # what best.pt leaves out
+# What best.pt leaves out. "live": the training weights of a run that averages them (--ema),
+# whose "model" is the average.
+RESUME_ONLY = ("optimizer", "scaler", "rng", "live")
 
 
 class DamagedCheckpoint(ToygptError):
@@ -109,6 +111,8 @@ def read_checkpoint(path: Path, resume: bool = False) -> Checkpoint:
             f"{where}: {len(vocab)} characters in its vocabulary for a model of {cfg.vocab_size}"
         )
     check_weights(_mapping(raw, "model"), cfg, where)
+    if "live" in raw:
+        check_weights(_mapping(raw, "live"), cfg, where)
     state = _check_state(_mapping(raw, "state"), where)
     ckpt = Checkpoint(path, cfg, CharTokenizer(vocab), state["step"], state, raw)
     if resume:
