@@ -36,8 +36,10 @@ def relu_squared(x: torch.Tensor) -> torch.Tensor:
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw) -> torch.Tensor:
     """F.scaled_dot_product_attention; bfloat16 on a CPU in float32, which PyTorch's fused
-    CPU kernel runs faster (forward and backward at the 10-minute preset's shape, 12 x 4
-    heads x 256 x 32: 16.2 -> 14.5 ms on two Zen 4 threads), and more exactly."""
+    CPU kernel trains faster, and more exactly: forward and backward of one layer, two Zen 4
+    threads, 16.2 -> 14.5 ms at the `cpu` preset's 12 x 4 heads x 256 x 32 and 5.2 -> 3.1 ms
+    at `cpu-1m`'s 16 x 4 x 64 x 32 (one thread: 30.9 -> 23.5 and 9.4 -> 2.6 ms). Evals
+    take as long either way."""
     if q.device.type != "cpu" or q.dtype != torch.bfloat16:
         return F.scaled_dot_product_attention(q, k, v, **kw)
     with torch.autocast("cpu", enabled=False):  # autocast would make them bfloat16 again
