@@ -236,6 +236,10 @@ def test_attention_in_bfloat16_on_a_cpu_runs_in_float32_and_returns_bfloat16(kw)
                                             v.bfloat16().float(), **kw).bfloat16()  # fmt: skip
     assert torch.equal(got, inside)
     assert torch.allclose(got.float(), exact, atol=0.05)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # evals, sampling
+        q16, k16, v16 = q.bfloat16(), k.bfloat16(), v.bfloat16()
+        plain = F.scaled_dot_product_attention(q16, k16, v16, **kw)
+        assert torch.equal(attend(q16, k16, v16, **kw), plain)
 
 
 def test_relu_squared_in_float16_saturates_instead_of_overflowing():

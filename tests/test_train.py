@@ -15,7 +15,7 @@ from toygpt_cli.corpus import corpus_from_text
 from toygpt_cli.events import CheckpointSaved, EvalDone, Notice, PhaseProgress, StepDone
 from toygpt_cli.parallel.distributed import Distributed
 from toygpt_cli.stopping import StopSwitch
-from toygpt_cli.train import BudgetTooSmall, Diverged, Trainer
+from toygpt_cli.train import BudgetTooSmall, Diverged, EvalStopped, Trainer
 
 
 @pytest.fixture
@@ -62,8 +62,10 @@ def test_training_lowers_the_loss(corpus):
     [("adamw", "random", 0.0), ("muon", "random", 0.0), ("adamw", "epochs", 0.0),
      ("muon", "random", 0.9)],
 )  # fmt: skip
-def test_state_dict_resumes_exactly(corpus, optimizer, order, ema):
-    model_cfg, cfg = _model_cfg(corpus), _cfg(optimizer=optimizer, data_order=order, ema=ema)
+@pytest.mark.parametrize("arch", ["gpt2", "modern"])  # modern: its own dropout masks
+def test_state_dict_resumes_exactly(corpus, optimizer, order, ema, arch):
+    model_cfg = _model_cfg(corpus, arch=arch)
+    cfg = _cfg(optimizer=optimizer, data_order=order, ema=ema)
     straight = Trainer(model_cfg, cfg, corpus)
     for _ in range(25):
         straight.train_step()
@@ -86,7 +88,7 @@ def test_state_dict_resumes_exactly(corpus, optimizer, order, ema):
 
 
 def test_ema_averages_the_weights_each_step_and_checkpoints_hold_both(corpus):
-    trainer = Trainer(_model_cfg(corpus), _cfg(ema=0.8), corpus)
+    trainer = Trainer(_model_cfg(corpus), _cfg(ema=0.5), corpus)
     seen = []
     for _ in range(4):
         trainer.train_step()
@@ -95,8 +97,9 @@ def test_ema_averages_the_weights_each_step_and_checkpoints_hold_both(corpus):
         if not seen[0][name].is_floating_point():
             continue
         expected = seen[0][name]  # the average starts at the weights after the first step
-        for weights in seen[1:]:
-            expected = 0.8 * expected + 0.2 * weights[name]
+        for step, weights in enumerate(seen[1:], start=2):
+            decay = min(0.5, (1 + step) / (10 + step))  # smaller at first
+            expected = decay * expected + (1 - decay) * weights[name]
         assert torch.allclose(trainer.average[name], expected, atol=1e-6), name
     state = trainer.state_dict()
     assert state["model"] is trainer.average  # what evals and every reader use
@@ -105,11 +108,14 @@ def test_ema_averages_the_weights_each_step_and_checkpoints_hold_both(corpus):
     assert not torch.equal(state["model"]["lm_head.weight"], state["live"]["lm_head.weight"])
 
 
+def _val_loss(trainer, weights):
+    trainer.model.load_state_dict(weights)
+    return trainer.evals._split_loss("val", trainer.state.eval_windows, 0)
+
+
 def test_ema_evals_score_the_average_and_leave_the_training_weights(corpus):
-    # A decay this close to 1 keeps the average at the first step's weights: the model
-    # learns, the average does not, and the evals must show the average.
     records = {True: [], False: []}
-    cfg = _cfg(iters=60, eval_interval=30, ema=1 - 1e-9, learning_rate=3e-3)
+    cfg = _cfg(iters=60, eval_interval=30, ema=0.95, learning_rate=3e-3)
     runs = {}
     for ema in (True, False):
         listen = [lambda e, r=records[ema]: r.append(e.record) if isinstance(e, EvalDone) else 0]
@@ -117,9 +123,35 @@ def test_ema_evals_score_the_average_and_leave_the_training_weights(corpus):
                             listeners=listen)  # fmt: skip
         runs[ema].run()
     averaged, plain = runs[True], runs[False]
-    assert records[True][-1]["val_loss"] > records[False][-1]["val_loss"] + 0.3
     for name, tensor in plain.model.state_dict().items():  # training itself is unchanged
         assert torch.equal(tensor, averaged.model.state_dict()[name]), name
+    live = {k: v.clone() for k, v in averaged.model.state_dict().items()}
+    assert records[False][-1]["val_loss"] == round(_val_loss(averaged, live), 5)
+    assert records[True][-1]["val_loss"] == round(_val_loss(averaged, averaged.average), 5)
+    assert records[True][-1]["val_loss"] != records[False][-1]["val_loss"]
+
+
+def test_a_stop_during_an_eval_with_ema_saves_the_training_weights_to_resume(corpus):
+    saved = []
+    trainer = Trainer(_model_cfg(corpus), _cfg(ema=0.9), corpus,
+                      checkpoints=lambda state, step, best: saved.append(state))  # fmt: skip
+    for _ in range(25):
+        trainer.train_step()
+    live = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    def stopped_midway(*args):  # the model holds the average now: a Ctrl-C arrives
+        assert not torch.equal(trainer.model.lm_head.weight, live["lm_head.weight"])
+        trainer.request_stop()
+        raise EvalStopped
+
+    trainer.evals.losses = stopped_midway
+    trainer.state.last_eval_step = 0
+    trainer.cfg = replace(trainer.cfg, eval_interval=5)  # an eval is due now
+    result = trainer.run()
+    assert result.status == "interrupted"
+    for name, tensor in live.items():
+        assert torch.equal(saved[-1]["live"][name], tensor), name
+        assert torch.equal(trainer.model.state_dict()[name], tensor), name
 
 
 def test_a_resume_without_ema_continues_from_the_training_weights(corpus):

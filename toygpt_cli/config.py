@@ -229,8 +229,8 @@ class TrainConfig:
     keep: str = option(
         "both",
         "Checkpoints kept: both (ckpt.pt to resume, best.pt to sample), last (ckpt.pt only: "
-        "about 3x the weights with AdamW, 2x with Muon) or best (best.pt only once the run "
-        "completes: it cannot be resumed then).",
+        "about 3x the weights with AdamW, 2x with Muon, one more with --ema) or best "
+        "(best.pt only once the run completes: it cannot be resumed then).",
         TRAINING,
         choices=("both", "last", "best"),
     )

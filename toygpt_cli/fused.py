@@ -35,13 +35,16 @@ def relu_squared(x: torch.Tensor) -> torch.Tensor:
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw) -> torch.Tensor:
-    """F.scaled_dot_product_attention; bfloat16 on a CPU in float32, which PyTorch's fused
-    CPU kernel trains faster, and more exactly: forward and backward of one layer, two Zen 4
-    threads, 16.2 -> 14.5 ms at the `cpu` preset's 12 x 4 heads x 256 x 32 and 5.2 -> 3.1 ms
-    at `cpu-1m`'s 16 x 4 x 64 x 32 (one thread: 30.9 -> 23.5 and 9.4 -> 2.6 ms). Evals
-    take as long either way."""
-    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+    """F.scaled_dot_product_attention; when training in bfloat16 on a CPU, in float32, which
+    PyTorch's fused CPU kernel runs faster there, and more exactly: forward and backward of
+    one layer, two Zen 4 threads, 16.2 -> 14.5 ms at the `cpu` preset's 12 x 4 heads x 256 x
+    32 and 5.2 -> 3.1 ms at `cpu-1m`'s 16 x 4 x 64 x 32 (one thread: 30.9 -> 23.5 and 9.4 ->
+    2.6 ms). Without gradients (evals, sampling) it gained nothing: bfloat16 stays."""
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16 or not torch.is_grad_enabled():
         return F.scaled_dot_product_attention(q, k, v, **kw)
+    mask = kw.get("attn_mask")
+    if mask is not None and mask.is_floating_point():
+        kw["attn_mask"] = mask.float()
     with torch.autocast("cpu", enabled=False):  # autocast would make them bfloat16 again
         return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kw).to(q.dtype)
 
@@ -71,5 +74,5 @@ class Dropout(torch.nn.Dropout):
         if not self.training or self.p == 0.0:
             return x
         if self.p == 1.0:
-            return torch.zeros_like(x)
+            return x * 0.0  # zeros, still on the graph
         return _Dropout.apply(x, self.p)

@@ -134,8 +134,8 @@ class Trainer:
         # Batches: each rank its own stream; rank 0's is what a one-process run draws.
         self.batch_gen = torch.Generator().manual_seed(train_cfg.seed + 1000 * self.dist.rank)
         self.state = LoopState()
-        # --ema: the averaged weights (made at the first step, from the weights then: those
-        # of a fresh model, of --init-from, or of a resumed run without an average)
+        # --ema: the averaged weights (made at the first step, from the weights after it:
+        # those of a fresh model, of --init-from, or of a resumed run without an average)
         self.average: dict[str, torch.Tensor] | None = None
         self.evals = PeriodicEval(
             self.model, self.data, model_cfg.block_size, train_cfg, self.dtype, corpus.tokenizer,
@@ -268,25 +268,31 @@ class Trainer:
 
     @torch.no_grad()
     def _average(self) -> None:
-        """--ema: move the average (1 - decay) of the way to the weights."""
+        """--ema: move the average (1 - decay) of the way to the weights. Early in a run
+        the decay is smaller, (1 + step) / (10 + step), so that a short run's average is
+        not held back by the first, untrained weights."""
         weights = self.model.state_dict()
         if self.average is None:
             self.average = {k: v.detach().clone() for k, v in weights.items()}
             return
+        step = self.state.step
+        decay = min(self.cfg.ema, (1 + step) / (10 + step))
         names = [k for k, v in weights.items() if v.is_floating_point()]
         torch._foreach_lerp_(
-            [self.average[k] for k in names], [weights[k] for k in names], 1.0 - self.cfg.ema
+            [self.average[k] for k in names], [weights[k] for k in names], 1.0 - decay
         )
 
     @contextlib.contextmanager
-    def _averaged(self) -> Iterator[None]:
-        """The model holds the averaged weights while the block runs (an eval, a sample)."""
+    def averaged(self) -> Iterator[None]:
+        """The model holds the averaged weights (--ema) while the block runs: an eval, a
+        sample. A stop at any moment leaves nothing on disk from the swap: a first request
+        is answered after the block, a second one saves nothing."""
         if self.average is None:
             yield
             return
         live = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(self.average)
         try:
+            self.model.load_state_dict(self.average)
             yield
         finally:
             self.model.load_state_dict(live)
@@ -418,7 +424,7 @@ class Trainer:
 
     def _evaluate(self, tokens_per_sec: float | None, budget: Budget, final: bool) -> None:
         st, cfg = self.state, self.cfg
-        with self._averaged():
+        with self.averaged():
             losses, windows = self.evals.losses(st.step, budget, st)
         if self._estimated and not final:  # a better estimate, now that an eval was timed
             self.emit(EstimateReady(*budget.estimate(st.step, cfg), quiet=True))
@@ -444,7 +450,7 @@ class Trainer:
         if self.dist.is_main:
             self.emit(EvalDone(record, improved))
             if cfg.sample_chars and budget.sample_allowed(final):
-                with self._averaged():
+                with self.averaged():
                     self.evals.sample(st.step, budget, self.device)
         self.model.train()
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from toygpt_cli.runs.checkpoint import read_checkpoint
 from toygpt_cli.runs.files import METRIC_FIELDS, SAMPLE_FIELDS, read_records
@@ -49,6 +50,32 @@ def test_train_sample_eval_resume(dirs, corpus_file):
     r = toygpt("train", "--resume", "--steps", "10")
     assert r.exit_code == 0, r.stderr
     assert [m["step"] for m in Run(run).metrics()] == [0, 20, 40, 50]
+
+
+def test_train_sample_with_ema_samples_the_average_the_run_saved(dirs, corpus_file, monkeypatch):
+    import toygpt_cli.periodic
+    import toygpt_cli.sample
+
+    used = []
+
+    def fake_sample(model, *args, **kwargs):
+        used.append({k: v.clone() for k, v in model.state_dict().items()})
+        return ["sampled"]
+
+    monkeypatch.setattr(toygpt_cli.sample, "sample_text", fake_sample)  # --sample's
+    monkeypatch.setattr(toygpt_cli.periodic, "sample_text", fake_sample)  # each eval's
+    _, runs = dirs
+    r = toygpt("train", "--data", corpus_file, *TINY_ARGS, "--iters", "30", "--eval-interval",
+               "30", "--ema", "0.9", "--sample")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    (run,) = runs.iterdir()
+    ckpt = read_checkpoint(run / "ckpt.pt").data
+    # samples at the evals of steps 0 and 30, then --sample's at the end
+    assert "sampled" in r.stdout and len(used) == 3
+    for weights in used[1:]:
+        for name, tensor in weights.items():
+            assert torch.equal(tensor, ckpt["model"][name]), name  # the average, as saved
+        assert not torch.equal(weights["lm_head.weight"], ckpt["live"]["lm_head.weight"])
 
 
 def test_a_run_label_is_kept_and_names_the_run(dirs, corpus_file):

@@ -271,9 +271,10 @@ def _report(result, sample: bool, trainer) -> None:
     if sample:
         from toygpt_cli.sample import sample_text
 
-        text = sample_text(
-            trainer.model, trainer.corpus.tokenizer, max_new_tokens=500, dtype=trainer.dtype
-        )[0]
+        with trainer.averaged():  # the weights the run reported and saved
+            text = sample_text(
+                trainer.model, trainer.corpus.tokenizer, max_new_tokens=500, dtype=trainer.dtype
+            )[0]
         out.print(text, markup=False, highlight=False)
 
 

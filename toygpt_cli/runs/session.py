@@ -233,8 +233,9 @@ def check_memory(model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.d
     C, L, T, B = model_cfg.n_embd, model_cfg.n_layer, model_cfg.block_size, train_cfg.batch_size
     H, V = model_cfg.n_head, model_cfg.vocab_size
     params = 12 * L * C * C + (2 * V + T) * C
-    # float32 weights, gradients and AdamW's two moments, and a serialised checkpoint
-    weights = 16 * params + 8 * params
+    # float32 weights, gradients and AdamW's two moments, and a serialised checkpoint;
+    # --ema: the average, a copy of the weights while an eval runs, one more in the checkpoint
+    weights = 16 * params + 8 * params + (12 * params if train_cfg.ema else 0)
     # Activations kept for the backward pass (Korthikanti et al.'s per-layer estimate,
     # float32), plus the logits; the eval windows are int64 offsets.
     activations = 8 * T * B * C * (34 + 5 * H * T / C) * L + 12 * B * T * V
