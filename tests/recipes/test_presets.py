@@ -101,3 +101,35 @@ def test_nanogpt_char_is_nanogpts_shakespeare_char_recipe():
     )
     assert (t.beta2, t.weight_decay, t.decay_matrices_only, t.grad_clip) == (0.99, 0.1, True, 1.0)
     assert (t.lr_schedule, t.eval_interval, t.eval_iters) == ("cosine", 250, 200)
+
+
+def test_a_cpu_preset_on_a_gpu_points_to_the_gpu_recipe():
+    from toygpt_cli.recipes.presets import CPU_PRESETS, gpu_note
+
+    for preset in CPU_PRESETS:
+        assert preset in PRESETS
+        assert gpu_note(preset, "cpu") is None
+        for device in ("cuda", "mps"):
+            assert f"--preset {preset} is sized for CPUs" in gpu_note(preset, device)
+            assert "--preset nanogpt-char" in gpu_note(preset, device)
+    assert gpu_note("nanogpt-char", "cuda") is None and gpu_note(None, "cuda") is None
+
+
+@pytest.mark.parametrize("seen", ["cuda", "cpu"])
+def test_train_says_the_gpu_note_only_where_the_device_is_a_gpu(dirs, corpus_file, monkeypatch,
+                                                                seen):  # fmt: skip
+    import torch
+
+    import toygpt_cli.device as device
+
+    real, calls = device.resolve_device, []
+
+    def first_one_seen_as(name="auto"):  # the note's look at the device sees `seen`
+        calls.append(name)
+        return torch.device(seen) if len(calls) == 1 else real(name)
+
+    monkeypatch.setattr(device, "resolve_device", first_one_seen_as)
+    r = toygpt("train", "--preset", "cpu-adamw", "--device", "cpu", "--data", corpus_file,
+               *TINY_ARGS, "--iters", "2", "--eval-interval", "2", "--quiet")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert ("is sized for CPUs" in r.stderr) == (seen == "cuda")

@@ -69,6 +69,7 @@ def train(o) -> None:
             layers = [_training_only(layer) for layer in layers]  # the run's architecture wins
         model_cfg, train_cfg = build_configs(*layers, given)
         dist = Distributed.from_env(train_cfg.device)
+        _say_gpu_note(o.preset, train_cfg.device, dist.is_main)
         if init is None and not dist.active:
             model_cfg, extra = _fit_machine(o.preset, model_cfg, train_cfg, layers, given)
     else:
@@ -149,6 +150,17 @@ def _layers(preset, config, like, runs_dir) -> list[dict[str, Any]]:
 
         layers.append(load_config_file(resolve_run(like, runs_dir) / "config.json"))
     return layers
+
+
+def _say_gpu_note(preset: str | None, device: str, main: bool) -> None:
+    from toygpt_cli.recipes.presets import CPU_PRESETS, gpu_note
+
+    if preset in CPU_PRESETS and main:
+        from toygpt_cli.device import resolve_device
+
+        note = gpu_note(preset, resolve_device(device).type)
+        if note is not None:
+            err.print(note, highlight=False)
 
 
 def _fit_machine(preset, model_cfg, train_cfg, layers, given):

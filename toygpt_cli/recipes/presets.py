@@ -98,9 +98,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # The lowest val loss a laptop-class CPU reaches in 10 minutes of wall time, evals
     # included, with the small-GPT speedrun recipe: Muon on the block matrices, rotary
-    # positions, the modern block, on the CPU shape with a long context. Measured (README,
-    # 2-core Zen 4, bf16): whole val 1.4550 and 1.4568 in 10 minutes; 1.4625-1.4653 without
-    # the weight decay (3 runs), 1.4814 with neither, 1.4988 at block 64.
+    # positions, the modern block, on the CPU shape with a long context, and the weights'
+    # average. Measured (docs/results.md, 2-core Zen 4, bf16): whole val 1.4508-1.4525 in 10
+    # minutes (3 runs; 1.4550-1.4584 before the average), 1.4625-1.4653 without the weight
+    # decay, 1.4814 with neither, 1.4988 at block 64.
     "cpu": {**_NANOGPT_RECIPE, **_CPU_SHAPE, **_SPEEDRUN, **_TEN_MINUTES},
     # A short budget: the same recipe on batches of 16, so that it gets hundreds of steps,
     # with a short warmup and small evals; its depth and width are sized to the machine
@@ -128,6 +129,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     # decay 0.3 edged out 0.1; dropout, tied embeddings, lr 3e-3 and 4e-3 hurt.
     "cpu-adamw": {**_NANOGPT_RECIPE, **_CPU_SHAPE, "weight_decay": 0.3, "learning_rate": 2e-3},
 }
+
+
+# Sized for CPUs: on a GPU their small models leave it mostly idle (docs/results.md, H200:
+# 5% of its matrix rate at the default shape), so a run of one on a GPU says so.
+CPU_PRESETS = ("cpu", "cpu-1m", "cpu-adamw")
+
+
+def gpu_note(preset: str | None, device_type: str) -> str | None:
+    """A line for a CPU preset trained on a GPU, pointing to the GPU recipe."""
+    if preset not in CPU_PRESETS or device_type == "cpu":
+        return None
+    return (
+        f"note: --preset {preset} is sized for CPUs and leaves a GPU mostly idle; "
+        "--preset nanogpt-char reached val 1.47 in two minutes on an H200"
+    )
 
 
 def preset_options(name: str) -> dict[str, Any]:
