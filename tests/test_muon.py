@@ -112,6 +112,18 @@ def test_the_schedule_scales_each_groups_own_peak_rate():
     )
 
 
+def test_wsd_holds_the_peak_then_falls_in_a_straight_line_to_the_floor():
+    cfg = TrainConfig(learning_rate=1e-2, min_lr=1e-3, warmup_iters=10, lr_schedule="wsd",
+                      cooldown=0.25)  # fmt: skip
+    assert lr_factor(cfg, 4, 0.0) == pytest.approx(5 / 11)  # the warmup as before
+    assert [lr_factor(cfg, 100, p) for p in (0.0, 0.5, 0.75)] == [1.0, 1.0, 1.0]
+    assert lr_factor(cfg, 100, 0.875) == pytest.approx(0.1 + 0.5 * 0.9)  # half-way down
+    assert lr_factor(cfg, 100, 1.0) == pytest.approx(0.1)
+    assert lr_factor(cfg, 100, 1.5) == pytest.approx(0.1)  # past the end: the floor
+    cosine = TrainConfig(learning_rate=1e-2, min_lr=1e-3, lr_schedule="cosine")
+    assert lr_factor(cosine, 100, 0.5) == pytest.approx(0.55)  # cosine is unchanged
+
+
 def test_a_changed_muon_learning_rate_takes_effect():
     opt = make_optimizer(_model(), TrainConfig(optimizer="muon"), CPU)
     apply_hparams(opt, TrainConfig(optimizer="muon", muon_lr=0.01, muon_momentum=0.9))

@@ -261,12 +261,17 @@ class TrainConfig:
     )
     lr_schedule: str = option(
         "constant",
-        "constant, or cosine decay to min_lr.",
+        "constant; cosine decay to min_lr; or wsd: constant, then a straight fall to min_lr "
+        "over the last --cooldown of the run.",
         OPTIMIZER,
-        choices=("constant", "cosine"),
+        choices=("constant", "cosine", "wsd"),
     )
+    cooldown: float = option(
+        0.4, "With --lr-schedule wsd: the fraction of the run the fall takes.", OPTIMIZER,
+        above=0.0, max=1.0,
+    )  # fmt: skip
     warmup_iters: int = option(0, "Linear warmup steps.", OPTIMIZER, min=0)
-    min_lr: float = option(0.0, "Floor of the cosine decay.", OPTIMIZER, min=0.0)
+    min_lr: float = option(0.0, "Floor of the decay (cosine or wsd).", OPTIMIZER, min=0.0)
     weight_decay: float = option(0.01, "AdamW weight decay (torch's default).", OPTIMIZER, min=0.0)
     beta2: float = option(
         0.999,

@@ -25,7 +25,8 @@ GROUPS = ("matrices", "vectors")
 
 def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
     """The schedule as a factor of each group's peak rate: linear warmup over warmup_iters,
-    then constant or cosine decay to min_lr / learning_rate.
+    then constant, cosine decay to min_lr / learning_rate, or (wsd) constant and then a
+    straight fall to that floor over the last `cooldown` of the run.
 
     `progress` in [0, 1] is how far through the post-warmup part the run is: by steps, or
     by wall time under max_time, so the decay fits whichever budget ends first.
@@ -34,7 +35,11 @@ def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
         return (step + 1) / (cfg.warmup_iters + 1)
     if cfg.lr_schedule == "constant":  # 2. the seed's constant rate
         return 1.0
-    coeff = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))  # 3. cosine
+    progress = min(max(progress, 0.0), 1.0)
+    if cfg.lr_schedule == "wsd":  # 3. warmup, stable, decay
+        coeff = min(1.0, (1.0 - progress) / cfg.cooldown)
+    else:  # 3. cosine
+        coeff = 0.5 * (1.0 + math.cos(math.pi * progress))
     floor = cfg.min_lr / cfg.learning_rate
     return floor + coeff * (1.0 - floor)
 
