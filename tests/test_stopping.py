@@ -3,7 +3,7 @@ import signal
 
 import pytest
 
-from toygpt_cli.stopping import signals_held
+from toygpt_cli.stopping import STOP_SIGNALS, StopSwitch, signals_held
 
 
 def test_a_signal_inside_a_held_block_waits_for_its_end():
@@ -32,3 +32,52 @@ def test_ctrl_c_inside_a_held_block_raises_after_it():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def _send(sig):
+    os.kill(os.getpid(), sig)
+    for _ in range(1000):  # give the interpreter every chance to run a handler
+        pass
+
+
+def test_once_a_stop_is_done_a_later_signal_is_ignored_until_the_process_exits():
+    olds = {s: signal.signal(s, signal.default_int_handler) for s in STOP_SIGNALS}
+    try:
+        stop = StopSwitch()
+        with stop.on_signals():
+            _send(signal.SIGTERM)  # the first: asks for a stop
+            assert stop.signal == signal.SIGTERM
+            stop.done()  # the checkpoint is written
+            _send(signal.SIGTERM)  # a second one now changes nothing
+        assert stop.second is None
+        for s in STOP_SIGNALS:  # not back to a handler that would kill or raise
+            assert signal.getsignal(s) == signal.SIG_IGN
+        _send(signal.SIGTERM)  # on the way out: ignored
+    finally:
+        for s, h in olds.items():
+            signal.signal(s, h)
+
+
+def test_a_second_signal_stops_at_once_and_leaves_the_signals_ignored():
+    olds = {s: signal.signal(s, signal.default_int_handler) for s in STOP_SIGNALS}
+    try:
+        stop = StopSwitch()
+        with pytest.raises(KeyboardInterrupt), stop.on_signals():
+            _send(signal.SIGTERM)
+            _send(signal.SIGTERM)
+        assert stop.second == signal.SIGTERM
+        assert all(signal.getsignal(s) == signal.SIG_IGN for s in STOP_SIGNALS)
+    finally:
+        for s, h in olds.items():
+            signal.signal(s, h)
+
+
+def test_without_a_stop_the_handlers_before_are_back():
+    olds = {s: signal.signal(s, signal.default_int_handler) for s in STOP_SIGNALS}
+    try:
+        with StopSwitch().on_signals():
+            pass
+        assert all(signal.getsignal(s) is signal.default_int_handler for s in STOP_SIGNALS)
+    finally:
+        for s, h in olds.items():
+            signal.signal(s, h)

@@ -27,8 +27,11 @@ class StopSwitch:
         self.on_first = on_first  # told at once of the first request (to say what happens)
         self._writing = False
         self._pending = False
+        self._done = False
 
     def request(self, signum: int = signal.SIGINT) -> None:
+        if self._done:
+            return  # the stop is over: the process is on its way out
         if self.signal is None:
             self.signal = signum
             if self.on_first is not None:
@@ -36,8 +39,15 @@ class StopSwitch:
         elif self._writing:
             self._pending, self.second = True, signum
         else:
-            self.second = signum
+            self.second, self._done = signum, True
             raise KeyboardInterrupt
+
+    def done(self) -> None:
+        """The stop has been carried out (the checkpoint is on disk): a later request
+        changes nothing, and the signals stay ignored after on_signals' block, so that one
+        arriving while the process exits neither kills it with the signal's default action
+        (a different exit code) nor adds a traceback."""
+        self._done = True
 
     @contextlib.contextmanager
     def protect(self) -> Iterator[None]:
@@ -48,13 +58,14 @@ class StopSwitch:
         finally:
             self._writing = False
             if self._pending:
-                self._pending = False
+                self._pending, self._done = False, True
                 raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def on_signals(self, signals=STOP_SIGNALS):
-        """Route these signals to `request` while the block runs."""
-        with _routed(signals, self.request):
+        """Route these signals to `request` while the block runs; after it, they are
+        ignored once the stop is done, else handled as before."""
+        with _routed(signals, self.request, lambda: self._done):
             yield self
 
 
@@ -75,12 +86,17 @@ def signals_held(signals=STOP_SIGNALS) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _routed(signals, handle: Callable[[int], None]) -> Iterator[None]:
+def _routed(
+    signals, handle: Callable[[int], None], ignore_after: Callable[[], bool] = lambda: False
+) -> Iterator[None]:
     """Each of `signals` calls handle(signum) while the block runs; then the handlers
-    before it are back."""
+    before it are back, or SIG_IGN where ignore_after() says so."""
     old = {s: signal.signal(s, lambda signum, frame: handle(signum)) for s in signals}
     try:
         yield
     finally:
+        ignore = ignore_after()
         for s, handler in old.items():
+            if ignore:
+                handler = signal.SIG_IGN
             signal.signal(s, signal.SIG_DFL if handler is None else handler)

@@ -107,6 +107,8 @@ def _one_trial(plan, index: int, where, quiet: bool) -> None:
     with display, stop.on_signals():
         result = sweep.run_trial(plan, index, where.runs_dir, callback=display, stop=stop,
                                  command=command_line())  # fmt: skip
+        if result is None and stop.signal is not None:
+            stop.done()  # a second Ctrl-C during the exit is ignored
     if result is None:
         if stop.signal is not None:
             err.print(f"sweep {plan.name} stopped; run it again to continue", highlight=False)

@@ -101,8 +101,8 @@ def train(o) -> None:
         started = True
         with display, stop.on_signals():
             result = trainer.run()
-        if result.status == "interrupted":
-            _ignore_signals()  # a second Ctrl-C during the exit must not add a traceback
+            if result.status == "interrupted":
+                stop.done()  # a second Ctrl-C during the exit is ignored
     except KeyboardInterrupt:
         _ignore_signals()
         if trainer is not None and not started and o.resume is None and dist.is_main:
