@@ -287,6 +287,27 @@ def test_a_second_signal_stops_at_once_and_leaves_a_checkpoint_that_resumes(dirs
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signals_that_keep_coming_while_it_stops_never_change_its_exit(dirs, corpus_file, sig,
+                                                                       code):  # fmt: skip
+    _, runs = dirs
+    proc = _start(corpus_file, runs)
+    run = _wait_for_metrics(runs, 1, proc)
+    proc.send_signal(sig)
+    deadline = time.monotonic() + 20
+    while Run(run).status().get("status") != "interrupted" and time.monotonic() < deadline:
+        time.sleep(0.001)
+    while proc.poll() is None and time.monotonic() < deadline:  # every moment of the exit
+        proc.send_signal(sig)
+        time.sleep(0.001)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == code, stderr  # never the signal's default action (-15, -2)
+    assert "Traceback" not in stderr
+    assert Run(run).status()["status"] == "interrupted"
+    assert toygpt("train", "--resume", run.name, "--steps", "2").exit_code == 0
+
+
+@pytest.mark.slow
 def test_ctrl_c_during_start_up_says_no_run_was_made(dirs, corpus_file, tmp_path):
     _, runs = dirs
     big = tmp_path / "big.txt"
