@@ -64,7 +64,8 @@ class StopSwitch:
     @contextlib.contextmanager
     def on_signals(self, signals=STOP_SIGNALS):
         """Route these signals to `request` while the block runs; after it, they are
-        ignored once the stop is done, else handled as before."""
+        ignored once the stop is done (the command is then exiting), else handled as
+        before."""
         with _routed(signals, self.request, lambda: self._done):
             yield self
 
