@@ -40,44 +40,41 @@ def _send(sig):
         pass
 
 
-def test_once_a_stop_is_done_a_later_signal_is_ignored_until_the_process_exits():
+@pytest.fixture
+def raising_handlers():
+    """Every stop signal raises KeyboardInterrupt, as Python's SIGINT does; the test
+    process's own handlers are back afterwards."""
     olds = {s: signal.signal(s, signal.default_int_handler) for s in STOP_SIGNALS}
-    try:
-        stop = StopSwitch()
-        with stop.on_signals():
-            _send(signal.SIGTERM)  # the first: asks for a stop
-            assert stop.signal == signal.SIGTERM
-            stop.done()  # the checkpoint is written
-            _send(signal.SIGTERM)  # a second one now changes nothing
-        assert stop.second is None
-        for s in STOP_SIGNALS:  # not back to a handler that would kill or raise
-            assert signal.getsignal(s) == signal.SIG_IGN
-        _send(signal.SIGTERM)  # on the way out: ignored
-    finally:
-        for s, h in olds.items():
-            signal.signal(s, h)
+    yield
+    for s, h in olds.items():
+        signal.signal(s, h)
 
 
-def test_a_second_signal_stops_at_once_and_leaves_the_signals_ignored():
-    olds = {s: signal.signal(s, signal.default_int_handler) for s in STOP_SIGNALS}
-    try:
-        stop = StopSwitch()
-        with pytest.raises(KeyboardInterrupt), stop.on_signals():
-            _send(signal.SIGTERM)
-            _send(signal.SIGTERM)
-        assert stop.second == signal.SIGTERM
-        assert all(signal.getsignal(s) == signal.SIG_IGN for s in STOP_SIGNALS)
-    finally:
-        for s, h in olds.items():
-            signal.signal(s, h)
+def test_once_a_stop_is_done_a_later_signal_is_ignored_until_the_process_exits(
+    raising_handlers,
+):
+    stop = StopSwitch()
+    with stop.on_signals():
+        _send(signal.SIGTERM)  # the first: asks for a stop
+        assert stop.signal == signal.SIGTERM
+        stop.done()  # the checkpoint is written
+        _send(signal.SIGTERM)  # a second one now changes nothing
+    assert stop.second is None
+    for s in STOP_SIGNALS:  # not back to a handler that would kill or raise
+        assert signal.getsignal(s) == signal.SIG_IGN
+    _send(signal.SIGTERM)  # on the way out: ignored
 
 
-def test_without_a_stop_the_handlers_before_are_back():
-    olds = {s: signal.signal(s, signal.default_int_handler) for s in STOP_SIGNALS}
-    try:
-        with StopSwitch().on_signals():
-            pass
-        assert all(signal.getsignal(s) is signal.default_int_handler for s in STOP_SIGNALS)
-    finally:
-        for s, h in olds.items():
-            signal.signal(s, h)
+def test_a_second_signal_stops_at_once_and_leaves_the_signals_ignored(raising_handlers):
+    stop = StopSwitch()
+    with pytest.raises(KeyboardInterrupt), stop.on_signals():
+        _send(signal.SIGTERM)
+        _send(signal.SIGTERM)
+    assert stop.second == signal.SIGTERM
+    assert all(signal.getsignal(s) == signal.SIG_IGN for s in STOP_SIGNALS)
+
+
+def test_without_a_stop_the_handlers_before_are_back(raising_handlers):
+    with StopSwitch().on_signals():
+        pass
+    assert all(signal.getsignal(s) is signal.default_int_handler for s in STOP_SIGNALS)
