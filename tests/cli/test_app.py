@@ -442,6 +442,31 @@ def test_more_processes_than_the_machine_has_is_refused(setup):
     assert r.exit_code == 2 and "more processes than this machine's" in r.stderr
 
 
+def test_a_ctrl_c_still_on_its_way_when_the_command_ends_is_dropped(monkeypatch):
+    """A Ctrl-C during an import is sent again a moment later; when the command has
+    already stopped for it, that copy must not raise while Python shuts down."""
+    from toygpt_cli.cli import common
+
+    calls = iter([True])  # the first signal lands inside an import, later ones do not
+    monkeypatch.setattr(common, "_importing", lambda frame: next(calls, False))
+    previous = signal.getsignal(signal.SIGINT)
+    common._SIGINT.clear()
+    try:
+        signal.signal(signal.SIGINT, common.on_sigint)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # handled: remembered, and a copy is due in 50 ms
+        assert common.interrupted() and common._RESENDS
+        common.settle_sigint()
+        try:
+            time.sleep(0.2)
+        except KeyboardInterrupt:
+            pytest.fail("the copy sent after the import raised KeyboardInterrupt")
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        common._SIGINT.clear()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.12, 0.25, 0.3, 0.35, 0.4, 0.5, 0.8, 1.2])
 def test_ctrl_c_while_the_command_loads_is_quiet(setup, delay, tmp_path):

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     # Ctrl-C means "stop" in every command, even when toygpt was started with SIGINT
     # ignored (a background job of a non-interactive shell): Python would then never raise
     # KeyboardInterrupt, and `sample -i` would wait for input for ever.
-    from toygpt_cli.cli.common import _SIGINT, on_sigint
+    from toygpt_cli.cli.common import _SIGINT, on_sigint, settle_sigint
 
     _SIGINT.clear()
     signal.signal(signal.SIGINT, on_sigint)
@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         why = escape(exc.strerror or str(exc))
         err.print(f"[bold red]error:[/] cannot write the output: {why}", markup=True)
         code = 1
+    settle_sigint()
     _finish_stdout()
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,9 +168,25 @@ def on_sigint(signum, frame) -> None:
 
         timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
         timer.daemon = True
+        _RESENDS.append(timer)
         timer.start()
         return
     raise KeyboardInterrupt
+
+
+_RESENDS: list = []  # the timers that send a Ctrl-C again once an import is done
+
+
+def settle_sigint() -> None:
+    """Once a command has stopped for a Ctrl-C and only exits: a copy of the signal still
+    on its way (sent again after an import) would raise KeyboardInterrupt while Python
+    shuts down, a traceback after "stopped". Cancel those, and ignore any more."""
+    if not _SIGINT:
+        return
+    for timer in _RESENDS:
+        timer.cancel()
+    _RESENDS.clear()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _importing(frame) -> bool:
