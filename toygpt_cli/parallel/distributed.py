@@ -44,7 +44,12 @@ class Distributed:
         elif device.type != "cpu":
             raise UsageError(f"multi-process training runs on cuda or cpu, not {device.type}")
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            meeting = os.environ.get("TOYGPT_RENDEZVOUS")  # `--nproc`: a file (launch.py)
+            if meeting:
+                dist.init_process_group(backend, init_method=meeting, rank=rank, world_size=world)
+            else:  # torchrun: MASTER_ADDR and MASTER_PORT
+                dist.init_process_group(backend)
         return cls(rank, world, local, device)
 
     @property

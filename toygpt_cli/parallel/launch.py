@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from toygpt_cli.errors import ToygptError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux)
@@ -35,14 +30,25 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec (Linu
 
 
 def launch_local(nproc: int, argv: list[str]) -> int:
-    """Run `python -m toygpt_cli <argv>` as ranks 0..nproc-1 of one job; its exit code."""
-    port = _free_port()
+    """Run `python -m toygpt_cli <argv>` as ranks 0..nproc-1 of one job; its exit code.
+
+    The workers meet through a file in a folder of their own (PyTorch's FileStore), not a
+    TCP port: a port found free here could be taken by another program before rank 0 binds
+    it, and that job would fail at its start."""
+    meeting = tempfile.mkdtemp(prefix="toygpt-workers-")
+    try:
+        return _run_workers(nproc, argv, f"file://{meeting}/store")
+    finally:
+        shutil.rmtree(meeting, ignore_errors=True)  # made above, for this job alone
+
+
+def _run_workers(nproc: int, argv: list[str], rendezvous: str) -> int:
     procs = []
     for rank in range(nproc):
         env = dict(
             os.environ,
             MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
+            TOYGPT_RENDEZVOUS=rendezvous,
             WORLD_SIZE=str(nproc),
             RANK=str(rank),
             LOCAL_RANK=str(rank),
