@@ -9,9 +9,17 @@ import torch.nn.functional as F
 
 from toygpt_cli.config import ModelConfig
 from toygpt_cli.errors import OptionError
-from toygpt_cli.fused import Dropout, attend, relu_squared
+from toygpt_cli.fused import Dropout, attend, norm_rotary, relu_squared
 from toygpt_cli.measure.seed_reference import SeedGPT, copy_into_seed
-from toygpt_cli.model import GPT, Rotary, Variant, apply_rotary, rope_angles
+from toygpt_cli.model import (
+    GPT,
+    RMS_EPS,
+    Rotary,
+    Variant,
+    apply_rotary,
+    rms_norm,
+    rope_angles,
+)
 from toygpt_cli.sample import KVCache
 
 VARIANTS = {
@@ -185,6 +193,29 @@ def test_modern_with_tied_weights_keeps_a_nonzero_embedding():
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=65, n_embd=48, n_head=6, arch="modern", tie_weights=True))
     assert model.lm_head.weight is model.tok_emb.weight and model.tok_emb.weight.any()
+
+
+@pytest.mark.parametrize("start", [0, 7])
+def test_norm_rotary_is_the_norm_then_the_rotation_with_its_own_gradient(start):
+    """fused.norm_rotary against model.rms_norm then model.apply_rotary: the same values,
+    and a hand-written backward that gradcheck confirms (double precision)."""
+    hs, T = 8, 5
+    cos, sin = rope_angles(start, T, hs)
+    x = torch.randn(3, T, 2, 2, hs, dtype=torch.float64, requires_grad=True)
+    c, s = cos.double()[:, None, None], sin.double()[:, None, None]
+    fused = norm_rotary(x, c, s, RMS_EPS)
+    apart = apply_rotary(rms_norm(x), c, s)
+    torch.testing.assert_close(fused, apart)
+    g = torch.randn_like(fused)
+    (want,) = torch.autograd.grad(apart, x, g)
+    (got,) = torch.autograd.grad(fused, x, g)
+    torch.testing.assert_close(got, want)
+    assert torch.autograd.gradcheck(lambda t: norm_rotary(t, c, s, RMS_EPS), (x,))
+    x32 = x.detach().float()
+    low = norm_rotary(x32.bfloat16(), cos[:, None, None], sin[:, None, None], RMS_EPS)
+    ref = apply_rotary(rms_norm(x32), cos[:, None, None], sin[:, None, None])
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), ref, atol=0.03, rtol=0.02)
 
 
 def test_relu_squared_and_its_hand_written_gradient():

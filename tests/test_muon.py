@@ -33,6 +33,19 @@ def test_orthogonalize_brings_singular_values_near_one(dtype):
     torch.testing.assert_close(orthogonalize(g)[1:2], alone, rtol=1e-4, atol=1e-5)
 
 
+def test_orthogonalize_is_the_quintic_iteration_written_out():
+    """Each step is x <- a x + (b G + c G G) x with G = x x^T, after scaling by the norm."""
+    from toygpt_cli.muon import NS_COEFFS
+
+    g = torch.randn(2, 6, 9, dtype=torch.float64)
+    a, b, c = NS_COEFFS
+    x = g / (g.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for _ in range(3):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    torch.testing.assert_close(orthogonalize(g, steps=3, dtype=torch.float64), x)
+
+
 def test_muon_step_is_momentum_then_orthogonalised_update():
     torch.manual_seed(0)
     wide = torch.nn.Parameter(torch.randn(8, 12))

@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from toygpt_cli.config import BIGRAM_MAX_ROWS, ModelConfig, bigram_rows
-from toygpt_cli.fused import Dropout, attend, relu_squared
+from toygpt_cli.fused import Dropout, attend, norm_rotary, relu_squared
 
 ROPE_BASE = 10_000.0
 RMS_EPS = 1e-6
@@ -172,14 +172,19 @@ class CausalSelfAttention(nn.Module):
         """The queries, keys and values of every head, (B, nh, T, hs) each."""
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs)
-        qk, v = qkv[:, :, :2], qkv[:, :, 2]
+        # split and unbind, not indexing: backward then joins the gradients in one pass
+        qk, v = qkv.split([2, 1], dim=2)
         # Queries and keys are normalised and rotated together: fewer, larger operations.
-        if self.qk_norm:
-            qk = rms_norm(qk)
-        if rope is not None:
+        if self.qk_norm and rope is not None:  # both in one step: fused.norm_rotary
             cos, sin = rope  # (T, hs/2), broadcast over (B, T, 2, nh, hs/2)
+            qk = norm_rotary(qk, cos[:, None, None], sin[:, None, None], RMS_EPS)
+        elif self.qk_norm:
+            qk = rms_norm(qk)
+        elif rope is not None:
+            cos, sin = rope
             qk = apply_rotary(qk, cos[:, None, None], sin[:, None, None])
-        return qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), v.transpose(1, 2)
+        q, k = qk.unbind(2)
+        return q.transpose(1, 2), k.transpose(1, 2), v.squeeze(2).transpose(1, 2)
 
     def forward(self, x, rope=None, cache=None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape

@@ -34,7 +34,8 @@ def orthogonalize(g: torch.Tensor, steps: int = NS_STEPS, dtype=torch.float32) -
     x = (g / (g.norm(dim=(-2, -1), keepdim=True) + 1e-7)).to(dtype)
     for _ in range(steps):
         gram = x @ x.mT  # (N, rows, rows): the smaller side, as rows <= cols
-        x = a * x + (b * gram + c * (gram @ gram)) @ x  # (N, rows, cols)
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b gram + c gram @ gram
+        x = torch.baddbmm(x, poly, x, beta=a)  # a x + poly @ x: (N, rows, cols)
     return x
 
 
