@@ -201,21 +201,50 @@ def test_norm_rotary_is_the_norm_then_the_rotation_with_its_own_gradient(start):
     and a hand-written backward that gradcheck confirms (double precision)."""
     hs, T = 8, 5
     cos, sin = rope_angles(start, T, hs)
-    x = torch.randn(3, T, 2, 2, hs, dtype=torch.float64, requires_grad=True)
+    qkv = torch.randn(3, T, 3, 2, hs, dtype=torch.float64, requires_grad=True)
     c, s = cos.double()[:, None, None], sin.double()[:, None, None]
-    fused = norm_rotary(x, c, s, RMS_EPS)
-    apart = apply_rotary(rms_norm(x), c, s)
+
+    def qk(t):  # queries and keys as the model takes them: a view of the projection
+        return t.split([2, 1], dim=2)[0]
+
+    fused = norm_rotary(qk(qkv), c, s, RMS_EPS)
+    apart = apply_rotary(rms_norm(qk(qkv)), c, s)
     torch.testing.assert_close(fused, apart)
-    g = torch.randn_like(fused)
-    (want,) = torch.autograd.grad(apart, x, g)
-    (got,) = torch.autograd.grad(fused, x, g)
+    g = torch.randn_like(fused).transpose(0, 1).contiguous().transpose(0, 1)  # strided
+    (want,) = torch.autograd.grad(apart, qkv, g)
+    (got,) = torch.autograd.grad(fused, qkv, g)
     torch.testing.assert_close(got, want)
-    assert torch.autograd.gradcheck(lambda t: norm_rotary(t, c, s, RMS_EPS), (x,))
-    x32 = x.detach().float()
+    assert torch.autograd.gradcheck(lambda t: norm_rotary(qk(t), c, s, RMS_EPS), (qkv,))
+    x32 = qkv.detach()[:, :, :2].float()
     low = norm_rotary(x32.bfloat16(), cos[:, None, None], sin[:, None, None], RMS_EPS)
     ref = apply_rotary(rms_norm(x32), cos[:, None, None], sin[:, None, None])
     assert low.dtype == torch.bfloat16
     torch.testing.assert_close(low.float(), ref, atol=0.03, rtol=0.02)
+
+
+def test_the_model_with_norm_rotary_fused_or_apart_learns_the_same(monkeypatch):
+    import toygpt_cli.model as model_module
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16,
+                      dropout=0.0, pos="rope", arch="modern")  # fmt: skip
+    model = GPT(cfg).double()
+    idx = torch.randint(0, 11, (3, 8))
+
+    def loss_and_grads():
+        model.zero_grad()
+        _, loss = model(idx, idx)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    fused, fused_grads = loss_and_grads()
+    monkeypatch.setattr(
+        model_module, "norm_rotary", lambda x, c, s, eps: apply_rotary(rms_norm(x), c, s)
+    )
+    apart, apart_grads = loss_and_grads()
+    torch.testing.assert_close(fused, apart)
+    for a, b in zip(fused_grads, apart_grads, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_relu_squared_and_its_hand_written_gradient():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 FLOAT16_MAX = torch.finfo(torch.float16).max
 
@@ -101,6 +102,7 @@ class _NormRotary(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # its backward writes into views (out=): no gradient of it
     def backward(ctx, g):
         n, rstd, cos, sin = ctx.saved_tensors
         dn = _turn(g, cos, sin, -1.0)

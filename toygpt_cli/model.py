@@ -175,14 +175,16 @@ class CausalSelfAttention(nn.Module):
         # split and unbind, not indexing: backward then joins the gradients in one pass
         qk, v = qkv.split([2, 1], dim=2)
         # Queries and keys are normalised and rotated together: fewer, larger operations.
-        if self.qk_norm and rope is not None:  # both in one step: fused.norm_rotary
+        fuse = not torch.compiler.is_compiling()  # inductor fuses them itself, unbroken
+        if self.qk_norm and rope is not None and fuse:  # both in one step (fused.py)
             cos, sin = rope  # (T, hs/2), broadcast over (B, T, 2, nh, hs/2)
             qk = norm_rotary(qk, cos[:, None, None], sin[:, None, None], RMS_EPS)
-        elif self.qk_norm:
-            qk = rms_norm(qk)
-        elif rope is not None:
-            cos, sin = rope
-            qk = apply_rotary(qk, cos[:, None, None], sin[:, None, None])
+        else:
+            if self.qk_norm:
+                qk = rms_norm(qk)
+            if rope is not None:
+                cos, sin = rope
+                qk = apply_rotary(qk, cos[:, None, None], sin[:, None, None])
         q, k = qk.unbind(2)
         return q.transpose(1, 2), k.transpose(1, 2), v.squeeze(2).transpose(1, 2)
 

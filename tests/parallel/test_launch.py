@@ -36,7 +36,7 @@ def test_workers_meet_through_a_file_of_their_own_that_is_gone_afterwards(monkey
     script.write_text(
         "import os, pathlib, sys\n"
         "url = os.environ['TOYGPT_RENDEZVOUS']\n"
-        "assert url.startswith('file://') and 'MASTER_PORT' not in os.environ, url\n"
+        "assert url.startswith('file://'), url\n"
         "folder = pathlib.Path(url[len('file://'):]).parent\n"
         "assert folder.is_dir() and not any(folder.iterdir())\n"
         f"pathlib.Path({str(seen)!r}, os.environ['RANK']).write_text(str(folder))\n"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import signal
 import sys
 import warnings
 from typing import Annotated
@@ -97,14 +96,16 @@ def main(argv: list[str] | None = None) -> None:
     # Ctrl-C means "stop" in every command, even when toygpt was started with SIGINT
     # ignored (a background job of a non-interactive shell): Python would then never raise
     # KeyboardInterrupt, and `sample -i` would wait for input for ever.
-    from toygpt_cli.cli.common import _SIGINT, on_sigint, settle_sigint
+    from toygpt_cli.cli.common import settle_sigint, watch_sigint
 
-    _SIGINT.clear()
-    signal.signal(signal.SIGINT, on_sigint)
+    watch_sigint()
     _stand_in_for_closed_streams()
     args = normalize_argv(sys.argv[1:] if argv is None else argv)
     try:
-        code = app(args=args, prog_name="toygpt", standalone_mode=False)
+        try:
+            code = app(args=args, prog_name="toygpt", standalone_mode=False)
+        finally:
+            settle_sigint()  # before anything below prints
     except typer.Exit as exc:
         code = exc.exit_code
     except typer.Abort:
@@ -127,7 +128,6 @@ def main(argv: list[str] | None = None) -> None:
         why = escape(exc.strerror or str(exc))
         err.print(f"[bold red]error:[/] cannot write the output: {why}", markup=True)
         code = 1
-    settle_sigint()
     _finish_stdout()
     sys.exit(code if isinstance(code, int) else 0)
 

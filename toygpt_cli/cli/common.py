@@ -166,15 +166,31 @@ def on_sigint(signum, frame) -> None:
     if _importing(frame):
         import threading
 
-        timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        timer = threading.Timer(RESEND_AFTER, _resend, (signum,))
         timer.daemon = True
         _RESENDS.append(timer)
         timer.start()
         return
+    _ACTED[:] = [True]
     raise KeyboardInterrupt
 
 
+RESEND_AFTER = 0.05  # seconds
 _RESENDS: list = []  # the timers that send a Ctrl-C again once an import is done
+_ACTED: list[bool] = []  # [True] once the command has acted on a Ctrl-C: none is sent again
+
+
+def _resend(signum: int) -> None:
+    if not _ACTED:
+        os.kill(os.getpid(), signum)
+
+
+def watch_sigint() -> None:
+    """From now on Ctrl-C means "stop" (on_sigint), with nothing remembered yet."""
+    settle_sigint()
+    _SIGINT.clear()
+    _ACTED.clear()
+    signal.signal(signal.SIGINT, on_sigint)
 
 
 def settle_sigint() -> None:
@@ -183,10 +199,10 @@ def settle_sigint() -> None:
     shuts down, a traceback after "stopped". Cancel those, and ignore any more."""
     if not _SIGINT:
         return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # first: a copy already sent is dropped
     for timer in _RESENDS:
         timer.cancel()
     _RESENDS.clear()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _importing(frame) -> bool:
@@ -198,6 +214,9 @@ def _importing(frame) -> bool:
 
 
 def interrupted() -> bool:
+    """Whether a Ctrl-C came while a module loaded; the caller then stops for it."""
+    if _SIGINT:
+        _ACTED[:] = [True]
     return bool(_SIGINT)
 
 

@@ -45,8 +45,9 @@ class Distributed:
             raise UsageError(f"multi-process training runs on cuda or cpu, not {device.type}")
         if not dist.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
-            meeting = os.environ.get("TOYGPT_RENDEZVOUS")  # `--nproc`: a file (launch.py)
-            if meeting:
+            # `--nproc` (launch.py): a file; taken out, so that no child inherits it
+            meeting = os.environ.pop("TOYGPT_RENDEZVOUS", None)
+            if meeting and "TORCHELASTIC_RUN_ID" not in os.environ:  # not under torchrun
                 dist.init_process_group(backend, init_method=meeting, rank=rank, world_size=world)
             else:  # torchrun: MASTER_ADDR and MASTER_PORT
                 dist.init_process_group(backend)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from toygpt_cli.errors import ToygptError
 
@@ -37,14 +38,42 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     it, and that job would fail at its start."""
     meeting = tempfile.mkdtemp(prefix="toygpt-workers-")
     try:
-        return _run_workers(nproc, argv, f"file://{meeting}/store")
+        return _run_workers(nproc, argv, Path(meeting, "store").as_uri())
     finally:
         shutil.rmtree(meeting, ignore_errors=True)  # made above, for this job alone
 
 
 def _run_workers(nproc: int, argv: list[str], rendezvous: str) -> int:
-    procs = []
+    procs: list[subprocess.Popen] = []
+    received: list[int] = []
+    ended_here: set[int] = set()  # workers this launcher killed, after another failed
+
+    def forward(signum, frame):
+        received.append(signum)
+        for p in procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        _start(procs, nproc, argv, rendezvous, received)
+        if received and len(procs) < nproc:  # stopped while they started: the ones
+            # started would wait for the others for ever; nothing of theirs exists yet
+            for p in procs:
+                p.kill()
+                p.wait()
+            return 128 + received[0]
+        return _look_after(procs, nproc, received, ended_here)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _start(procs: list, nproc: int, argv: list[str], rendezvous: str, received: list) -> None:
     for rank in range(nproc):
+        if received:
+            return
         env = dict(
             os.environ,
             MASTER_ADDR="127.0.0.1",
@@ -63,39 +92,28 @@ def _run_workers(nproc: int, argv: list[str], rendezvous: str) -> int:
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         )
-    received: list[int] = []
-    ended_here: set[int] = set()  # workers this launcher killed, after another failed
 
-    def forward(signum, frame):
-        received.append(signum)
-        for p in procs:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(signum)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        failed_at = None
-        while any(p.poll() is None for p in procs):
-            time.sleep(0.1)
-            # A rank that failed (or died while stopping) leaves the others waiting in a
-            # collective: end them after a grace period (longer while they checkpoint).
-            stopped = {128 + s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-            bad = [p for p in procs if p.poll() not in (None, 0, *stopped)]
-            if bad and failed_at is None:
-                failed_at = time.monotonic()
-            # A worker killed outright (SIGKILL, the OOM killer) cannot be waited for: the
-            # others are stuck in a collective at once. One that failed may still be saying so.
-            killed = any(p.returncode is not None and p.returncode < 0 for p in bad)
-            grace = 120 if received else 5 if killed else 30
-            if failed_at is not None and time.monotonic() - failed_at > grace:
-                for p in procs:
-                    if p.poll() is None:
-                        ended_here.add(p.pid)
-                        p.kill()
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+def _look_after(procs: list, nproc: int, received: list, ended_here: set) -> int:
+    """Wait for every worker, end the others when one fails; the job's exit code."""
+    failed_at = None
+    while any(p.poll() is None for p in procs):
+        time.sleep(0.1)
+        # A rank that failed (or died while stopping) leaves the others waiting in a
+        # collective: end them after a grace period (longer while they checkpoint).
+        stopped = {128 + s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        bad = [p for p in procs if p.poll() not in (None, 0, *stopped)]
+        if bad and failed_at is None:
+            failed_at = time.monotonic()
+        # A worker killed outright (SIGKILL, the OOM killer) cannot be waited for: the
+        # others are stuck in a collective at once. One that failed may still be saying so.
+        killed = any(p.returncode is not None and p.returncode < 0 for p in bad)
+        grace = 120 if received else 5 if killed else 30
+        if failed_at is not None and time.monotonic() - failed_at > grace:
+            for p in procs:
+                if p.poll() is None:
+                    ended_here.add(p.pid)
+                    p.kill()
     codes = [p.returncode for p in procs]
     killed = [
         (rank, -p.returncode)
