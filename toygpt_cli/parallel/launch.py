@@ -46,7 +46,6 @@ def launch_local(nproc: int, argv: list[str]) -> int:
 def _run_workers(nproc: int, argv: list[str], rendezvous: str) -> int:
     procs: list[subprocess.Popen] = []
     received: list[int] = []
-    ended_here: set[int] = set()  # workers this launcher killed, after another failed
 
     def forward(signum, frame):
         received.append(signum)
@@ -64,7 +63,7 @@ def _run_workers(nproc: int, argv: list[str], rendezvous: str) -> int:
                 p.kill()
                 p.wait()
             return 128 + received[0]
-        return _look_after(procs, nproc, received, ended_here)
+        return _look_after(procs, nproc, received)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -94,8 +93,9 @@ def _start(procs: list, nproc: int, argv: list[str], rendezvous: str, received: 
         )
 
 
-def _look_after(procs: list, nproc: int, received: list, ended_here: set) -> int:
+def _look_after(procs: list, nproc: int, received: list) -> int:
     """Wait for every worker, end the others when one fails; the job's exit code."""
+    ended_here: set[int] = set()  # workers this launcher killed, after another failed
     failed_at = None
     while any(p.poll() is None for p in procs):
         time.sleep(0.1)
