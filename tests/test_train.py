@@ -399,3 +399,32 @@ def test_epoch_order_batches_are_the_epoch_sequence_and_random_ones_are_not(corp
     random = Trainer(_model_cfg(corpus), _cfg(), corpus)
     random.state.step = 3
     assert not torch.equal(random.batch()[0], x)
+
+
+def test_the_process_group_wrapper_is_let_go_when_the_run_ends(corpus):
+    """The wrapper (DistributedDataParallel under --nproc) holds the process group: left
+    alive until the interpreter exits, gloo's threads can abort the process there."""
+    import gc
+    import weakref
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            return self.model(*args)
+
+    made = []
+
+    class Wrapping(Distributed):
+        def wrap(self, model):
+            made.append(Wrapper(model))
+            return made[-1]
+
+    trainer = Trainer(_model_cfg(corpus), _cfg(iters=2), corpus, dist=Wrapping())
+    gone = weakref.ref(made.pop())
+    assert trainer.step_model is gone()  # the steps go through it
+    trainer.run()
+    gc.collect()
+    assert gone() is None and trainer.step_model is trainer.model

@@ -301,10 +301,18 @@ class Trainer:
     def run(self) -> TrainResult:
         try:
             return self._run()
-        finally:  # the run may be resumed as soon as this returns
-            if self.lock is not None:
-                self.lock.release()
-                self.lock = None
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Let go of the run (it may be resumed as soon as this returns) and of the
+        DistributedDataParallel wrapper: that holds the process group, whose threads must
+        end in `Distributed.close`, not at the interpreter's exit (gloo aborts there now
+        and then)."""
+        self.step_model = self.model
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _run(self) -> TrainResult:
         cfg, st = self.cfg, self.state

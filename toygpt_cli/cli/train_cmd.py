@@ -108,8 +108,7 @@ def train(o) -> None:
         if trainer is not None and not started and o.resume is None and dist.is_main:
             from toygpt_cli.runs.removal import remove_run
 
-            if trainer.lock is not None:
-                trainer.lock.release()
+            trainer.release()
             remove_run(trainer.run_folder, force=True)  # made a moment ago, by this process
             trainer = None
         if trainer is None:
@@ -130,6 +129,8 @@ def train(o) -> None:
             remove_run(trainer.run_folder)  # made a moment ago, and nothing happened in it
         raise
     finally:
+        if trainer is not None:
+            trainer.release()
         dist.close()
     if dist.is_main:
         _report(result, o.sample, trainer)

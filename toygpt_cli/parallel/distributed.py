@@ -7,6 +7,7 @@ the process group; rank 0 alone writes files and draws progress.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,5 +133,8 @@ class Distributed:
             dist.barrier()
 
     def close(self) -> None:
+        """Leave the process group; call it once the wrapper from `wrap` is dropped, so that
+        the group's threads end here (left to the interpreter's exit, gloo can abort)."""
         if self.active and dist.is_initialized():
+            gc.collect()  # a wrapper kept alive only by a reference cycle goes now
             dist.destroy_process_group()
