@@ -323,6 +323,27 @@ def test_ctrl_c_during_start_up_says_no_run_was_made(dirs, corpus_file, tmp_path
         assert "no run was created" in stderr and "checkpoint" not in stderr
 
 
+def test_a_ctrl_c_that_lands_in_the_start_up_cleanup_leaves_no_folder(dirs, corpus_file,
+                                                                      monkeypatch):  # fmt: skip
+    """Under --nproc a Ctrl-C can wait in PyTorch's C++ until a collective fails, and then
+    land in the cleanup of the half-made run: the command removes what it made itself."""
+    from toygpt_cli.runs import session
+    from toygpt_cli.runs.folder import make_staging
+
+    _, runs = dirs
+    other = make_staging(runs)  # another process's, still building (its pid is alive)
+    os.rename(other, runs / f".staging-{os.getppid()}-0")
+
+    def interrupted_cleanup(model_cfg, train_cfg, data, runs_dir, **kw):
+        make_staging(runs_dir)  # ... and the KeyboardInterrupt came before its removal
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(session, "start_training", interrupted_cleanup)
+    r = toygpt("train", *TINY_ARGS, "--data", corpus_file)
+    assert r.exit_code == 130 and "no run was created" in r.stderr
+    assert [p.name for p in runs.iterdir()] == [f".staging-{os.getppid()}-0"]
+
+
 @pytest.mark.slow
 def test_a_kill_during_start_up_never_leaves_a_run_that_cannot_resume(dirs, corpus_file):
     _, runs = dirs

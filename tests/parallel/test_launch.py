@@ -2,6 +2,7 @@
 
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,7 @@ def test_workers_meet_through_a_file_of_their_own_that_is_gone_afterwards(monkey
     seen = tmp_path / "seen"
     script.write_text(
         "import os, pathlib, sys\n"
-        "url = os.environ['TOYGPT_RENDEZVOUS']\n"
-        "assert url.startswith('file://'), url\n"
-        "folder = pathlib.Path(url[len('file://'):]).parent\n"
+        "folder = pathlib.Path(os.environ['TOYGPT_RENDEZVOUS'])\n"
         "assert folder.is_dir() and not any(folder.iterdir())\n"
         f"pathlib.Path({str(seen)!r}, os.environ['RANK']).write_text(str(folder))\n"
     )
@@ -66,3 +65,75 @@ def test_a_signal_to_the_launcher_reaches_every_worker(monkeypatch, tmp_path):
                         lambda cmd, **kw: real([sys.executable, str(script)], **kw))  # fmt: skip
     threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
     assert launch.launch_local(2, ["train"]) == 143
+
+
+def _run_script(monkeypatch, tmp_path, text):
+    script = tmp_path / "worker.py"
+    script.write_text(text)
+    real = launch.subprocess.Popen
+    monkeypatch.setattr(launch.subprocess, "Popen",
+                        lambda cmd, **kw: real([sys.executable, str(script)], **kw))  # fmt: skip
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_ctrl_c_waits_until_a_starting_worker_handles_it(monkeypatch, tmp_path):
+    """Python raises KeyboardInterrupt (a traceback) for a Ctrl-C while it starts: workers
+    start with it ignored, and the launcher sends it once the worker's handler is there."""
+    import os
+    import threading
+
+    _run_script(monkeypatch, tmp_path, (
+        "import os, signal, sys, time\n"
+        "assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+        "time.sleep(2)  # still starting when the Ctrl-C comes\n"
+        "signal.signal(signal.SIGINT, lambda s, f: sys.exit(130))\n"
+        "time.sleep(60)\n"
+    ))  # fmt: skip
+    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    started = time.monotonic()
+    assert launch.launch_local(2, ["train"]) == 130
+    assert time.monotonic() - started < 10
+
+
+def test_a_signal_while_workers_start_ends_them_all(monkeypatch, tmp_path):
+    """One started after the signal would never hear it (nor would the others meet it)."""
+    import os
+
+    script = tmp_path / "worker.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    real, made = launch.subprocess.Popen, []
+
+    def popen(cmd, **kw):
+        if made:  # the signal comes while the second one starts
+            os.kill(os.getpid(), signal.SIGTERM)
+        made.append(real([sys.executable, str(script)], **kw))
+        return made[-1]
+
+    monkeypatch.setattr(launch.subprocess, "Popen", popen)
+    with pytest.raises(launch.StoppedWhileStarting) as stopped:
+        launch.launch_local(2, ["train"])
+    assert stopped.value.signum == signal.SIGTERM
+    assert len(made) == 2 and all(p.returncode is not None for p in made)
+
+
+def test_workers_left_waiting_for_one_that_stopped_are_ended(monkeypatch, tmp_path):
+    """After a Ctrl-C, one rank stopped while starting; the other waits in C++ for it (it
+    cannot hear the signal): the launcher ends it, and the job's code is the stop's."""
+    import os
+    import threading
+
+    _run_script(monkeypatch, tmp_path, (
+        "import os, signal, sys, time\n"
+        "if os.environ['RANK'] == '0':\n"
+        "    signal.signal(signal.SIGINT, signal.SIG_IGN)  # deaf, as in a C++ wait\n"
+        "    signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])\n"
+        "else:\n"
+        "    signal.signal(signal.SIGINT, lambda s, f: sys.exit(130))\n"
+        "time.sleep(60)\n"
+    ))  # fmt: skip
+    monkeypatch.setattr(launch, "LEAVING", 1.0)
+    threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    started = time.monotonic()
+    assert launch.launch_local(2, ["train"]) == 130
+    assert time.monotonic() - started < 10

@@ -47,10 +47,15 @@ def train(o) -> None:
         _check_before_launch(layers, given, o.resume, o.steps, where)
         if o.resume is None and o.data is None and file_data is None:
             _default_dataset(where.data_dir)  # fetched once, here, not by every worker
-        from toygpt_cli.parallel.launch import launch_local
+        from toygpt_cli.parallel.launch import StoppedWhileStarting, launch_local
 
         err.print(f"starting {o.nproc} training processes", highlight=False)
-        raise typer.Exit(launch_local(o.nproc, _without_nproc(command_line()[1:])))
+        try:
+            code = launch_local(o.nproc, _without_nproc(command_line()[1:]))
+        except StoppedWhileStarting as exc:
+            err.print("stopped during start-up; no run was created")
+            code = 128 + exc.signum
+        raise typer.Exit(code)
 
     from toygpt_cli.cli.meter import Meter
     from toygpt_cli.cli.progress import TrainDisplay
@@ -111,6 +116,10 @@ def train(o) -> None:
             trainer.release()
             remove_run(trainer.run_folder, force=True)  # made a moment ago, by this process
             trainer = None
+        if o.resume is None and dist.is_main:
+            from toygpt_cli.runs.folder import discard_staging
+
+            discard_staging(where.runs_dir)
         if trainer is None:
             err.print("stopped during start-up; no run was created")
         else:

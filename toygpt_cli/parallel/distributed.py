@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from toygpt_cli.device import resolve_device
 from toygpt_cli.errors import UsageError
+
+
+def _gather(folder: Path, rank: int, world: int) -> None:
+    """Wait, in Python, until every process has come this far. PyTorch's own meeting waits
+    in C++, where a Ctrl-C is not heard, for peers that may have stopped while starting."""
+    folder.joinpath(f"here.{rank}").touch()
+    while not all(folder.joinpath(f"here.{r}").exists() for r in range(world)):
+        time.sleep(0.02)
 
 
 @dataclass
@@ -46,10 +55,12 @@ class Distributed:
             raise UsageError(f"multi-process training runs on cuda or cpu, not {device.type}")
         if not dist.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
-            # `--nproc` (launch.py): a file; taken out, so that no child inherits it
+            # `--nproc` (launch.py): a folder; taken out, so that no child inherits it
             meeting = os.environ.pop("TOYGPT_RENDEZVOUS", None)
             if meeting and "TORCHELASTIC_RUN_ID" not in os.environ:  # not under torchrun
-                dist.init_process_group(backend, init_method=meeting, rank=rank, world_size=world)
+                _gather(Path(meeting), rank, world)
+                store = Path(meeting, "store").as_uri()
+                dist.init_process_group(backend, init_method=store, rank=rank, world_size=world)
             else:  # torchrun: MASTER_ADDR and MASTER_PORT
                 dist.init_process_group(backend)
         return cls(rank, world, local, device)

@@ -18,65 +18,103 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from toygpt_cli.errors import ToygptError
 
+LEAVING = 15  # seconds the others get once a worker has stopped cleanly after a signal
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux)
+
+class StoppedWhileStarting(Exception):
+    """A stop signal came while the workers were being started; they were ended."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _worker_setup() -> None:  # runs in the child between fork and exec (Linux)
+    # Python starts with Ctrl-C ignored (it keeps an inherited SIG_IGN); toygpt's own
+    # handler replaces it, and the launcher sends a Ctrl-C only once that is in place
+    # (`_handles`): one that came while the interpreter started would print a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(Exception):
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _handles(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler of its own for `signum` yet (Linux: its
+    /proc status); True where that cannot be read (then the signal goes at once)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return True
+
+
 def launch_local(nproc: int, argv: list[str]) -> int:
     """Run `python -m toygpt_cli <argv>` as ranks 0..nproc-1 of one job; its exit code.
+    Raises StoppedWhileStarting for a signal that came before every worker was started.
 
     The workers meet through a file in a folder of their own (PyTorch's FileStore), not a
     TCP port: a port found free here could be taken by another program before rank 0 binds
     it, and that job would fail at its start."""
     meeting = tempfile.mkdtemp(prefix="toygpt-workers-")
     try:
-        return _run_workers(nproc, argv, Path(meeting, "store").as_uri())
+        return _run_workers(nproc, argv, meeting)
     finally:
         shutil.rmtree(meeting, ignore_errors=True)  # made above, for this job alone
 
 
-def _run_workers(nproc: int, argv: list[str], rendezvous: str) -> int:
+def _run_workers(nproc: int, argv: list[str], meeting: str) -> int:
     procs: list[subprocess.Popen] = []
     received: list[int] = []
+    waiting: list[tuple[subprocess.Popen, int]] = []  # Ctrl-Cs for workers still starting
 
     def forward(signum, frame):
         received.append(signum)
-        for p in procs:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(signum)
+        waiting.extend((p, signum) for p in procs)
+        _deliver(waiting)
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        _start(procs, nproc, argv, rendezvous, received)
-        if received and len(procs) < nproc:  # stopped while they started: the ones
-            # started would wait for the others for ever; nothing of theirs exists yet
+        _start(procs, nproc, argv, meeting, received)
+        if received:  # stopped while they started: nothing of theirs exists yet (a run
+            # folder needs all of them), and one started after the signal never heard it
             for p in procs:
                 p.kill()
                 p.wait()
-            return 128 + received[0]
-        return _look_after(procs, nproc, received)
+            raise StoppedWhileStarting(received[0])
+        return _look_after(procs, nproc, received, waiting)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
 
 
-def _start(procs: list, nproc: int, argv: list[str], rendezvous: str, received: list) -> None:
+def _deliver(waiting: list) -> None:
+    """Send each waiting signal whose worker can take it now (a Ctrl-C waits until the
+    worker handles it); drop those of workers that have ended."""
+    for p, signum in list(waiting):
+        if p.poll() is not None:
+            waiting.remove((p, signum))
+        elif signum != signal.SIGINT or _handles(p.pid, signum):
+            waiting.remove((p, signum))
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signum)
+
+
+def _start(procs: list, nproc: int, argv: list[str], meeting: str, received: list) -> None:
     for rank in range(nproc):
         if received:
             return
         env = dict(
             os.environ,
             MASTER_ADDR="127.0.0.1",
-            TOYGPT_RENDEZVOUS=rendezvous,
+            TOYGPT_RENDEZVOUS=meeting,
             WORLD_SIZE=str(nproc),
             RANK=str(rank),
             LOCAL_RANK=str(rank),
@@ -88,27 +126,32 @@ def _start(procs: list, nproc: int, argv: list[str], rendezvous: str, received: 
                 [sys.executable, "-m", "toygpt_cli", *argv],
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=_worker_setup if sys.platform.startswith("linux") else None,
             )
         )
 
 
-def _look_after(procs: list, nproc: int, received: list) -> int:
+def _look_after(procs: list, nproc: int, received: list, waiting: list) -> int:
     """Wait for every worker, end the others when one fails; the job's exit code."""
     ended_here: set[int] = set()  # workers this launcher killed, after another failed
     failed_at = None
+    stopped = {128 + s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     while any(p.poll() is None for p in procs):
         time.sleep(0.1)
+        _deliver(waiting)
         # A rank that failed (or died while stopping) leaves the others waiting in a
         # collective: end them after a grace period (longer while they checkpoint).
-        stopped = {128 + s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-        bad = [p for p in procs if p.poll() not in (None, 0, *stopped)]
-        if bad and failed_at is None:
+        ended = [p for p in procs if p.poll() is not None]
+        bad = [p for p in ended if p.returncode not in (0, *stopped)]
+        # After a stop request, ranks that stopped cleanly leave together (their last
+        # step is a barrier); one still here later is stuck waiting for the ones gone
+        # (they stopped while starting, before meeting it)
+        if failed_at is None and (bad or (received and ended)):
             failed_at = time.monotonic()
         # A worker killed outright (SIGKILL, the OOM killer) cannot be waited for: the
         # others are stuck in a collective at once. One that failed may still be saying so.
         killed = any(p.returncode is not None and p.returncode < 0 for p in bad)
-        grace = 120 if received else 5 if killed else 30
+        grace = 5 if killed else (120 if bad else LEAVING) if received else 30
         if failed_at is not None and time.monotonic() - failed_at > grace:
             for p in procs:
                 if p.poll() is None:
@@ -130,5 +173,7 @@ def _look_after(procs: list, nproc: int, received: list) -> int:
         )
     if codes[0] and codes[0] > 0:
         return codes[0]
-    worst = next((c for c in codes if c), 0)
+    # the code of a worker that ended by itself (one ended here says nothing of the run)
+    own = [p.returncode for p in procs if p.pid not in ended_here] or codes
+    worst = next((c for c in own if c), 0)
     return 128 - worst if worst < 0 else worst

@@ -9,6 +9,7 @@ sample, evaluate, resume or reproduce the run is inside it. A damaged file makes
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -102,6 +103,14 @@ def make_staging(runs_dir: Path) -> Path:
     except OSError as exc:
         raise ToygptError(f"cannot create a run in {runs_dir}: {exc.strerror or exc}") from None
     return staging
+
+
+def discard_staging(runs_dir: Path) -> None:
+    """Remove the staging folder this process made, if one is left: a Ctrl-C that PyTorch
+    held back while it waited in C++ can land in the cleanup meant to remove it."""
+    with contextlib.suppress(OSError):
+        for mine in Path(runs_dir).glob(f"{STAGING_PREFIX}{os.getpid()}-*"):
+            shutil.rmtree(mine, ignore_errors=True)
 
 
 def publish(staging: Path, runs_dir: Path, now: datetime | None = None) -> Path:
