@@ -322,7 +322,9 @@ class TrainConfig:
                 "max_time",
             )
         if self.iters == 0 and not self.max_time:
-            raise OptionError("iters must be greater than 0 (or give max_time)", "iters")
+            raise OptionError(
+                "iters must be greater than 0 (or give max_time)", "iters", "max_time"
+            )
         if self.min_lr > self.learning_rate:
             raise OptionError(
                 f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})",

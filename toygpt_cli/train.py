@@ -116,6 +116,8 @@ class Trainer:
     ):
         self.model_cfg, self.cfg, self.corpus = model_cfg, train_cfg, corpus
         self.dist = dist or Distributed.single()
+        # What puts the run folder back as it was when --max-time is refused (a resume)
+        self.on_refused: Callable[[], None] | None = None
         self.listeners = [x for x in listeners if x is not None]
         self.checkpoints, self.stop = checkpoints, stop or StopSwitch()
         self.run_folder, self.lock, self.last_eval = run, lock, last_eval
@@ -338,6 +340,9 @@ class Trainer:
                 signum = int(self.dist.max(float(self.stop.signal or 0))) or None
             self.dist.barrier()  # rank 0 may still be sampling: leave together
         except BaseException as exc:
+            if isinstance(exc, BudgetTooSmall) and self.on_refused is not None:
+                self.on_refused()  # refused before its first step: the run as it was
+                raise
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             if (
                 self.dist.active

@@ -33,6 +33,13 @@ def test_help_shows_flags_without_a_value_and_plain_defaults(command):
     assert "[default: (" not in r.stdout  # a show_default string, parenthesised by typer
 
 
+@pytest.mark.parametrize("args", [[], ["data"], ["sweep"]])
+def test_a_command_group_alone_shows_its_help_without_an_empty_error(args):
+    r = toygpt(*args)
+    assert r.exit_code == 2
+    assert "Usage" in r.stdout + r.stderr and "error" not in r.stdout + r.stderr
+
+
 def test_completion_is_installable():
     assert "--install-completion" in toygpt("--help").stdout
     r = toygpt("--show-completion", "bash")

@@ -47,6 +47,27 @@ def test_every_phase_renders_on_a_terminal(max_time):
     assert ("step    10  train" if max_time else "step 10/20  train") in text  # eval lines
 
 
+@pytest.mark.parametrize("max_time", [0.0, 600.0])
+def test_at_80_columns_every_field_of_the_row_stays_whole(max_time):
+    import re
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=80)
+    display = TrainDisplay(fancy=True, console=console)
+    iters = 0 if max_time else 5100
+    with display:
+        display(ev.TrainStarted(None, 0, iters, 1000, "cpu", "float32", False, max_time))
+        display(ev.EvalDone(_record(0), True))
+        for s in range(1, 1235):
+            display(ev.StepDone(s, iters, torch.tensor(2.5), 1e-3, 1.0, 10.0, 5000.0, 300.0))
+        display(ev.PhaseStarted("checkpoint", 1234))
+        display.progress.refresh()
+    frames = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", buffer.getvalue())
+    row = [line for line in re.split(r"[\r\n]", frames) if "checkpoint" in line][-1]
+    assert "…" not in row and "loss 2.5000" in row and "val 2.1000" in row, row
+    assert ("step 1234" if max_time else "1234/5100") in row, row
+
+
 def test_a_resumed_budget_starts_the_bar_where_the_budget_stands():
     console = Console(file=io.StringIO(), force_terminal=True, width=160)
     display = TrainDisplay(fancy=True, console=console)

@@ -135,6 +135,32 @@ def test_a_budget_too_small_for_one_eval_is_one_line_and_leaves_no_run(dirs, cor
     assert _visible_runs(runs) == []
 
 
+def test_a_resume_refused_for_its_budget_leaves_the_run_as_it_was(dirs, corpus_file,
+                                                                  monkeypatch):  # fmt: skip
+    from toygpt_cli.periodic import PeriodicEval
+
+    _, runs = dirs
+    assert toygpt("train", "--data", corpus_file, *TINY_ARGS, "--iters", "2").exit_code == 0
+    (run,) = _visible_runs(runs)
+    before = {name: (run / name).read_text() for name in ("config.json", "status.json")}
+    probe = PeriodicEval.probe
+
+    def slow_machine(self, budget, state):  # as if one eval took 30 s here
+        probe(self, budget, state)
+        budget.eval_cost = 30.0
+
+    monkeypatch.setattr(PeriodicEval, "probe", slow_machine)
+    r = toygpt("train", "--resume", "--max-time", "15s")
+    assert r.exit_code == 1 and "is too small here" in r.stderr
+    after = {name: json.loads((run / name).read_text()) for name in before}
+    assert after["config.json"] == json.loads(before["config.json"])  # no resume recorded
+    status = json.loads(before["status.json"])
+    assert after["status.json"]["status"] == status["status"] == "completed"
+    assert {k: v for k, v in after["status.json"].items() if k != "updated"} == {
+        k: v for k, v in status.items() if k != "updated"
+    }
+
+
 def test_resume_refuses_data_that_changed_since_training(dirs, corpus_file):
     assert toygpt("train", "--data", corpus_file, *TINY_ARGS, "--iters", "2").exit_code == 0
     lines = corpus_file.read_text().splitlines()

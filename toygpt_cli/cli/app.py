@@ -22,7 +22,7 @@ from toygpt_cli.cli import (
     sample_cmd,
     sweep_cmd,
 )
-from toygpt_cli.cli.common import ClickException, err
+from toygpt_cli.cli.common import ClickException, NoArgsIsHelpError, err
 from toygpt_cli.cli.train_cmd import train
 from toygpt_cli.errors import ToygptError
 
@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         code = 130
     except ToygptError as exc:  # raised outside a command (--version to a full disk)
         err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
+        code = exc.exit_code
+    except NoArgsIsHelpError as exc:  # `toygpt` or `toygpt data` alone: the help was shown
         code = exc.exit_code
     except ClickException as exc:  # usage errors: one line, exit 2
         err.print(f"[bold red]error:[/] {escape(usage_line(exc))}", markup=True)

@@ -20,11 +20,19 @@ import typer
 from rich.console import Console, ConsoleDimensions
 
 try:  # typer >= 0.26 carries its own copy of click
-    from typer._click.exceptions import ClickException
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
     from typer._click.globals import get_current_context
 except ImportError:  # older typer runs on click itself
     from click import get_current_context  # noqa: F401
     from click.exceptions import ClickException  # noqa: F401
+
+    try:  # click >= 8.2
+        from click.exceptions import NoArgsIsHelpError  # noqa: F401
+    except ImportError:  # older click shows the help and exits 0 by itself
+
+        class NoArgsIsHelpError(Exception):  # never raised
+            exit_code = 2
+
 
 from toygpt_cli.errors import OptionError, ToygptError
 

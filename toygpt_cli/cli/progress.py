@@ -56,6 +56,9 @@ def eval_line(record: dict, iters: int, max_time: float = 0.0, used: float | Non
     )
 
 
+NARROW = 110  # columns: a narrower terminal gets the short progress row
+
+
 class TrainDisplay:
     """A callback for Trainer events. Use as a context manager around `trainer.run()`."""
 
@@ -69,6 +72,7 @@ class TrainDisplay:
         self.max_time = 0.0
         self._last_refresh = 0.0
         self._eval = "-"
+        self._val = "-"
         self._budget_t0 = 0.0
         self._eta_end: float | None = None
 
@@ -132,6 +136,7 @@ class TrainDisplay:
             self._eval = (
                 f"{fmt_loss(e.last_eval['train_loss'])}/{fmt_loss(e.last_eval['val_loss'])}"
             )
+            self._val = fmt_loss(e.last_eval["val_loss"])
             self.console.print(
                 "last eval: " + eval_line(e.last_eval, e.iters, e.max_time), highlight=False
             )
@@ -146,7 +151,7 @@ class TrainDisplay:
         )
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=10 if self._narrow() else 40),
             *count,
             TextColumn("{task.fields[info]}"),
             console=self.console,
@@ -161,10 +166,19 @@ class TrainDisplay:
         )  # fmt: skip
         self.progress.start()
 
+    def _narrow(self) -> bool:
+        """Under 110 columns the row keeps what matters most (the speed is in each eval's
+        line): at 80, every field stays whole."""
+        return self.console.width < NARROW
+
     def _count(self, used: float) -> str:
+        if self._narrow():
+            return f"{clock(used)}/{clock(self.max_time)} step {self._steps}"
         return f"{clock(used)} / {clock(self.max_time)}  step {self._steps}"
 
     def _info(self) -> str:
+        if self._narrow():
+            return f"loss {self._loss}  val {self._val}"
         return f"{self._speed}  loss {self._loss}  eval {self._eval}".strip()
 
     def _budget_used(self) -> float:
@@ -212,7 +226,10 @@ class TrainDisplay:
             self.progress.update(self.eval_task, description=f"eval at step {e.step}")
         else:
             self._done_eval()
-            what = {"sample": "sampling", "checkpoint": "saving checkpoint"}.get(e.phase, e.phase)
+            names = {"sample": "sampling", "checkpoint": "saving checkpoint"}
+            if self._narrow():
+                names["checkpoint"] = "checkpoint"
+            what = names.get(e.phase, e.phase)
             self._advance(description=what)
 
     def _phase_progress(self, e) -> None:
@@ -228,6 +245,7 @@ class TrainDisplay:
     def _eval_done(self, e) -> None:
         r = e.record
         self._eval = f"{fmt_loss(r['train_loss'])}/{fmt_loss(r['val_loss'])}"
+        self._val = fmt_loss(r["val_loss"])
         self._done_eval()
         used = self._budget_used() if self.max_time else None
         self._print(eval_line(r, self.iters, self.max_time, used))

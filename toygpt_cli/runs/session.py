@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import platform
+import copy
 import shlex
 import shutil
 import sys
@@ -183,6 +184,13 @@ def resume_training(
         record = ckpt.state.get("last_record")  # killed between its checkpoint and metrics?
         if isinstance(record, dict) and not any(r["step"] == last_eval_step for r in last):
             run.append_metric(record)
+        before = (copy.deepcopy(config), run.raw_status())
+
+        def put_back() -> None:  # a --max-time too small refuses the session: no trace
+            run.write_config(before[0])
+            run.update_status(**before[1])
+
+        trainer.on_refused = put_back
         config["train"] = to_dict(train_cfg)
         config["tensorboard"] = bool(config.get("tensorboard") or tensorboard)
         config["resolved"] = _resolved(trainer, train_cfg)
