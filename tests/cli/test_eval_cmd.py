@@ -65,6 +65,17 @@ def test_eval_max_chars_scores_a_subset(trained, monkeypatch):
     assert toygpt("eval", "--max-chars", "0").exit_code == 2
 
 
+def test_a_sample_never_replaces_a_whole_split_score_of_the_same_weights(trained):
+    assert toygpt("eval", "--split", "val").exit_code == 0
+    whole = json.loads((trained / "eval.json").read_text())["splits"]["val"]
+    r = toygpt("eval", "--split", "val", "--max-chars", "500", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["splits"]["val"]["max_chars"] == 500  # shown: the sample
+    assert "keeps the whole val score from before" in r.stderr
+    saved = json.loads((trained / "eval.json").read_text())
+    assert saved["splits"]["val"] == whole and "whole_kept" not in saved
+
+
 def test_eval_warns_when_the_text_changed(trained, corpus_file):
     corpus_file.write_text(corpus_file.read_text()[::-1])
     r = toygpt("eval", "--split", "val")

@@ -120,11 +120,13 @@ def info(o) -> None:
     from rich.table import Table
 
     table = Table(show_header=False, title="dataset")
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")  # a checksum or a path is never cut short
     for key, value in info.items():
         if key == "vocab":  # a CJK vocabulary has thousands of characters: show its start
             shown = repr(value[:VOCAB_SHOWN]) + (" ..." if len(value) > VOCAB_SHOWN else "")
+        elif value is None:
+            shown = "-"
         else:
             shown = f"{value:,}" if isinstance(value, int) else str(value)
         table.add_row(key, shown)

@@ -47,6 +47,11 @@ def eval_(o) -> None:
     if loaded.run is not None:
         kept = [s for s in result["splits"] if s not in asked]
         also = f" (kept the {' and '.join(kept)} result from before)" if kept else ""
+        if result.get("whole_kept"):
+            also += (
+                f"; it keeps the whole {' and '.join(result['whole_kept'])} score from "
+                "before, not this sample"
+            )
         if result.get("saved"):
             err.print(f"saved {loaded.run.file('eval.json')}{also}", highlight=False)
         else:

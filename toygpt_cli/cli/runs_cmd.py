@@ -203,9 +203,9 @@ def _comparability(names: list[str], configs: list[dict]) -> list[str]:
 
 def _compare_table(names, options, differing, summaries, curves) -> None:
     table = Table(title="configuration (differences highlighted)")
-    table.add_column("option", style="bold")
+    table.add_column("option", style="bold", no_wrap=True)
     for name in names:
-        table.add_column(Text(name))
+        table.add_column(Text(name), overflow="fold")  # a differing path is seen whole
     for label, key, fmt in (
         ("status", "status", str),
         ("steps", "step", lambda v: "-" if v is None else str(v)),

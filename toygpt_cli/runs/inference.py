@@ -151,13 +151,22 @@ def evaluate_run(
     }
     if loaded.run is not None:  # a read-only run still gets its scores, and a note
         path = loaded.run.file(EVAL)
-        result["splits"] = {**_kept_splits(path, result), **scored}
+        kept = _kept_splits(path, result)
+        # a split scored whole is not replaced by a sample of it (--max-chars)
+        whole = [s for s in scored if max_chars is not None and _whole(kept.get(s))]
+        result["splits"] = {**kept, **scored}
         try:
-            write_json(path, result)
+            write_json(path, {**result, "splits": {**result["splits"],
+                                                   **{s: kept[s] for s in whole}}})  # fmt: skip
             result["saved"] = True
+            result["whole_kept"] = whole
         except ToygptError as exc:
             result["saved"], result["save_error"] = False, str(exc)
     return result
+
+
+def _whole(split: dict[str, Any] | None) -> bool:
+    return isinstance(split, dict) and split.get("max_chars") is None
 
 
 def _kept_splits(path: Path, result: dict[str, Any]) -> dict[str, Any]:
