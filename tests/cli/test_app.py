@@ -40,6 +40,22 @@ def test_a_command_group_alone_shows_its_help_without_an_empty_error(args):
     assert "Usage" in r.stdout + r.stderr and "error" not in r.stdout + r.stderr
 
 
+def test_each_command_sums_itself_up_in_one_line():
+    """A command list shows the first paragraph of its help with the docstring's breaks."""
+    import typer
+
+    from toygpt_cli.cli.app import app
+
+    def walk(cmd):
+        yield cmd
+        for sub in getattr(cmd, "commands", {}).values():
+            yield from walk(sub)
+
+    for cmd in walk(typer.main.get_command(app)):
+        first = (cmd.help or "").split("\n\n")[0]
+        assert "\n" not in first.strip(), (cmd.name, first)
+
+
 def test_completion_is_installable():
     assert "--install-completion" in toygpt("--help").stdout
     r = toygpt("--show-completion", "bash")

@@ -276,9 +276,19 @@ def uses(
         command.__signature__ = inspect.Signature(
             [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in params]
         )
+        command.__doc__ = summary_in_one_line(func.__doc__)
         return handle_errors(command)
 
     return decorate
+
+
+def summary_in_one_line(doc: str | None) -> str | None:
+    """A docstring whose first paragraph (the line a command list shows) is one line: the
+    help keeps a docstring's line breaks, which would cut that line mid-sentence."""
+    if not doc:
+        return doc
+    first, _, rest = inspect.cleandoc(doc).partition("\n\n")
+    return " ".join(first.split()) + ("\n\n" + rest if rest else "")
 
 
 def _is_argument(p: inspect.Parameter) -> bool:
