@@ -1,5 +1,6 @@
 """parallel/launch.py: `--nproc N` starts N workers, forwards signals, returns their code."""
 
+import os
 import signal
 import sys
 import time
@@ -137,3 +138,24 @@ def test_workers_left_waiting_for_one_that_stopped_are_ended(monkeypatch, tmp_pa
     started = time.monotonic()
     assert launch.launch_local(2, ["train"]) == 130
     assert time.monotonic() - started < 10
+
+
+def test_the_meeting_folder_of_a_launcher_killed_outright_goes_at_the_next_launch(
+    monkeypatch, tmp_path
+):
+    import subprocess
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f"toygpt-workers-{gone.pid}-abc"
+    alive = tmp_path / f"toygpt-workers-{os.getppid()}-abc"  # another launcher, running
+    other = tmp_path / "someone-else"
+    for folder in (stale, alive, other):
+        folder.mkdir()
+        (folder / "store").write_text("x")
+    _run_script(monkeypatch, tmp_path, "pass\n")
+    assert launch.launch_local(2, ["train"]) == 0
+    assert not stale.exists() and alive.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.glob("toygpt-workers-*")) == [alive.name]

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from toygpt_cli.errors import ToygptError
 
@@ -63,11 +64,28 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     The workers meet through a file in a folder of their own (PyTorch's FileStore), not a
     TCP port: a port found free here could be taken by another program before rank 0 binds
     it, and that job would fail at its start."""
-    meeting = tempfile.mkdtemp(prefix="toygpt-workers-")
+    _remove_stale_meetings()
+    meeting = tempfile.mkdtemp(prefix=f"{MEETING_PREFIX}{os.getpid()}-")
     try:
         return _run_workers(nproc, argv, meeting)
     finally:
         shutil.rmtree(meeting, ignore_errors=True)  # made above, for this job alone
+
+
+MEETING_PREFIX = "toygpt-workers-"
+
+
+def _remove_stale_meetings() -> None:
+    """The meeting folders of launchers that were killed outright (they could not remove
+    their own): this user's, named for a process that is gone."""
+    from toygpt_cli.storage.locks import pid_alive
+
+    for old in Path(tempfile.gettempdir()).glob(MEETING_PREFIX + "*"):
+        pid = old.name[len(MEETING_PREFIX) :].split("-")[0]
+        with contextlib.suppress(OSError):
+            mine = not hasattr(os, "getuid") or old.stat().st_uid == os.getuid()
+            if pid.isdigit() and mine and not pid_alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def _run_workers(nproc: int, argv: list[str], meeting: str) -> int:
