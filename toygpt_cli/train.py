@@ -340,9 +340,6 @@ class Trainer:
                 signum = int(self.dist.max(float(self.stop.signal or 0))) or None
             self.dist.barrier()  # rank 0 may still be sampling: leave together
         except BaseException as exc:
-            if isinstance(exc, BudgetTooSmall) and self.on_refused is not None:
-                self.on_refused()  # refused before its first step: the run as it was
-                raise
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             if (
                 self.dist.active
@@ -352,6 +349,8 @@ class Trainer:
                 exc = ProcessLost(exc)
             message = str(exc) if isinstance(exc, ToygptError) else f"{type(exc).__name__}: {exc}"
             self.emit(TrainEnded(status, st.step, cfg.iters, budget.wall(), message))
+            if isinstance(exc, BudgetTooSmall) and self.on_refused is not None:
+                self.on_refused()  # refused before its first step: the run as it was
             if isinstance(exc, ProcessLost):
                 raise exc from None
             raise

@@ -36,7 +36,7 @@ def test_help_shows_flags_without_a_value_and_plain_defaults(command):
 @pytest.mark.parametrize("args", [[], ["data"], ["sweep"]])
 def test_a_command_group_alone_shows_its_help_without_an_empty_error(args):
     r = toygpt(*args)
-    assert r.exit_code == 2
+    assert r.exit_code in (0, 2)  # click's own code: 2 from click 8.2 on
     assert "Usage" in r.stdout + r.stderr and "error" not in r.stdout + r.stderr
 
 

@@ -38,7 +38,7 @@ def test_workers_meet_through_a_file_of_their_own_that_is_gone_afterwards(monkey
     script.write_text(
         "import os, pathlib, sys\n"
         "folder = pathlib.Path(os.environ['TOYGPT_RENDEZVOUS'])\n"
-        "assert folder.is_dir() and not any(folder.iterdir())\n"
+        "assert folder.is_dir() and {p.name for p in folder.iterdir()} <= {'.lock', 'here.0'}\n"
         f"pathlib.Path({str(seen)!r}, os.environ['RANK']).write_text(str(folder))\n"
     )
     seen.mkdir()
@@ -126,9 +126,8 @@ def test_workers_left_waiting_for_one_that_stopped_are_ended(monkeypatch, tmp_pa
     _run_script(monkeypatch, tmp_path, (
         "import os, signal, sys, time\n"
         "if os.environ['RANK'] == '0':\n"
-        "    signal.signal(signal.SIGINT, signal.SIG_IGN)  # deaf, as in a C++ wait\n"
+        "    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])  # deaf, as in C++\n"
         "    signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-        "    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])\n"
         "else:\n"
         "    signal.signal(signal.SIGINT, lambda s, f: sys.exit(130))\n"
         "time.sleep(60)\n"
@@ -149,13 +148,17 @@ def test_the_meeting_folder_of_a_launcher_killed_outright_goes_at_the_next_launc
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
+    from toygpt_cli.storage import locks
+
     stale = tmp_path / f"toygpt-workers-{gone.pid}-abc"
     alive = tmp_path / f"toygpt-workers-{os.getppid()}-abc"  # another launcher, running
+    held = tmp_path / f"toygpt-workers-{gone.pid}-def"  # its pid seen from elsewhere
     other = tmp_path / "someone-else"
-    for folder in (stale, alive, other):
+    for folder in (stale, alive, held, other):
         folder.mkdir()
         (folder / "store").write_text("x")
     _run_script(monkeypatch, tmp_path, "pass\n")
-    assert launch.launch_local(2, ["train"]) == 0
-    assert not stale.exists() and alive.exists() and other.exists()
-    assert sorted(p.name for p in tmp_path.glob("toygpt-workers-*")) == [alive.name]
+    with locks.acquire(held):
+        assert launch.launch_local(2, ["train"]) == 0
+    assert not stale.exists() and alive.exists() and held.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.glob("toygpt-workers-*")) == [alive.name, held.name]

@@ -61,6 +61,7 @@ class Distributed:
                 _gather(Path(meeting), rank, world)
                 store = Path(meeting, "store").as_uri()
                 dist.init_process_group(backend, init_method=store, rank=rank, world_size=world)
+                Path(meeting, f"joined.{rank}").touch()  # the launcher's sign: in the group
             else:  # torchrun: MASTER_ADDR and MASTER_PORT
                 dist.init_process_group(backend)
         return cls(rank, world, local, device)

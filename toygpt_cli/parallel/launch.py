@@ -22,7 +22,8 @@ from pathlib import Path
 
 from toygpt_cli.errors import ToygptError
 
-LEAVING = 15  # seconds the others get once a worker has stopped cleanly after a signal
+LEAVING = 3  # seconds the others get after a signal, once one stopped before they all met
+# (none of them has made anything yet: the run folder is made after they meet)
 
 
 class StoppedWhileStarting(Exception):
@@ -64,10 +65,13 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     The workers meet through a file in a folder of their own (PyTorch's FileStore), not a
     TCP port: a port found free here could be taken by another program before rank 0 binds
     it, and that job would fail at its start."""
+    from toygpt_cli.storage import locks
+
     _remove_stale_meetings()
     meeting = tempfile.mkdtemp(prefix=f"{MEETING_PREFIX}{os.getpid()}-")
     try:
-        return _run_workers(nproc, argv, meeting)
+        with locks.acquire(Path(meeting)):  # held while the job runs: not stale
+            return _run_workers(nproc, argv, meeting)
     finally:
         shutil.rmtree(meeting, ignore_errors=True)  # made above, for this job alone
 
@@ -77,14 +81,14 @@ MEETING_PREFIX = "toygpt-workers-"
 
 def _remove_stale_meetings() -> None:
     """The meeting folders of launchers that were killed outright (they could not remove
-    their own): this user's, named for a process that is gone."""
-    from toygpt_cli.storage.locks import pid_alive
+    their own): this user's, unlocked, named for a process that is gone."""
+    from toygpt_cli.storage.locks import is_locked, pid_alive
 
     for old in Path(tempfile.gettempdir()).glob(MEETING_PREFIX + "*"):
         pid = old.name[len(MEETING_PREFIX) :].split("-")[0]
         with contextlib.suppress(OSError):
             mine = not hasattr(os, "getuid") or old.stat().st_uid == os.getuid()
-            if pid.isdigit() and mine and not pid_alive(int(pid)):
+            if pid.isdigit() and mine and not pid_alive(int(pid)) and is_locked(old) is False:
                 shutil.rmtree(old, ignore_errors=True)
 
 
@@ -107,7 +111,7 @@ def _run_workers(nproc: int, argv: list[str], meeting: str) -> int:
                 p.kill()
                 p.wait()
             raise StoppedWhileStarting(received[0])
-        return _look_after(procs, nproc, received, waiting)
+        return _look_after(procs, nproc, received, waiting, meeting)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -116,11 +120,15 @@ def _run_workers(nproc: int, argv: list[str], meeting: str) -> int:
 def _deliver(waiting: list) -> None:
     """Send each waiting signal whose worker can take it now (a Ctrl-C waits until the
     worker handles it); drop those of workers that have ended."""
-    for p, signum in list(waiting):
-        if p.poll() is not None:
-            waiting.remove((p, signum))
-        elif signum != signal.SIGINT or _handles(p.pid, signum):
-            waiting.remove((p, signum))
+    for entry in list(waiting):
+        p, signum = entry
+        if p.poll() is None and signum == signal.SIGINT and not _handles(p.pid, signum):
+            continue  # not yet
+        try:
+            waiting.remove(entry)
+        except ValueError:  # taken by a signal handled meanwhile (this runs in handlers)
+            continue
+        if p.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 p.send_signal(signum)
 
@@ -149,7 +157,7 @@ def _start(procs: list, nproc: int, argv: list[str], meeting: str, received: lis
         )
 
 
-def _look_after(procs: list, nproc: int, received: list, waiting: list) -> int:
+def _look_after(procs: list, nproc: int, received: list, waiting: list, meeting: str) -> int:
     """Wait for every worker, end the others when one fails; the job's exit code."""
     ended_here: set[int] = set()  # workers this launcher killed, after another failed
     failed_at = None
@@ -161,15 +169,15 @@ def _look_after(procs: list, nproc: int, received: list, waiting: list) -> int:
         # collective: end them after a grace period (longer while they checkpoint).
         ended = [p for p in procs if p.poll() is not None]
         bad = [p for p in ended if p.returncode not in (0, *stopped)]
-        # After a stop request, ranks that stopped cleanly leave together (their last
-        # step is a barrier); one still here later is stuck waiting for the ones gone
-        # (they stopped while starting, before meeting it)
+        # After a stop request, one that stopped before every worker had joined the process
+        # group leaves the others waiting for it where they cannot hear a signal (in C++)
         if failed_at is None and (bad or (received and ended)):
             failed_at = time.monotonic()
+        joined = all(Path(meeting, f"joined.{r}").exists() for r in range(nproc))
         # A worker killed outright (SIGKILL, the OOM killer) cannot be waited for: the
         # others are stuck in a collective at once. One that failed may still be saying so.
         killed = any(p.returncode is not None and p.returncode < 0 for p in bad)
-        grace = 5 if killed else (120 if bad else LEAVING) if received else 30
+        grace = 5 if killed else (120 if bad or joined else LEAVING) if received else 30
         if failed_at is not None and time.monotonic() - failed_at > grace:
             for p in procs:
                 if p.poll() is None:

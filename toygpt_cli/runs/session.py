@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import platform
-import copy
 import shlex
 import shutil
 import sys
@@ -37,11 +36,13 @@ from toygpt_cli.events import Callback
 from toygpt_cli.parallel.distributed import Distributed
 from toygpt_cli.runs.checkpoint import DamagedCheckpoint, read_checkpoint
 from toygpt_cli.runs.finetune import InitFrom
-from toygpt_cli.runs.folder import CKPT_LAST, METRICS, SAMPLES, Run, make_staging, publish, utc_now
+from toygpt_cli.runs.folder import (
+    CKPT_LAST, CONFIG, METRICS, SAMPLES, STATUS, Run, make_staging, publish, utc_now,
+)
 from toygpt_cli.runs.recorder import RunRecorder
 from toygpt_cli.runs.resume import plan_resume
 from toygpt_cli.runs.tensorboard import TensorBoardLogger, require_tensorboard
-from toygpt_cli.storage.files import truncate_jsonl
+from toygpt_cli.storage.files import truncate_jsonl, write_atomic
 from toygpt_cli.stopping import StopSwitch, signals_held
 from toygpt_cli.train import Trainer
 
@@ -89,7 +90,7 @@ def start_training(
             trainer.model.load_state_dict(init.weights(model_cfg.vocab_size, train_cfg.seed))
         return trainer
     run = Run(Path(runs_dir))  # its path is set below, on every rank
-    lock, staging = None, None
+    lock, staging, trainer = None, None, None
     try:  # from the staging folder's first moment: a failure or Ctrl-C leaves nothing
         if dist.is_main:
             staging = make_staging(Path(runs_dir))
@@ -111,12 +112,22 @@ def start_training(
                 run.path = publish(staging, Path(runs_dir))
         run.path = dist.broadcast_path(run.path if dist.is_main else None)
     except BaseException:
+        if trainer is not None:
+            trainer.release()  # its process-group wrapper too, before the group is left
         if dist.is_main and staging is not None:
             if lock is not None:
                 lock.release()
             shutil.rmtree(run.path, ignore_errors=True)  # the staging folder or the new run
         raise
     return trainer
+
+
+def _raw(path: Path) -> bytes | None:
+    """A small file's bytes as they are (None when it is missing)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def resume_training(
@@ -174,6 +185,7 @@ def resume_training(
         trainer.load_state_dict({**ckpt.data, "state": {**ckpt.state,
                                                          "budget_start": plan.budget_start}})
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        trainer.release()
         raise DamagedCheckpoint(f"{ckpt_path} does not fit its own run: {exc}") from None
     if dist.is_main:
         run.remove_stale_temp_files()
@@ -184,11 +196,14 @@ def resume_training(
         record = ckpt.state.get("last_record")  # killed between its checkpoint and metrics?
         if isinstance(record, dict) and not any(r["step"] == last_eval_step for r in last):
             run.append_metric(record)
-        before = (copy.deepcopy(config), run.raw_status())
+        before = {name: _raw(run.file(name)) for name in (CONFIG, STATUS)}
 
         def put_back() -> None:  # a --max-time too small refuses the session: no trace
-            run.write_config(before[0])
-            run.update_status(**before[1])
+            for name, data in before.items():
+                if data is None:
+                    run.file(name).unlink(missing_ok=True)
+                else:
+                    write_atomic(run.file(name), lambda f, data=data: f.write(data))
 
         trainer.on_refused = put_back
         config["train"] = to_dict(train_cfg)
