@@ -78,3 +78,37 @@ def test_without_a_stop_the_handlers_before_are_back(raising_handlers):
     with StopSwitch().on_signals():
         pass
     assert all(signal.getsignal(s) is signal.default_int_handler for s in STOP_SIGNALS)
+
+
+def test_a_second_request_inside_an_import_stops_once_the_import_is_done():
+    """Raised inside an import, KeyboardInterrupt can break the module (matplotlib's C
+    extension then fails with ImportError, a traceback): it comes a moment later."""
+    import time
+    from types import SimpleNamespace
+
+    in_import = SimpleNamespace(f_code=SimpleNamespace(co_filename="<frozen importlib._bootstrap>"),
+                                f_back=None)  # fmt: skip
+    stop = StopSwitch()
+    with pytest.raises(KeyboardInterrupt), stop.on_signals([signal.SIGTERM]):
+        stop.request(signal.SIGTERM)  # the first: a checkpoint, then a stop
+        stop.request(signal.SIGTERM, in_import)  # the second, mid-import: not raised there
+        assert stop.second is None
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the import is over: it is sent again
+            time.sleep(0.01)
+    assert stop.second == signal.SIGTERM
+
+
+def test_a_request_sent_again_after_the_block_changes_nothing():
+    import time
+    from types import SimpleNamespace
+
+    in_import = SimpleNamespace(f_code=SimpleNamespace(co_filename="<frozen importlib._bootstrap>"),
+                                f_back=None)  # fmt: skip
+    stop = StopSwitch()
+    old = signal.getsignal(signal.SIGTERM)
+    with stop.on_signals([signal.SIGTERM]):
+        stop.request(signal.SIGTERM)
+        stop.request(signal.SIGTERM, in_import)
+    time.sleep(0.2)  # the re-send was cancelled with the block: SIGTERM's default would kill
+    assert signal.getsignal(signal.SIGTERM) == old and stop.second is None

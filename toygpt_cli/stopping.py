@@ -9,11 +9,23 @@ disk is always whole.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+RESEND_AFTER = 0.05  # seconds: a signal that came during an import is sent again after it
+
+
+def importing(frame) -> bool:
+    """Whether the code at `frame` runs inside an import (a signal handler's frame)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class StopSwitch:
@@ -28,8 +40,10 @@ class StopSwitch:
         self._writing = False
         self._pending = False
         self._done = False
+        self._routing = False  # on_signals' block is running
+        self._timers: list[threading.Timer] = []
 
-    def request(self, signum: int = signal.SIGINT) -> None:
+    def request(self, signum: int = signal.SIGINT, frame=None) -> None:
         if self._done:
             return  # the stop is over: the process is on its way out
         if self.signal is None:
@@ -38,9 +52,23 @@ class StopSwitch:
                 self.on_first(signum)
         elif self._writing:
             self._pending, self.second = True, signum
+        elif importing(frame):
+            # Raised inside an import, KeyboardInterrupt breaks the module being loaded (a
+            # C extension's start turns it into ImportError): asked again once it is done
+            self._again(signum)
         else:
             self.second, self._done = signum, True
             raise KeyboardInterrupt
+
+    def _again(self, signum: int) -> None:
+        def resend() -> None:
+            if self._routing and not self._done:
+                os.kill(os.getpid(), signum)
+
+        timer = threading.Timer(RESEND_AFTER, resend)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
 
     def done(self) -> None:
         """The stop has been carried out (the checkpoint is on disk): a later request
@@ -66,8 +94,15 @@ class StopSwitch:
         """Route these signals to `request` while the block runs; after it, they are
         ignored once the stop is done (the command is then exiting), else handled as
         before."""
-        with _routed(signals, self.request, lambda: self._done):
-            yield self
+        self._routing = True
+        try:
+            with _routed(signals, self.request, lambda: self._done):
+                yield self
+        finally:
+            self._routing = False
+            for timer in self._timers:
+                timer.cancel()
+            self._timers.clear()
 
 
 @contextlib.contextmanager
@@ -79,7 +114,7 @@ def signals_held(signals=STOP_SIGNALS) -> Iterator[None]:
         return
     caught: list[int] = []
     try:
-        with _routed(signals, caught.append):
+        with _routed(signals, lambda signum, frame: caught.append(signum)):
             yield
     finally:
         for signum in caught[:1]:
@@ -88,11 +123,11 @@ def signals_held(signals=STOP_SIGNALS) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _routed(
-    signals, handle: Callable[[int], None], ignore_after: Callable[[], bool] = lambda: False
+    signals, handle: Callable[[int, Any], None], ignore_after: Callable[[], bool] = lambda: False
 ) -> Iterator[None]:
-    """Each of `signals` calls handle(signum) while the block runs; then the handlers
+    """Each of `signals` calls handle(signum, frame) while the block runs; then the handlers
     before it are back, or SIG_IGN where ignore_after() says so."""
-    old = {s: signal.signal(s, lambda signum, frame: handle(signum)) for s in signals}
+    old = {s: signal.signal(s, handle) for s in signals}
     try:
         yield
     finally:

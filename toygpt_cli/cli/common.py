@@ -35,6 +35,7 @@ except ImportError:  # older typer runs on click itself
 
 
 from toygpt_cli.errors import OptionError, ToygptError
+from toygpt_cli.stopping import importing
 
 
 def _width(stream) -> int | None:
@@ -183,7 +184,7 @@ def on_sigint(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-RESEND_AFTER = 0.05  # seconds
+RESEND_AFTER = 0.05  # seconds (stopping.RESEND_AFTER for the training loop's requests)
 _RESENDS: list = []  # the timers that send a Ctrl-C again once an import is done
 _ACTED: list[bool] = []  # [True] once the command has acted on a Ctrl-C: none is sent again
 
@@ -214,11 +215,7 @@ def settle_sigint() -> None:
 
 
 def _importing(frame) -> bool:
-    while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
-            return True
-        frame = frame.f_back
-    return False
+    return importing(frame)
 
 
 def interrupted() -> bool:
