@@ -1,9 +1,14 @@
 import os
 import signal
+from types import SimpleNamespace
 
 import pytest
 
 from toygpt_cli.stopping import STOP_SIGNALS, StopSwitch, signals_held
+
+# a signal handler's frame inside an import
+IN_AN_IMPORT = SimpleNamespace(f_code=SimpleNamespace(co_filename="<frozen importlib._bootstrap>"),
+                               f_back=None)  # fmt: skip
 
 
 def test_a_signal_inside_a_held_block_waits_for_its_end():
@@ -84,14 +89,11 @@ def test_a_second_request_inside_an_import_stops_once_the_import_is_done():
     """Raised inside an import, KeyboardInterrupt can break the module (matplotlib's C
     extension then fails with ImportError, a traceback): it comes a moment later."""
     import time
-    from types import SimpleNamespace
 
-    in_import = SimpleNamespace(f_code=SimpleNamespace(co_filename="<frozen importlib._bootstrap>"),
-                                f_back=None)  # fmt: skip
     stop = StopSwitch()
     with pytest.raises(KeyboardInterrupt), stop.on_signals([signal.SIGTERM]):
         stop.request(signal.SIGTERM)  # the first: a checkpoint, then a stop
-        stop.request(signal.SIGTERM, in_import)  # the second, mid-import: not raised there
+        stop.request(signal.SIGTERM, IN_AN_IMPORT)  # the second, mid-import: not raised there
         assert stop.second is None
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:  # the import is over: it is sent again
@@ -101,14 +103,11 @@ def test_a_second_request_inside_an_import_stops_once_the_import_is_done():
 
 def test_a_request_sent_again_after_the_block_changes_nothing():
     import time
-    from types import SimpleNamespace
 
-    in_import = SimpleNamespace(f_code=SimpleNamespace(co_filename="<frozen importlib._bootstrap>"),
-                                f_back=None)  # fmt: skip
     stop = StopSwitch()
     old = signal.getsignal(signal.SIGTERM)
     with stop.on_signals([signal.SIGTERM]):
         stop.request(signal.SIGTERM)
-        stop.request(signal.SIGTERM, in_import)
+        stop.request(signal.SIGTERM, IN_AN_IMPORT)
     time.sleep(0.2)  # the re-send was cancelled with the block: SIGTERM's default would kill
     assert signal.getsignal(signal.SIGTERM) == old and stop.second is None

@@ -18,11 +18,16 @@ def _record(step):
     }  # fmt: skip
 
 
+def _terminal(width=160):
+    """A live display drawn into a buffer as a terminal `width` columns wide would be."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=width)
+    return buffer, TrainDisplay(fancy=True, console=console)
+
+
 @pytest.mark.parametrize("max_time", [0.0, 30.0])
 def test_every_phase_renders_on_a_terminal(max_time):
-    buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=True, width=160)
-    display = TrainDisplay(fancy=True, console=console)
+    buffer, display = _terminal()
     iters = 0 if max_time else 20
     with display:
         display(ev.TrainStarted(None, 0, iters, 1000, "cpu", "float32", False, max_time))
@@ -51,9 +56,7 @@ def test_every_phase_renders_on_a_terminal(max_time):
 def test_at_80_columns_every_field_of_the_row_stays_whole(max_time):
     import re
 
-    buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=True, width=80)
-    display = TrainDisplay(fancy=True, console=console)
+    buffer, display = _terminal(width=80)
     iters = 0 if max_time else 5100
     with display:
         display(ev.TrainStarted(None, 0, iters, 1000, "cpu", "float32", False, max_time))
@@ -69,8 +72,7 @@ def test_at_80_columns_every_field_of_the_row_stays_whole(max_time):
 
 
 def test_a_resumed_budget_starts_the_bar_where_the_budget_stands():
-    console = Console(file=io.StringIO(), force_terminal=True, width=160)
-    display = TrainDisplay(fancy=True, console=console)
+    _, display = _terminal()
     with display:
         display(ev.TrainStarted(None, 40, 0, 1000, "cpu", "float32", True, 600.0, 250.0,
                                 None, 240.0))  # fmt: skip
