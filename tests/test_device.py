@@ -110,3 +110,43 @@ def test_compiled_step_in_cuda_graphs_trains(corpus_file, tiny_model, tiny_train
     result = start_training(replace(tiny_model, dropout=0.0), cfg, corpus_file, tmp_path).run()
     losses = [m["val_loss"] for m in result.run.metrics()]
     assert result.status == "completed" and losses[-1] < losses[0]
+
+
+def _caches(root, levels):
+    for i, (level, size) in enumerate(levels):
+        (root / f"index{i}").mkdir()
+        (root / f"index{i}" / "level").write_text(f"{level}\n")
+        (root / f"index{i}" / "size").write_text(f"{size}\n")
+    return root
+
+
+def test_the_last_level_cache_is_read_from_linux_s_listing(tmp_path):
+    from toygpt_cli.device import last_level_cache_bytes
+
+    root = _caches(tmp_path, [(1, "48K"), (2, "2048K"), (3, "307200K")])
+    assert last_level_cache_bytes.__wrapped__(root) == 300 * 2**20
+    assert last_level_cache_bytes.__wrapped__(tmp_path / "absent") is None
+    (root / "index2" / "size").write_text("garbage\n")  # an unreadable level is skipped
+    assert last_level_cache_bytes.__wrapped__(root) == 2 * 2**20
+
+
+@pytest.mark.parametrize(
+    "cache_mib, fast_bf16, n_params, expected",
+    [
+        (300, True, 7_000_000, "float32"),  # 28 MB of float32 weights sit in the cache
+        (32, True, 7_000_000, "bfloat16"),  # they do not: bf16 halves what is read
+        (None, True, 7_000_000, "bfloat16"),  # unknown cache: the 8 MiB rule
+        (None, True, 1_000_000, "float32"),  # a small model is read from cache anyway
+        (32, False, 7_000_000, "float32"),  # no bf16 instructions: never bf16
+    ],
+)
+def test_auto_sampling_dtype_follows_the_cache(monkeypatch, cache_mib, fast_bf16, n_params,
+                                               expected):  # fmt: skip
+    from toygpt_cli import device
+
+    size = None if cache_mib is None else cache_mib * 2**20
+    monkeypatch.setattr(device, "last_level_cache_bytes", lambda: size)
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: fast_bf16)
+    cpu = torch.device("cpu")
+    assert device.resolve_dtype("auto", cpu, generation=True, n_params=n_params) == expected
+    assert device.resolve_dtype("float32", cpu, generation=True, n_params=n_params) == "float32"

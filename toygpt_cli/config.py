@@ -34,6 +34,7 @@ __all__ = [  # the declarations' machinery, re-exported for the configurations' 
 ]  # fmt: skip
 
 RUN, MODEL, TRAINING, OPTIMIZER = "Run", "Model", "Training", "Schedule and optimizer"
+MACHINE = "Machine"  # where and how fast: shared by every command that runs the model
 MAX_TIME = 365 * 24 * 3600.0  # seconds: a budget past a year is a typo
 
 
@@ -204,12 +205,12 @@ class TrainConfig:
         choices=("random", "epochs"),
     )
     device: str = option(
-        "auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.", TRAINING
+        "auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.", MACHINE
     )
     dtype: str = option(
         "auto",
         "auto, float32, bfloat16 or float16 (auto: bf16 where the hardware runs it fast).",
-        TRAINING,
+        MACHINE,
         choices=("auto", "float32", "bfloat16", "float16"),
     )
     val_fraction: float = option(
@@ -237,16 +238,16 @@ class TrainConfig:
     sample_chars: int = option(
         200, "Characters sampled at each eval (0: none).", TRAINING, min=0, max=100_000
     )
-    compile: bool = option(False, "torch.compile the model.", TRAINING)
+    compile: bool = option(False, "torch.compile the model.", MACHINE)
     compile_mode: str = option(
         "default",
         "With --compile: default, reduce-overhead (CUDA graphs: the step's kernels launched "
         "as one) or max-autotune.",
-        TRAINING,
+        MACHINE,
         choices=("default", "reduce-overhead", "max-autotune"),
     )
     threads: int = option(
-        0, "CPU threads (0: torch's choice).", TRAINING, min=0, envvar="TOYGPT_THREADS"
+        0, "CPU threads (0: torch's choice).", MACHINE, min=0, envvar="TOYGPT_THREADS"
     )
     fit_machine: bool = option(
         True,

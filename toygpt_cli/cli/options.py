@@ -71,7 +71,7 @@ class CommandOptions:
         None, "Folder where datasets are downloaded. \\[default: ./data]",
         envvar="TOYGPT_DATA_DIR", metavar="PATH",
     )  # fmt: skip
-    json: bool = option(False, "Print JSON on stdout instead of a table.", negatable=False)
+    json: bool = option(False, "Print JSON on stdout, for scripts.", negatable=False)
     quiet: bool = option(
         False, "Plain log lines instead of a live progress display.", aliases=("-q",),
         negatable=False,

@@ -82,13 +82,12 @@ MEETING_PREFIX = "toygpt-workers-"
 def _remove_stale_meetings() -> None:
     """The meeting folders of launchers that were killed outright (they could not remove
     their own): this user's, unlocked, named for a process that is gone."""
-    from toygpt_cli.storage.locks import is_locked, pid_alive
+    from toygpt_cli.storage import locks
 
     for old in Path(tempfile.gettempdir()).glob(MEETING_PREFIX + "*"):
-        pid = old.name[len(MEETING_PREFIX) :].split("-")[0]
         with contextlib.suppress(OSError):
-            mine = not hasattr(os, "getuid") or old.stat().st_uid == os.getuid()
-            if pid.isdigit() and mine and not pid_alive(int(pid)) and is_locked(old) is False:
+            mine = not hasattr(os, "getuid") or old.lstat().st_uid == os.getuid()
+            if mine and locks.abandoned(old, MEETING_PREFIX):
                 shutil.rmtree(old, ignore_errors=True)
 
 

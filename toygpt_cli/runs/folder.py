@@ -24,7 +24,6 @@ from typing import Any
 from toygpt_cli.storage import locks as locking
 from toygpt_cli.errors import ToygptError
 from toygpt_cli.storage.files import append_jsonl, overwrite_in_place, write_json
-from toygpt_cli.storage.locks import is_locked, pid_alive
 from toygpt_cli.runs.files import (
     METRIC_FIELDS,
     SAMPLE_FIELDS,
@@ -92,11 +91,9 @@ def make_staging(runs_dir: Path) -> Path:
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
         for old in runs_dir.glob(STAGING_PREFIX + "*"):
-            # Stale when its builder's lock is free and its pid (in the name) is gone: the lock
-            # file exists a moment before it is locked, so the lock alone could be wrong.
-            locked = is_locked(old)
-            pid = old.name[len(STAGING_PREFIX) :].split("-")[0]
-            if locked is not True and pid.isdigit() and not pid_alive(int(pid)):
+            # Stale when its builder (the pid in its name) is gone and its lock is free: the
+            # folder exists a moment before it is locked, so the lock alone could be wrong.
+            if locking.abandoned(old, STAGING_PREFIX):
                 shutil.rmtree(old, ignore_errors=True)
         staging = runs_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         staging.mkdir()

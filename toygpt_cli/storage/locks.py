@@ -146,6 +146,13 @@ def is_locked(folder: Path) -> bool | None:
     return False
 
 
+def abandoned(folder: Path, prefix: str) -> bool:
+    """True for a folder named `{prefix}{pid}-...` whose maker is gone: that process has
+    ended and no one holds the folder's lock. One that cannot be opened is never abandoned."""
+    pid = folder.name[len(prefix) :].split("-")[0]
+    return pid.isdigit() and not pid_alive(int(pid)) and is_locked(folder) is False
+
+
 def lock_owner(folder: Path) -> int | None:
     """The pid recorded by the lock's holder (None when unknown)."""
     try:
