@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     # Ctrl-C means "stop" in every command, even when toygpt was started with SIGINT
     # ignored (a background job of a non-interactive shell): Python would then never raise
     # KeyboardInterrupt, and `sample -i` would wait for input for ever.
-    from toygpt_cli.cli.common import settle_sigint, watch_sigint
+    from toygpt_cli.cli.common import settle_sigint, stopped_unsaid, watch_sigint
 
     watch_sigint()
     _stand_in_for_closed_streams()
@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
             code = app(args=args, prog_name="toygpt", standalone_mode=False)
         finally:
             settle_sigint()  # before anything below prints
+        if code == 130 and stopped_unsaid():  # typer's silent answer to a KeyboardInterrupt
+            err.print("\nstopped")
     except typer.Exit as exc:
         code = exc.exit_code
     except typer.Abort:

@@ -150,6 +150,7 @@ def handle_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        _IN_COMMAND.append(True)
         try:
             return func(*args, **kwargs)
         except (typer.Exit, SystemExit):
@@ -159,6 +160,8 @@ def handle_errors(func):
                 err.print("\nstopped")
                 raise typer.Exit(130) from None
             _one_line(exc)
+        finally:
+            _IN_COMMAND.pop()
 
     return wrapper
 
@@ -181,9 +184,19 @@ def on_sigint(signum, frame) -> None:
         timer.start()
         return
     _ACTED[:] = [True]
+    _UNSAID[:] = [] if _IN_COMMAND else [True]
     raise KeyboardInterrupt
 
 
+def stopped_unsaid() -> bool:
+    """Whether the last Ctrl-C broke into the command line's own machinery (parsing the
+    options, before or after a command ran): typer then returns 130 without a word, and no
+    command was there to say "stopped"."""
+    return bool(_UNSAID)
+
+
+_IN_COMMAND: list[bool] = []  # one entry while a command runs (handle_errors)
+_UNSAID: list[bool] = []  # [True] when the last Ctrl-C was raised outside any command
 RESEND_AFTER = 0.05  # seconds (stopping.RESEND_AFTER for the training loop's requests)
 _RESENDS: list = []  # the timers that send a Ctrl-C again once an import is done
 _ACTED: list[bool] = []  # [True] once the command has acted on a Ctrl-C: none is sent again
@@ -199,6 +212,7 @@ def watch_sigint() -> None:
     settle_sigint()
     _SIGINT.clear()
     _ACTED.clear()
+    _UNSAID.clear()
     signal.signal(signal.SIGINT, on_sigint)
 
 
