@@ -96,8 +96,8 @@ def resolve_dtype(
     Generation on a CPU differs: one position at a time is matrix-vector work. For a model
     whose float32 weights sit in cache, bf16 only adds casts (the 1M-parameter presets
     sample 1.5x faster in float32; on a Xeon with 300 MiB of L3, the 7M default model too:
-    264 against 221 chars/s); where they do not, reading the weights is the cost and bf16
-    halves it (the 7M model on a Zen 4: 291 against 204 chars/s).
+    184 against 102 chars/s on one thread); where they do not, reading the weights is the
+    cost and bf16 halves it (the 7M model on a Zen 4: 291 against 204 chars/s).
     """
     if name == "auto" and generation and device.type == "cpu":
         cache = max(GENERATION_CACHE_BYTES, (last_level_cache_bytes() or 0) // 2)
