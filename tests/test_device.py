@@ -126,8 +126,10 @@ def test_the_last_level_cache_is_read_from_linux_s_listing(tmp_path):
     root = _caches(tmp_path, [(1, "48K"), (2, "2048K"), (3, "307200K")])
     assert last_level_cache_bytes.__wrapped__(root) == 300 * 2**20
     assert last_level_cache_bytes.__wrapped__(tmp_path / "absent") is None
-    (root / "index2" / "size").write_text("garbage\n")  # an unreadable level is skipped
-    assert last_level_cache_bytes.__wrapped__(root) == 2 * 2**20
+    (root / "index2" / "size").write_text("1M\n")
+    assert last_level_cache_bytes.__wrapped__(root) == 2**20
+    (root / "index2" / "size").write_text("garbage\n")  # the last level's size is unknown
+    assert last_level_cache_bytes.__wrapped__(root) is None
 
 
 @pytest.mark.parametrize(

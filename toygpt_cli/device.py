@@ -76,15 +76,18 @@ def cpu_has_fast_bf16() -> bool:
 @functools.cache
 def last_level_cache_bytes(caches: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:
     """The size of the first CPU's last-level cache as Linux reports it (None where unknown)."""
-    sizes = {}
+    sizes: dict[int, int | None] = {}
     for index in caches.glob("index*"):
         try:
             level = int((index / "level").read_text())
+        except (OSError, ValueError):
+            continue
+        try:
             size = (index / "size").read_text().strip()
             unit = {"K": 2**10, "M": 2**20, "G": 2**30}.get(size[-1:], 1)
             sizes[level] = int(size.rstrip("KMG")) * unit
         except (OSError, ValueError):
-            continue
+            sizes.setdefault(level, None)  # that level is there, its size unknown
     return sizes[max(sizes)] if sizes else None
 
 

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     # Ctrl-C means "stop" in every command, even when toygpt was started with SIGINT
     # ignored (a background job of a non-interactive shell): Python would then never raise
     # KeyboardInterrupt, and `sample -i` would wait for input for ever.
-    from toygpt_cli.cli.common import settle_sigint, stopped_unsaid, watch_sigint
+    from toygpt_cli.cli.common import say_stopped, settle_sigint, stopped_unsaid, watch_sigint
 
     watch_sigint()
     _stand_in_for_closed_streams()
@@ -107,11 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             settle_sigint()  # before anything below prints
         if code == 130 and stopped_unsaid():  # typer's silent answer to a KeyboardInterrupt
-            err.print("\nstopped")
+            say_stopped()
     except typer.Exit as exc:
         code = exc.exit_code
     except typer.Abort:
-        err.print("\nstopped")
+        say_stopped()
         code = 130
     except ToygptError as exc:  # raised outside a command (--version to a full disk)
         err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         err.print(f"[bold red]error:[/] {escape(usage_line(exc))}", markup=True)
         code = exc.exit_code
     except KeyboardInterrupt:
-        err.print("\nstopped")
+        say_stopped()
         code = 130
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly
         code = 1

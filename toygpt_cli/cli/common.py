@@ -150,18 +150,19 @@ def handle_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        _IN_COMMAND.append(True)
         try:
+            _IN_COMMAND.append(True)
             return func(*args, **kwargs)
         except (typer.Exit, SystemExit):
             raise
         except BaseException as exc:
             if interrupted():  # whatever broke, it broke because of the Ctrl-C
-                err.print("\nstopped")
+                say_stopped()
                 raise typer.Exit(130) from None
             _one_line(exc)
         finally:
-            _IN_COMMAND.pop()
+            if _IN_COMMAND:  # a Ctrl-C can come before the append
+                _IN_COMMAND.pop()
 
     return wrapper
 
@@ -190,13 +191,21 @@ def on_sigint(signum, frame) -> None:
 
 def stopped_unsaid() -> bool:
     """Whether the last Ctrl-C broke into the command line's own machinery (parsing the
-    options, before or after a command ran): typer then returns 130 without a word, and no
-    command was there to say "stopped"."""
-    return bool(_UNSAID)
+    options, before or after a command ran), and "stopped" was not said: typer then returns
+    130 without a word, and no command was there to say it."""
+    return bool(_UNSAID) and not _SAID
+
+
+def say_stopped() -> None:
+    """The one line for a Ctrl-C, once per command line."""
+    if not _SAID:
+        _SAID[:] = [True]
+        err.print("\nstopped")
 
 
 _IN_COMMAND: list[bool] = []  # one entry while a command runs (handle_errors)
 _UNSAID: list[bool] = []  # [True] when the last Ctrl-C was raised outside any command
+_SAID: list[bool] = []  # [True] once "stopped" was printed
 RESEND_AFTER = 0.05  # seconds (stopping.RESEND_AFTER for the training loop's requests)
 _RESENDS: list = []  # the timers that send a Ctrl-C again once an import is done
 _ACTED: list[bool] = []  # [True] once the command has acted on a Ctrl-C: none is sent again
@@ -213,6 +222,8 @@ def watch_sigint() -> None:
     _SIGINT.clear()
     _ACTED.clear()
     _UNSAID.clear()
+    _SAID.clear()
+    _IN_COMMAND.clear()
     signal.signal(signal.SIGINT, on_sigint)
 
 
@@ -249,7 +260,7 @@ def _one_line(exc: BaseException):
             raise typer.Exit(exc.exit_code) from None
         raise fail(one_line(exc).replace("[", r"\["), exc.exit_code) from None
     except KeyboardInterrupt:
-        err.print("\nstopped")
+        say_stopped()
         raise typer.Exit(130) from None
     except (ImportError, SystemError, OSError) as exc:
         if _loading_torch(exc):
