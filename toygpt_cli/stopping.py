@@ -28,6 +28,21 @@ def importing(frame) -> bool:
     return False
 
 
+def send_again(signum: int, wanted: Callable[[], bool]) -> threading.Timer:
+    """Send `signum` to this process again in RESEND_AFTER seconds, if wanted() then: for a
+    signal that landed inside an import, to be acted on once the import is done. Cancel the
+    timer returned once the signal no longer matters."""
+
+    def resend() -> None:
+        if wanted():
+            os.kill(os.getpid(), signum)
+
+    timer = threading.Timer(RESEND_AFTER, resend)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 class StopSwitch:
     """Stop requests (Ctrl-C, SIGTERM): the first asks for a checkpoint and a stop at the
     next safe point (after the current step, or at once during an eval); a second one stops
@@ -61,14 +76,7 @@ class StopSwitch:
             raise KeyboardInterrupt
 
     def _again(self, signum: int) -> None:
-        def resend() -> None:
-            if self._routing and not self._done:
-                os.kill(os.getpid(), signum)
-
-        timer = threading.Timer(RESEND_AFTER, resend)
-        timer.daemon = True
-        self._timers.append(timer)
-        timer.start()
+        self._timers.append(send_again(signum, lambda: self._routing and not self._done))
 
     def done(self) -> None:
         """The stop has been carried out (the checkpoint is on disk): a later request

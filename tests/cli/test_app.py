@@ -469,11 +469,12 @@ def test_more_processes_than_the_machine_has_is_refused(setup):
 def test_a_ctrl_c_still_on_its_way_when_the_command_ends_is_dropped(monkeypatch, ends_by):
     """A Ctrl-C during an import is sent again a moment later; once the command has acted
     on it, or is exiting, that copy must not raise (a traceback after "stopped")."""
+    from toygpt_cli import stopping
     from toygpt_cli.cli import common
 
     calls = iter([True])  # the first signal lands inside an import, later ones do not
     monkeypatch.setattr(common, "_importing", lambda frame: next(calls, False))
-    monkeypatch.setattr(common, "RESEND_AFTER", 0.5)  # room for a slow machine
+    monkeypatch.setattr(stopping, "RESEND_AFTER", 0.5)  # room for a slow machine
     previous = signal.getsignal(signal.SIGINT)
     try:
         common.watch_sigint()

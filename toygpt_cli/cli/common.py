@@ -35,7 +35,7 @@ except ImportError:  # older typer runs on click itself
 
 
 from toygpt_cli.errors import OptionError, ToygptError
-from toygpt_cli.stopping import importing
+from toygpt_cli.stopping import importing, send_again
 
 
 def _width(stream) -> int | None:
@@ -177,12 +177,7 @@ def on_sigint(signum, frame) -> None:
     is sent again a moment later, to be raised once the import is done."""
     _SIGINT.append(signum)
     if _importing(frame):
-        import threading
-
-        timer = threading.Timer(RESEND_AFTER, _resend, (signum,))
-        timer.daemon = True
-        _RESENDS.append(timer)
-        timer.start()
+        _RESENDS.append(send_again(signum, lambda: not _ACTED))
         return
     _ACTED[:] = [True]
     _UNSAID[:] = [] if _IN_COMMAND else [True]
@@ -206,14 +201,8 @@ def say_stopped() -> None:
 _IN_COMMAND: list[bool] = []  # one entry while a command runs (handle_errors)
 _UNSAID: list[bool] = []  # [True] when the last Ctrl-C was raised outside any command
 _SAID: list[bool] = []  # [True] once "stopped" was printed
-RESEND_AFTER = 0.05  # seconds (stopping.RESEND_AFTER for the training loop's requests)
 _RESENDS: list = []  # the timers that send a Ctrl-C again once an import is done
 _ACTED: list[bool] = []  # [True] once the command has acted on a Ctrl-C: none is sent again
-
-
-def _resend(signum: int) -> None:
-    if not _ACTED:
-        os.kill(os.getpid(), signum)
 
 
 def watch_sigint() -> None:
