@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from toygpt_cli.config import ModelConfig
 from toygpt_cli.errors import OptionError
-from toygpt_cli.fused import Dropout, attend, norm_rotary, relu_squared
+from toygpt_cli.fused import Dropout, attend, keep_mask, norm_rotary, relu_squared
 from toygpt_cli.measure.seed_reference import SeedGPT, copy_into_seed
 from toygpt_cli.model import (
     GPT,
@@ -269,6 +269,22 @@ def test_the_fast_dropout_zeroes_about_p_scales_the_rest_and_routes_the_gradient
     assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
     bf16 = Dropout(0.1)(torch.ones(8, 8, dtype=torch.bfloat16))
     assert bf16.dtype == torch.bfloat16
+
+
+def test_the_fast_dropout_mask_drops_p_in_every_lane_of_its_random_words():
+    # Each 64-bit random number makes four neighbouring elements' choices: each of the four
+    # must drop p of its elements, independently of the others.
+    torch.manual_seed(0)
+    keep, scale = keep_mask(torch.Size([1000, 1000]), 0.1, torch.device("cpu"))
+    lanes = keep.view(-1, 4).float()
+    dropped = 1 - lanes.mean(0)
+    assert torch.all((dropped - 0.1).abs() < 0.0015), dropped
+    both = (1 - lanes[:, 0]) * (1 - lanes[:, 1])  # two lanes of one word dropped together
+    assert abs(both.mean().item() - 0.01) < 0.0008
+    assert scale == pytest.approx(1 / (1 - round(0.1 * 65536) / 65536))
+    odd, _ = keep_mask(torch.Size([3, 7]), 0.5, torch.device("cpu"))  # not a multiple of 4
+    assert odd.shape == (3, 7) and odd.dtype == torch.bool
+    assert keep_mask(torch.Size([5]), 1e-9, torch.device("cpu"))[0].all()  # p rounds to 0
 
 
 def test_the_modern_block_draws_its_dropout_fast_and_the_others_keep_torchs():
