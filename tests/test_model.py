@@ -9,7 +9,14 @@ import torch.nn.functional as F
 
 from toygpt_cli.config import ModelConfig
 from toygpt_cli.errors import OptionError
-from toygpt_cli.fused import Dropout, attend, keep_mask, norm_rotary, relu_squared
+from toygpt_cli.fused import (
+    Dropout,
+    attend,
+    keep_mask,
+    norm_rotary,
+    relu_squared,
+    rms_norm_to,
+)
 from toygpt_cli.measure.seed_reference import SeedGPT, copy_into_seed
 from toygpt_cli.model import (
     GPT,
@@ -222,13 +229,34 @@ def test_norm_rotary_is_the_norm_then_the_rotation_with_its_own_gradient(start):
     torch.testing.assert_close(low.float(), ref, atol=0.03, rtol=0.02)
 
 
-def test_the_model_with_norm_rotary_fused_or_apart_learns_the_same(monkeypatch):
+def test_rms_norm_to_is_the_norm_with_its_own_gradient_written_in_the_autocast_dtype():
+    x = torch.randn(3, 5, 8, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(rms_norm_to(x, RMS_EPS), rms_norm(x))
+    assert torch.autograd.gradcheck(lambda t: rms_norm_to(t, RMS_EPS), (x,))
+    x32 = x.detach().float().requires_grad_()
+    g = torch.randn(3, 5, 8)
+    (want,) = torch.autograd.grad(rms_norm(x32), x32, g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = rms_norm_to(x32, RMS_EPS)
+    assert low.dtype == torch.bfloat16  # what the next linear layer reads, without a copy
+    torch.testing.assert_close(low.float(), rms_norm(x32), atol=0.02, rtol=0.01)
+    (got,) = torch.autograd.grad(low, x32, g.bfloat16())
+    assert got.dtype == torch.float32  # the residual stream's own dtype
+    torch.testing.assert_close(got, want, atol=0.05, rtol=0.02)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a bfloat16 input stays bfloat16
+        assert rms_norm_to(x32.detach().bfloat16(), RMS_EPS).dtype == torch.bfloat16
+
+
+def test_the_model_with_its_fused_norms_or_apart_learns_the_same(monkeypatch):
     import toygpt_cli.model as model_module
 
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16,
                       dropout=0.0, pos="rope", arch="modern")  # fmt: skip
     model = GPT(cfg).double()
+    with torch.no_grad():  # the zero-initialised projections would let no gradient through
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
     idx = torch.randint(0, 11, (3, 8))
 
     def loss_and_grads():
@@ -241,6 +269,7 @@ def test_the_model_with_norm_rotary_fused_or_apart_learns_the_same(monkeypatch):
     monkeypatch.setattr(
         model_module, "norm_rotary", lambda x, c, s, eps: apply_rotary(rms_norm(x), c, s)
     )
+    monkeypatch.setattr(model_module, "rms_norm_to", lambda x, eps: rms_norm(x))
     apart, apart_grads = loss_and_grads()
     torch.testing.assert_close(fused, apart)
     for a, b in zip(fused_grads, apart_grads, strict=True):

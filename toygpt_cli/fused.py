@@ -97,6 +97,41 @@ class Dropout(torch.nn.Dropout):
         return _Dropout.apply(x, self.p)
 
 
+class _RmsNorm(torch.autograd.Function):
+    """x / rms(x) over the last dimension, written in `dtype`. With n = x / rms(x):
+
+        d x = (g - n mean(g * n)) / rms(x)
+    """
+
+    @staticmethod
+    def forward(ctx, x, eps: float, dtype: torch.dtype):
+        wide = torch.promote_types(x.dtype, torch.float32)
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=wide)
+        rstd = norm.square_().div_(x.size(-1)).add_(eps).rsqrt_()
+        ctx.save_for_backward(x, rstd)
+        return torch.mul(x, rstd, out=torch.empty(x.shape, dtype=dtype, device=x.device))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        x, rstd = ctx.saved_tensors
+        n = x * rstd  # in float32 (or wider)
+        mean = torch.linalg.vecdot(g.to(n.dtype), n, dim=-1).unsqueeze(-1).div_(n.size(-1))
+        return torch.addcmul(g, n, mean, value=-1.0).mul_(rstd).to(x.dtype), None, None
+
+
+def rms_norm_to(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / rms(x) over the last dimension, for a linear layer to read: forward in two passes
+    and backward in five, where F.rms_norm's autograd takes about ten small operations; under
+    autocast it is written in the autocast dtype at once (the linear layer would copy it
+    there). A `--preset cpu` step, 12 alternating pairs on two Xeon threads: float32 271.9
+    -> 262.5 ms (median), bfloat16 249.9 either way."""
+    dtype = x.dtype
+    if torch.is_autocast_enabled(x.device.type) and x.dtype == torch.float32:
+        dtype = torch.get_autocast_dtype(x.device.type)
+    return _RmsNorm.apply(x, eps, dtype)
+
+
 class _NormRotary(torch.autograd.Function):
     """rms_norm then apply_rotary (model.py) in one step: forward in 6 element-wise passes
     and backward in 7, where the two written apart take about 30 small operations and keep

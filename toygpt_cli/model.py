@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from toygpt_cli.config import BIGRAM_MAX_ROWS, ModelConfig, bigram_rows
-from toygpt_cli.fused import Dropout, attend, norm_rotary, relu_squared
+from toygpt_cli.fused import Dropout, attend, norm_rotary, relu_squared, rms_norm_to
 
 ROPE_BASE = 10_000.0
 RMS_EPS = 1e-6
@@ -75,10 +75,13 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm without parameters (modded-nanogpt, nanochat): nothing to learn or decay."""
+    """RMSNorm without parameters (modded-nanogpt, nanochat): nothing to learn or decay. Its
+    output feeds a linear layer: under autocast it comes out in the autocast dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x)
+        if torch.compiler.is_compiling():  # inductor fuses the plain form itself
+            return rms_norm(x)
+        return rms_norm_to(x, RMS_EPS)
 
 
 def rope_angles(start: int, length: int, head_size: int) -> tuple[torch.Tensor, torch.Tensor]:
