@@ -111,3 +111,28 @@ def test_a_request_sent_again_after_the_block_changes_nothing():
         stop.request(signal.SIGTERM, IN_AN_IMPORT)
     time.sleep(0.2)  # the re-send was cancelled with the block: SIGTERM's default would kill
     assert signal.getsignal(signal.SIGTERM) == old and stop.second is None
+
+
+def test_a_first_request_in_an_abandonable_block_raises_there_or_after_an_import():
+    import time
+
+    from toygpt_cli.stopping import StepAbandoned
+
+    told = []
+    stop = StopSwitch(on_first=told.append)
+    with pytest.raises(StepAbandoned), stop.on_signals([signal.SIGTERM]), stop.abandonable():
+        stop.request(signal.SIGTERM)  # at once: the block changes nothing until it ends
+    assert told == [signal.SIGTERM] and stop.second is None  # a first request: a checkpoint
+    stop = StopSwitch()
+    with pytest.raises(StepAbandoned), stop.on_signals([signal.SIGTERM]), stop.abandonable():
+        stop.request(signal.SIGTERM, IN_AN_IMPORT)  # not inside the import
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the import is over: it is sent again
+            time.sleep(0.01)
+    assert stop.second is None and stop.signal == signal.SIGTERM
+    stop = StopSwitch()
+    with stop.on_signals([signal.SIGTERM]):
+        with stop.abandonable():
+            pass
+        stop.request(signal.SIGTERM)  # after the block: the usual stop at the next safe point
+    assert stop.signal == signal.SIGTERM

@@ -428,3 +428,94 @@ def test_the_process_group_wrapper_is_let_go_when_the_run_ends(corpus):
     trainer.run()
     gc.collect()
     assert gone() is None and trainer.step_model is trainer.model
+
+
+class _FakeCompiled:
+    """What torch.compile returns, standing in for it: the model, except that its first
+    call does `first` (raise as a compiler would, or meet a stop request) after drawing from
+    the random streams, as a real first step does before it fails or is stopped."""
+
+    def __init__(self, model, first):
+        self.model, self.first, self.calls = model, first, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls == 1:
+            torch.rand(3)  # the dropout stream moved
+            self.first()
+        return self.model(*args)
+
+
+def _compiling(monkeypatch, first):
+    made = []
+
+    def fake_compile(model, mode=None):
+        made.append(_FakeCompiled(model, first))
+        return made[-1]
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    return made
+
+
+def _weights_after(trainer, steps):
+    for _ in range(steps):
+        trainer.train_step()
+    return trainer.model.state_dict()
+
+
+def test_a_compiler_that_fails_leaves_a_note_and_the_same_training_uncompiled(
+    corpus, monkeypatch
+):
+    def fail():
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore text")
+
+    made = _compiling(monkeypatch, fail)
+    notes = []
+    model_cfg = _model_cfg(corpus, arch="modern")
+    compiled = Trainer(model_cfg, _cfg(compile=True), corpus,
+                       listeners=[lambda e: isinstance(e, Notice) and notes.append(e.text)])  # fmt: skip
+    got = _weights_after(compiled, 4)  # each trainer seeds the global stream when made
+    want = _weights_after(Trainer(model_cfg, _cfg(), corpus), 4)
+    assert notes == ["--compile failed here, training without it: InvalidCxxCompiler: No "
+                     "working C++ compiler found"]  # fmt: skip
+    assert made[0].calls == 1 and compiled.step_model is compiled.eager_step_model
+    for name, tensor in want.items():  # the failed step's batch and dropout drawn again
+        assert torch.equal(tensor, got[name]), name
+
+
+def test_a_stop_while_the_first_step_compiles_abandons_it_and_resumes_exactly(
+    corpus, monkeypatch
+):
+    stop, saved, notes = StopSwitch(), [], []
+    _compiling(monkeypatch, lambda: stop.request(signal.SIGINT))  # mid-step, as a handler
+    model_cfg, cfg = _model_cfg(corpus, arch="modern"), _cfg(iters=1000, compile=True)
+    trainer = Trainer(
+        model_cfg, cfg, corpus, stop=stop, checkpoints=lambda state, *a: saved.append(state),
+        listeners=[lambda e: isinstance(e, Notice) and notes.append(e.text)],
+    )  # fmt: skip
+    result = trainer.run()
+    assert result.status == "interrupted" and result.step == 0
+    assert notes == ["step 1 abandoned while compiling: stopping"]
+    # each trainer draws from the global stream: one after the other
+    want = _weights_after(Trainer(model_cfg, _cfg(), corpus), 3)
+    resumed = Trainer(model_cfg, _cfg(), corpus)
+    resumed.load_state_dict(_round_trip(saved[-1]))
+    got = _weights_after(resumed, 3)
+    for name, tensor in want.items():
+        assert torch.equal(tensor, got[name]), name
+
+
+@pytest.mark.slow  # torch.compile: tens of seconds on a CPU, the first time
+def test_a_really_compiled_step_learns_as_the_uncompiled_one(corpus):
+    """inductor on this machine's C++ compiler, through the modern block's own pieces (its
+    dropout masks, RMSNorm, QK-norm with rotary): the same losses, to float32 rounding."""
+    model_cfg = replace(_model_cfg(corpus, arch="modern", pos="rope"), dropout=0.0)
+    losses = {}
+    for compiled in (False, True):
+        trainer = Trainer(model_cfg, _cfg(compile=compiled, optimizer="muon"), corpus)
+        losses[compiled] = [trainer.train_step()[0].item() for _ in range(3)]
+        assert (trainer.step_model is trainer.eager_step_model) != compiled
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+    trainer = Trainer(_model_cfg(corpus, arch="modern"), _cfg(compile=True), corpus)
+    masked = [trainer.train_step()[0].item() for _ in range(2)]  # dropout 0.1, compiled
+    assert all(math.isfinite(x) for x in masked) and trainer.step_model is not trainer.eager_step_model

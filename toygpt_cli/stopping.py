@@ -43,6 +43,11 @@ def send_again(signum: int, wanted: Callable[[], bool]) -> threading.Timer:
     return timer
 
 
+class StepAbandoned(KeyboardInterrupt):
+    """A stop was asked for during an abandonable block (StopSwitch.abandonable). A
+    KeyboardInterrupt, so that the code it interrupts (torch.compile's) passes it on."""
+
+
 class StopSwitch:
     """Stop requests (Ctrl-C, SIGTERM): the first asks for a checkpoint and a stop at the
     next safe point (after the current step, or at once during an eval); a second one stops
@@ -53,6 +58,8 @@ class StopSwitch:
         self.second: int | None = None  # the request that stopped at once, if one did
         self.on_first = on_first  # told at once of the first request (to say what happens)
         self._writing = False
+        self._abandonable = False  # a request stops at once: the block changes nothing
+        self._abandoning = False  # a first request came inside an import: raise it after
         self._pending = False
         self._done = False
         self._routing = False  # on_signals' block is running
@@ -65,6 +72,10 @@ class StopSwitch:
             self.signal = signum
             if self.on_first is not None:
                 self.on_first(signum)
+            if self._abandonable:
+                self._abandon(signum, frame)
+        elif self._abandoning and self._abandonable:  # sent again after an import
+            self._abandon(signum, frame)
         elif self._writing:
             self._pending, self.second = True, signum
         elif importing(frame):
@@ -74,6 +85,14 @@ class StopSwitch:
         else:
             self.second, self._done = signum, True
             raise KeyboardInterrupt
+
+    def _abandon(self, signum: int, frame) -> None:
+        if importing(frame):  # raised there, it would break the module: once it is loaded
+            self._abandoning = True
+            self._timers.append(send_again(signum, lambda: self._abandonable and self._abandoning))
+            return
+        self._abandoning = False
+        raise StepAbandoned
 
     def _again(self, signum: int) -> None:
         self._timers.append(send_again(signum, lambda: self._routing and not self._done))
@@ -96,6 +115,16 @@ class StopSwitch:
             if self._pending:
                 self._pending, self._done = False, True
                 raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def abandonable(self) -> Iterator[None]:
+        """A first request raises StepAbandoned inside the block (a step that takes long and
+        changes nothing until it ends: the one that compiles), instead of waiting for it."""
+        self._abandonable = True
+        try:
+            yield
+        finally:
+            self._abandonable = False
 
     @contextlib.contextmanager
     def on_signals(self, signals=STOP_SIGNALS):

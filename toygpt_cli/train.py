@@ -27,7 +27,7 @@ from toygpt_cli.budget import Budget
 from toygpt_cli.config import ModelConfig, TrainConfig, to_dict
 from toygpt_cli.data import Corpus, epoch_starts, sample_batch, windows
 from toygpt_cli.device import autocast, resolve_device, resolve_dtype, set_threads
-from toygpt_cli.errors import ToygptError
+from toygpt_cli.errors import ToygptError, first_line
 from toygpt_cli.events import (
     CheckpointSaved,
     EstimateReady,
@@ -50,7 +50,7 @@ from toygpt_cli.optim import (
 )
 from toygpt_cli.parallel.distributed import Distributed
 from toygpt_cli.periodic import PeriodicEval
-from toygpt_cli.stopping import StopSwitch
+from toygpt_cli.stopping import StepAbandoned, StopSwitch
 
 Checkpoints = Callable[[dict[str, Any], int, bool], None]  # (state, step, best weights?)
 
@@ -143,7 +143,8 @@ class Trainer:
             self.model, self.data, model_cfg.block_size, train_cfg, self.dtype, corpus.tokenizer,
             self.emit, self.dist, self.stop,
         )  # fmt: skip
-        self.step_model = self.dist.wrap(self.model)
+        self.step_model = self.eager_step_model = self.dist.wrap(self.model)
+        self._compiling = train_cfg.compile  # until the first step has compiled the model
         if train_cfg.compile:
             # reduce-overhead captures the compiled step in CUDA graphs; on a CPU the modes
             # only change how it compiles.
@@ -252,11 +253,7 @@ class Trainer:
         cfg, st = self.cfg, self.state
         factor = lr_factor(cfg, st.step, progress)
         set_lr(self.optimizer, factor)  # each group's own peak rate times the schedule
-        x, y = self.batch()
-        with autocast(self.device, self.dtype):
-            _, loss = self.step_model(x, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        loss = self._first_compiled() if self._compiling else self._forward_backward()
         if cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -267,6 +264,45 @@ class Trainer:
         if cfg.ema:
             self._average()
         return loss.detach(), cfg.learning_rate * factor
+
+    def _forward_backward(self) -> torch.Tensor:
+        x, y = self.batch()
+        with autocast(self.device, self.dtype):
+            _, loss = self.step_model(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        return loss
+
+    def _first_compiled(self) -> torch.Tensor:
+        """The first step of a compiled model compiles it: about 45 s on two CPU cores. A
+        stop request meanwhile abandons the step (StepAbandoned; one process only: several
+        wait for each other inside it); where compiling fails (no C++ compiler, say), a
+        note, and the model trains uncompiled. Either way the step's batch and dropout are
+        drawn again from where they were."""
+        cuda = self.device.type == "cuda"
+        rng = (self.batch_gen.get_state(), torch.get_rng_state(),
+               torch.cuda.get_rng_state(self.device) if cuda else None)  # fmt: skip
+        abandonable = contextlib.nullcontext() if self.dist.active else self.stop.abandonable()
+        try:
+            with abandonable:
+                loss = self._forward_backward()
+        except StepAbandoned:
+            self._rewind(rng)
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the eager model trains
+            self._rewind(rng)
+            self.step_model = self.eager_step_model
+            self.emit(Notice(f"--compile failed here, training without it: {first_line(exc)}"))
+            loss = self._forward_backward()
+        self._compiling = False
+        return loss
+
+    def _rewind(self, rng) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.batch_gen.set_state(rng[0])
+        torch.set_rng_state(rng[1])
+        if rng[2] is not None:
+            torch.cuda.set_rng_state(rng[2], self.device)
 
     @torch.no_grad()
     def _average(self) -> None:
@@ -311,7 +347,7 @@ class Trainer:
         DistributedDataParallel wrapper: that holds the process group, whose threads must
         end in `Distributed.close`, not at the interpreter's exit (gloo aborts there now
         and then)."""
-        self.step_model = self.model
+        self.step_model = self.eager_step_model = self.model
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -398,7 +434,11 @@ class Trainer:
             # same learning rate (their own clocks would drift apart by milliseconds).
             timed = cfg.max_time and cfg.lr_schedule != "constant"
             used = self.dist.max(budget.used()) if timed else None
-            loss, lr = self.train_step(budget.progress(st.step, cfg, used))
+            try:
+                loss, lr = self.train_step(budget.progress(st.step, cfg, used))
+            except StepAbandoned:
+                self.emit(Notice(f"step {st.step + 1} abandoned while compiling: stopping"))
+                return False
             took = time.perf_counter() - t0
             window[0] += 1
             window[1] += took

@@ -116,9 +116,41 @@ def test_the_ten_minute_preset_drops_dropout_where_it_makes_few_steps(monkeypatc
     assert sizing.fit_to_machine("cpu", *longer, time_step=lambda m, t: 0.5)[0].dropout == 0.1
 
 
+def test_the_sizing_line_of_a_compiled_run_gives_the_uncompiled_step_not_a_step_count():
+    model, train = build_configs(preset_options("cpu"))
+    chosen = sizing.fit_to_machine("cpu", model, train, time_step=lambda m, t: 0.2512)[1]
+    assert chosen.line(600.0) == (
+        "sized to this machine: 5 layers x 128, dropout 0.1, ~2,389 steps of 251 ms")
+    compiled = chosen.line(600.0, compiled=True)
+    assert compiled == (
+        "sized to this machine: 5 layers x 128, dropout 0.1, 251 ms a step uncompiled")
+    assert len(compiled) <= 80
+
+
 def test_a_given_dropout_keeps_the_ten_minute_preset(dirs, corpus_file, quick_machine):
     _, runs = dirs
-    r = toygpt("train", "--preset", "cpu", "--dropout", "0.1", "--n-layer", "1",
+    r = toygpt("train", "--preset", "cpu", "--dropout", "0.1", "--n-layer", "1", "--no-compile",
                "--block-size", "16", "--data", corpus_file, *SMALL, "--quiet")  # fmt: skip
     assert r.exit_code == 0, r.stderr
     assert "sized to this machine" not in r.stderr
+
+
+def test_the_ten_minute_preset_compiles_only_where_the_budget_earns_it_back(
+    dirs, corpus_file, quick_machine, monkeypatch
+):
+    import torch
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: compiled.append(1) or model)
+    _, runs = dirs
+    small = ["--n-layer", "1", "--block-size", "16", "--data", corpus_file, *SMALL, "--quiet"]
+    for extra, want in (([], False), (["--compile"], True)):  # 1 s: not unless asked
+        r = toygpt("train", "--preset", "cpu", *extra, *small)
+        assert r.exit_code == 0, r.stderr
+        newest = max(runs.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+        assert json.loads((newest / "config.json").read_text())["train"]["compile"] is want
+    assert len(compiled) == 1
+    model, train = build_configs(preset_options("cpu"))
+    assert train.compile and sizing.compile_pays(train)  # ten minutes: compiled
+    assert not sizing.compile_pays(build_configs(preset_options("cpu"), {"max_time": 60.0})[1])
+    assert sizing.compile_pays(build_configs(preset_options("cpu"), {"max_time": 0, "iters": 9})[1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ def train(o) -> None:
             if o.data is None and file_data is None:  # fetched before the machine is timed
                 file_data = _default_dataset(where.data_dir)
             model_cfg, extra = _fit_machine(o.preset, model_cfg, train_cfg, layers, given)
+            train_cfg = _compile_if_it_pays(o.preset, train_cfg, layers, given)
     else:
         dist = Distributed.from_env(given.get("device", "auto"))
     display = TrainDisplay(fancy_output(o.quiet) and dist.is_main)
@@ -191,8 +193,19 @@ def _fit_machine(preset, model_cfg, train_cfg, layers, given):
     set_threads(train_cfg.threads)
     err.print(f"timing --preset {preset} on this machine...", highlight=False)
     model_cfg, sizing = fit_to_machine(preset, model_cfg, train_cfg)
-    err.print(sizing.line(train_cfg.max_time), highlight=False)
+    err.print(sizing.line(train_cfg.max_time, train_cfg.compile), highlight=False)
     return model_cfg, {"fit_machine": sizing.record()}
+
+
+def _compile_if_it_pays(preset, train_cfg, layers, given):
+    """A preset's --compile, dropped under a budget too short to earn the compiling back,
+    unless it was chosen (a config file, the command line)."""
+    from toygpt_cli.recipes.sizing import compile_pays
+
+    chosen = set(given).union(*layers[1 if preset else 0 :])
+    if train_cfg.compile and "compile" not in chosen and not compile_pays(train_cfg):
+        return replace(train_cfg, compile=False)
+    return train_cfg
 
 
 def _init_from(ref: str, which: str, runs_dir: Path, given: dict[str, Any]):

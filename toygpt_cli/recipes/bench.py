@@ -224,7 +224,8 @@ def bench_recipe(
     straightforward method) and, with rotary positions, with the rolling cache."""
     corpus = synthetic_corpus()
     model_cfg = replace(model_cfg, vocab_size=corpus.tokenizer.vocab_size)
-    train_cfg = replace(train_cfg, device=str(device), dtype=dtype, sample_chars=0)
+    # uncompiled: compiling takes about a minute on a CPU (its gain: docs/results.md)
+    train_cfg = replace(train_cfg, device=str(device), dtype=dtype, sample_chars=0, compile=False)
     trainer = Trainer(model_cfg, train_cfg, corpus)
     say(f"--preset {name}: training steps, then sampling past block_size")
     step_s = _timed(lambda: trainer.train_step()[0].item(), seconds)
