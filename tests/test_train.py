@@ -463,17 +463,15 @@ def _weights_after(trainer, steps):
     return trainer.model.state_dict()
 
 
-def test_a_compiler_that_fails_leaves_a_note_and_the_same_training_uncompiled(
-    corpus, monkeypatch
-):
+def test_a_compiler_that_fails_leaves_a_note_and_the_same_training_uncompiled(corpus, monkeypatch):
     def fail():
         raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore text")
 
     made = _compiling(monkeypatch, fail)
     notes = []
     model_cfg = _model_cfg(corpus, arch="modern")
-    compiled = Trainer(model_cfg, _cfg(compile=True), corpus,
-                       listeners=[lambda e: isinstance(e, Notice) and notes.append(e.text)])  # fmt: skip
+    note = lambda e: isinstance(e, Notice) and notes.append(e.text)  # noqa: E731
+    compiled = Trainer(model_cfg, _cfg(compile=True), corpus, listeners=[note])
     got = _weights_after(compiled, 4)  # each trainer seeds the global stream when made
     want = _weights_after(Trainer(model_cfg, _cfg(), corpus), 4)
     assert notes == ["--compile failed here, training without it: InvalidCxxCompiler: No "
@@ -483,9 +481,7 @@ def test_a_compiler_that_fails_leaves_a_note_and_the_same_training_uncompiled(
         assert torch.equal(tensor, got[name]), name
 
 
-def test_a_stop_while_the_first_step_compiles_abandons_it_and_resumes_exactly(
-    corpus, monkeypatch
-):
+def test_a_stop_while_the_first_step_compiles_abandons_it_and_resumes_exactly(corpus, monkeypatch):
     stop, saved, notes = StopSwitch(), [], []
     _compiling(monkeypatch, lambda: stop.request(signal.SIGINT))  # mid-step, as a handler
     model_cfg, cfg = _model_cfg(corpus, arch="modern"), _cfg(iters=1000, compile=True)
@@ -518,4 +514,20 @@ def test_a_really_compiled_step_learns_as_the_uncompiled_one(corpus):
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
     trainer = Trainer(_model_cfg(corpus, arch="modern"), _cfg(compile=True), corpus)
     masked = [trainer.train_step()[0].item() for _ in range(2)]  # dropout 0.1, compiled
-    assert all(math.isfinite(x) for x in masked) and trainer.step_model is not trainer.eager_step_model
+    assert all(math.isfinite(x) for x in masked)
+    assert trainer.step_model is not trainer.eager_step_model
+
+
+def test_the_step_that_compiles_is_left_out_of_the_step_time_estimates(corpus, monkeypatch):
+    import time
+
+    from toygpt_cli.events import EstimateReady
+
+    _compiling(monkeypatch, lambda: time.sleep(2.1))  # as long as a real compile
+    estimates = []
+    cfg = _cfg(compile=True, iters=205, eval_interval=1000, max_time=600.0)
+    listen = lambda e: isinstance(e, EstimateReady) and estimates.append(e)  # noqa: E731
+    trainer = Trainer(_model_cfg(corpus), cfg, corpus, listeners=[listen])
+    trainer.run()
+    # counted, the compile alone would have made the estimate at step 5, at ~0.4 s a step
+    assert estimates and estimates[0].sec_per_step < 0.1 and estimates[0].steps < 205

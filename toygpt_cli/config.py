@@ -238,7 +238,12 @@ class TrainConfig:
     sample_chars: int = option(
         200, "Characters sampled at each eval (0: none).", TRAINING, min=0, max=100_000
     )
-    compile: bool = option(False, "torch.compile the model.", MACHINE)
+    compile: bool = option(
+        False,
+        "torch.compile the model: faster steps, after a first step that compiles (a minute "
+        "on a small CPU).",
+        MACHINE,
+    )
     compile_mode: str = option(
         "default",
         "With --compile: default, reduce-overhead (CUDA graphs: the step's kernels launched "

@@ -100,7 +100,7 @@ class Dropout(torch.nn.Dropout):
 class _RmsNorm(torch.autograd.Function):
     """x / rms(x) over the last dimension, written in `dtype`. With n = x / rms(x):
 
-        d x = (g - n mean(g * n)) / rms(x)
+    d x = (g - n mean(g * n)) / rms(x)
     """
 
     @staticmethod

@@ -434,6 +434,7 @@ class Trainer:
             # same learning rate (their own clocks would drift apart by milliseconds).
             timed = cfg.max_time and cfg.lr_schedule != "constant"
             used = self.dist.max(budget.used()) if timed else None
+            compiling = self._compiling
             try:
                 loss, lr = self.train_step(budget.progress(st.step, cfg, used))
             except StepAbandoned:
@@ -442,7 +443,8 @@ class Trainer:
             took = time.perf_counter() - t0
             window[0] += 1
             window[1] += took
-            budget.step_took(took)
+            if not compiling:  # the step that compiled tells nothing of the others' time
+                budget.step_took(took)
             if cfg.save_every and st.step % cfg.save_every == 0:
                 self._check_finite(loss.item(), "train")
                 self.save_checkpoint()

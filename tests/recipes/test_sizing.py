@@ -120,10 +120,12 @@ def test_the_sizing_line_of_a_compiled_run_gives_the_uncompiled_step_not_a_step_
     model, train = build_configs(preset_options("cpu"))
     chosen = sizing.fit_to_machine("cpu", model, train, time_step=lambda m, t: 0.2512)[1]
     assert chosen.line(600.0) == (
-        "sized to this machine: 5 layers x 128, dropout 0.1, ~2,389 steps of 251 ms")
+        "sized to this machine: 5 layers x 128, dropout 0.1, ~2,389 steps of 251 ms"
+    )
     compiled = chosen.line(600.0, compiled=True)
     assert compiled == (
-        "sized to this machine: 5 layers x 128, dropout 0.1, 251 ms a step uncompiled")
+        "sized to this machine: 5 layers x 128, dropout 0.1, 251 ms a step uncompiled"
+    )
     assert len(compiled) <= 80
 
 

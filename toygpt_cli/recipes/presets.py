@@ -109,10 +109,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # The lowest val loss a laptop-class CPU reaches in 10 minutes of wall time, evals
     # included, with the small-GPT speedrun recipe: Muon on the block matrices, rotary
-    # positions, the modern block, on the CPU shape with a long context, and the weights'
-    # average. Measured (docs/results.md, 2-core Zen 4, bf16): whole val 1.4504 in 10 minutes
-    # (4 runs, 1.4436-1.4564; 1.4550-1.4584 before the average), 1.4625-1.4653 without the
-    # weight decay, 1.4814 with neither, 1.4988 at block 64.
+    # positions, the modern block, on the CPU shape with a long context, the weights'
+    # average, compiled. Measured (docs/results.md): whole val 1.4449 compiled (3 runs, 2-core
+    # Xeon with AMX, bf16; 1.4550 uncompiled). Uncompiled, 2-core Zen 4, bf16: 1.4504 in 10
+    # minutes (4 runs, 1.4436-1.4564; 1.4550-1.4584 before the average), 1.4625-1.4653
+    # without the weight decay, 1.4814 with neither, 1.4988 at block 64.
     "cpu": {**_NANOGPT_RECIPE, **_CPU_SHAPE, **_SPEEDRUN, **_TEN_MINUTES},
     # A short budget: the same recipe on batches of 16, so that it gets hundreds of steps,
     # with a short warmup and small evals; its depth and width are sized to the machine

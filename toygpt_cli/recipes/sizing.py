@@ -90,7 +90,8 @@ class Sizing:
         head = f"sized to this machine: {m.n_layer} layers x {m.n_embd}, dropout {m.dropout:g}"
         if compiled:
             return f"{head}, {self.step_seconds * 1000:.0f} ms a step uncompiled"
-        return f"{head}, ~{budget / self.step_seconds:,.0f} steps of {self.step_seconds * 1000:.0f} ms"
+        steps = budget / self.step_seconds
+        return f"{head}, ~{steps:,.0f} steps of {self.step_seconds * 1000:.0f} ms"
 
     def record(self) -> dict[str, Any]:
         return {
