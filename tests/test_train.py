@@ -481,6 +481,19 @@ def test_a_compiler_that_fails_leaves_a_note_and_the_same_training_uncompiled(co
         assert torch.equal(tensor, got[name]), name
 
 
+def test_a_compile_refused_at_once_leaves_the_same_note_and_trains_uncompiled(corpus, monkeypatch):
+    def refuse(model, mode=None):
+        raise RuntimeError("Dynamo is not supported on Python 3.13+")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    notes = []
+    note = lambda e: isinstance(e, Notice) and notes.append(e.text)  # noqa: E731
+    trainer = Trainer(_model_cfg(corpus), _cfg(compile=True, iters=3), corpus, listeners=[note])
+    assert trainer.run().status == "completed"
+    assert notes == ["--compile failed here, training without it: Dynamo is not supported on "
+                     "Python 3.13+"]  # fmt: skip
+
+
 def test_a_stop_while_the_first_step_compiles_abandons_it_and_resumes_exactly(corpus, monkeypatch):
     stop, saved, notes = StopSwitch(), [], []
     _compiling(monkeypatch, lambda: stop.request(signal.SIGINT))  # mid-step, as a handler

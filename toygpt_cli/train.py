@@ -145,11 +145,15 @@ class Trainer:
         )  # fmt: skip
         self.step_model = self.eager_step_model = self.dist.wrap(self.model)
         self._compiling = train_cfg.compile  # until the first step has compiled the model
+        self._compile_error: Exception | None = None
         if train_cfg.compile:
             # reduce-overhead captures the compiled step in CUDA graphs; on a CPU the modes
             # only change how it compiles.
             mode = None if train_cfg.compile_mode == "default" else train_cfg.compile_mode
-            self.step_model = torch.compile(self.step_model, mode=mode)
+            try:
+                self.step_model = torch.compile(self.step_model, mode=mode)
+            except Exception as exc:  # noqa: BLE001 - unsupported here (a Python too new)
+                self._compile_error = exc  # said at the first step
 
     def emit(self, event) -> None:
         for listener in self.listeners:
@@ -279,6 +283,8 @@ class Trainer:
         wait for each other inside it); where compiling fails (no C++ compiler, say), a
         note, and the model trains uncompiled. Either way the step's batch and dropout are
         drawn again from where they were."""
+        if self._compile_error is not None:
+            return self._uncompiled(self._compile_error)
         cuda = self.device.type == "cuda"
         rng = (self.batch_gen.get_state(), torch.get_rng_state(),
                torch.cuda.get_rng_state(self.device) if cuda else None)  # fmt: skip
@@ -291,11 +297,14 @@ class Trainer:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever broke, the eager model trains
             self._rewind(rng)
-            self.step_model = self.eager_step_model
-            self.emit(Notice(f"--compile failed here, training without it: {first_line(exc)}"))
-            loss = self._forward_backward()
+            return self._uncompiled(exc)
         self._compiling = False
         return loss
+
+    def _uncompiled(self, exc: Exception) -> torch.Tensor:
+        self.step_model, self._compiling = self.eager_step_model, False
+        self.emit(Notice(f"--compile failed here, training without it: {first_line(exc)}"))
+        return self._forward_backward()
 
     def _rewind(self, rng) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -455,6 +464,8 @@ class Trainer:
                     budget.used(),
                 )
             )  # fmt: skip
+            if compiling:  # nor of the throughput: measured from the next step on
+                window = [0, 0.0]
             if budget.estimate_due(st.step - start_step):
                 self._estimated = True
                 self.emit(EstimateReady(*budget.estimate(st.step, cfg)))

@@ -155,3 +155,13 @@ def test_a_range_needs_random_and_an_unknown_sweep_is_one_line(dirs, tiny):
     assert r.exit_code == 1 and "no sweep 'nope'" in r.stderr
     r = toygpt("sweep", "run", "../up", "--set", "n_embd=32", *tiny)
     assert r.exit_code == 2 and "plain folder name" in r.stderr
+
+
+def test_a_sweep_of_the_compiling_preset_compiles_only_trials_that_earn_it_back(dirs, tiny):
+    _, runs = dirs
+    for name, budget, want in (("short", "1m", False), ("long", "10m", True)):
+        r = toygpt("sweep", "run", name, "--preset", "cpu", "--max-time", budget,
+                   "--set", "n_embd=32,48", "--emit", "slurm", *tiny[-2:])  # fmt: skip
+        assert r.exit_code == 0, r.stderr
+        plan = json.loads((runs / "sweeps" / name / "sweep.json").read_text())
+        assert plan["base"]["compile"] is want, name

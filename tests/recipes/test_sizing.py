@@ -155,4 +155,7 @@ def test_the_ten_minute_preset_compiles_only_where_the_budget_earns_it_back(
     model, train = build_configs(preset_options("cpu"))
     assert train.compile and sizing.compile_pays(train)  # ten minutes: compiled
     assert not sizing.compile_pays(build_configs(preset_options("cpu"), {"max_time": 60.0})[1])
-    assert sizing.compile_pays(build_configs(preset_options("cpu"), {"max_time": 0, "iters": 9})[1])
+    steps = [
+        build_configs(preset_options("cpu"), {"max_time": 0, "iters": n})[1] for n in (9, 5000)
+    ]
+    assert [sizing.compile_pays(t) for t in steps] == [False, True]  # no budget: by its steps

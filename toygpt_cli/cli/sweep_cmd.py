@@ -81,7 +81,11 @@ def _plan(o, where):
         value = getattr(o, key)
         if value is not None and (key != "threads" or value):
             base[key] = value
-    build_configs(base)  # the shared options must be valid on their own
+    _, shared = build_configs(base)  # the shared options must be valid on their own
+    if shared.compile and not (o.config and "compile" in load_config_file(Path(o.config))):
+        from toygpt_cli.recipes.sizing import compile_pays
+
+        base["compile"] = compile_pays(shared)  # a preset's, where trials earn it back
     if data is None:
         from toygpt_cli.cli.train_cmd import _default_dataset
 

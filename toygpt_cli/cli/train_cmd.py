@@ -76,11 +76,11 @@ def train(o) -> None:
         model_cfg, train_cfg = build_configs(*layers, given)
         dist = Distributed.from_env(train_cfg.device)
         _say_gpu_note(o.preset, train_cfg.device, dist.is_main)
+        train_cfg = _compile_if_it_pays(o.preset, train_cfg, layers, given)  # every rank alike
         if init is None and not dist.active:
             if o.data is None and file_data is None:  # fetched before the machine is timed
                 file_data = _default_dataset(where.data_dir)
             model_cfg, extra = _fit_machine(o.preset, model_cfg, train_cfg, layers, given)
-            train_cfg = _compile_if_it_pays(o.preset, train_cfg, layers, given)
     else:
         dist = Distributed.from_env(given.get("device", "auto"))
     display = TrainDisplay(fancy_output(o.quiet) and dist.is_main)
