@@ -74,15 +74,15 @@ def _plan(o, where):
     base: dict = {}
     if o.preset:
         base.update(preset_options(o.preset))
-    if o.config:
-        base.update(load_config_file(Path(o.config)))
+    file = load_config_file(Path(o.config)) if o.config else {}
+    base.update(file)
     data = o.data or base.pop("data", None)
     for key in ("max_time", "iters", "threads"):
         value = getattr(o, key)
         if value is not None and (key != "threads" or value):
             base[key] = value
     _, shared = build_configs(base)  # the shared options must be valid on their own
-    if shared.compile and not (o.config and "compile" in load_config_file(Path(o.config))):
+    if shared.compile and "compile" not in file:
         from toygpt_cli.recipes.sizing import compile_pays
 
         base["compile"] = compile_pays(shared)  # a preset's, where trials earn it back

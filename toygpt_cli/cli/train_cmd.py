@@ -183,7 +183,7 @@ def _fit_machine(preset, model_cfg, train_cfg, layers, given):
     for config.json."""
     from toygpt_cli.recipes.sizing import LADDERS
 
-    chosen = set(given).union(*layers[1 if preset else 0 :])
+    chosen = _chosen(preset, layers, given)
     if (preset not in LADDERS or not train_cfg.fit_machine or train_cfg.max_time <= 0
             or chosen.intersection(LADDERS[preset].fields)):  # fmt: skip
         return model_cfg, None
@@ -197,12 +197,17 @@ def _fit_machine(preset, model_cfg, train_cfg, layers, given):
     return model_cfg, {"fit_machine": sizing.record()}
 
 
+def _chosen(preset, layers, given) -> set[str]:
+    """The options given beyond the preset: in a config file, --like or the command line."""
+    return set(given).union(*layers[1 if preset else 0 :])
+
+
 def _compile_if_it_pays(preset, train_cfg, layers, given):
     """A preset's --compile, dropped under a budget too short to earn the compiling back,
     unless it was chosen (a config file, the command line)."""
     from toygpt_cli.recipes.sizing import compile_pays
 
-    chosen = set(given).union(*layers[1 if preset else 0 :])
+    chosen = _chosen(preset, layers, given)
     if train_cfg.compile and "compile" not in chosen and not compile_pays(train_cfg):
         return replace(train_cfg, compile=False)
     return train_cfg
