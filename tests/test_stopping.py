@@ -136,3 +136,38 @@ def test_a_first_request_in_an_abandonable_block_raises_there_or_after_an_import
             pass
         stop.request(signal.SIGTERM)  # after the block: the usual stop at the next safe point
     assert stop.signal == signal.SIGTERM
+
+
+def test_a_request_sent_again_just_as_the_abandonable_block_ends_is_not_a_second(monkeypatch):
+    """The first request came inside an import; its re-send is decided while the block
+    runs but delivered just after it ends: still the first request (a checkpoint, a stop at
+    the next safe point), not a second one (a stop without a checkpoint)."""
+    import threading
+
+    from toygpt_cli import stopping
+
+    resends = []
+
+    def send_again(signum, wanted):  # a timer that the test fires by hand
+        resends.append(wanted)
+        return threading.Timer(0, lambda: None)
+
+    monkeypatch.setattr(stopping, "send_again", send_again)
+    stop = StopSwitch()
+    with stop.on_signals([signal.SIGTERM]):
+        with stop.abandonable():
+            stop.request(signal.SIGTERM, IN_AN_IMPORT)
+            assert resends[0]()  # the timer decides to send it again ...
+        try:
+            stop.request(signal.SIGTERM)  # ... and it lands after the block
+        except KeyboardInterrupt:
+            pytest.fail("the re-sent first request was taken for a second one")
+    assert stop.signal == signal.SIGTERM and stop.second is None
+    stop = StopSwitch()
+    with stop.on_signals([signal.SIGTERM]):
+        with stop.abandonable():
+            stop.request(signal.SIGTERM, IN_AN_IMPORT)
+        assert not resends[1]()  # the block ended first: nothing is sent again
+        with pytest.raises(KeyboardInterrupt):
+            stop.request(signal.SIGTERM)  # a request after that is a second one
+    assert stop.second == signal.SIGTERM

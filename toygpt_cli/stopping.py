@@ -60,6 +60,7 @@ class StopSwitch:
         self._writing = False
         self._abandonable = False  # a request stops at once: the block changes nothing
         self._abandoning = False  # a first request came inside an import: raise it after
+        self._echo = False  # that request is being sent again (not a second request)
         self._pending = False
         self._done = False
         self._routing = False  # on_signals' block is running
@@ -68,14 +69,17 @@ class StopSwitch:
     def request(self, signum: int = signal.SIGINT, frame=None) -> None:
         if self._done:
             return  # the stop is over: the process is on its way out
+        if self._echo:  # the first request, sent again after an import
+            self._echo = False
+            if self._abandonable:
+                self._abandon(signum, frame)
+            return  # the block ended meanwhile: the stop comes at the next safe point
         if self.signal is None:
             self.signal = signum
             if self.on_first is not None:
                 self.on_first(signum)
             if self._abandonable:
                 self._abandon(signum, frame)
-        elif self._abandoning and self._abandonable:  # sent again after an import
-            self._abandon(signum, frame)
         elif self._writing:
             self._pending, self.second = True, signum
         elif importing(frame):
@@ -89,10 +93,16 @@ class StopSwitch:
     def _abandon(self, signum: int, frame) -> None:
         if importing(frame):  # raised there, it would break the module: once it is loaded
             self._abandoning = True
-            self._timers.append(send_again(signum, lambda: self._abandonable and self._abandoning))
+            self._timers.append(send_again(signum, self._echoing))
             return
         self._abandoning = False
         raise StepAbandoned
+
+    def _echoing(self) -> bool:
+        """Whether the first request, which came inside an import, is to be sent again (the
+        block is still running); if so, the signal that follows is that request's echo."""
+        self._echo = self._abandonable and self._abandoning
+        return self._echo
 
     def _again(self, signum: int) -> None:
         self._timers.append(send_again(signum, lambda: self._routing and not self._done))
@@ -124,7 +134,7 @@ class StopSwitch:
         try:
             yield
         finally:
-            self._abandonable = False
+            self._abandonable = self._abandoning = False
 
     @contextlib.contextmanager
     def on_signals(self, signals=STOP_SIGNALS):
