@@ -481,6 +481,22 @@ def test_a_compiler_that_fails_leaves_a_note_and_the_same_training_uncompiled(co
         assert torch.equal(tensor, got[name]), name
 
 
+def test_a_model_that_fails_uncompiled_too_raises_its_own_error_without_the_note(
+    corpus, monkeypatch
+):
+    def broken(*args):
+        raise ValueError("the model's own error")
+
+    _compiling(monkeypatch, lambda: broken())
+    notes = []
+    note = lambda e: isinstance(e, Notice) and notes.append(e.text)  # noqa: E731
+    trainer = Trainer(_model_cfg(corpus), _cfg(compile=True), corpus, listeners=[note])
+    monkeypatch.setattr(trainer, "eager_step_model", broken)
+    with pytest.raises(ValueError, match="the model's own error"):
+        trainer.train_step()
+    assert notes == []  # not blamed on the compiler
+
+
 def test_a_compile_refused_at_once_leaves_the_same_note_and_trains_uncompiled(corpus, monkeypatch):
     def refuse(model, mode=None):
         raise RuntimeError("Dynamo is not supported on Python 3.13+")

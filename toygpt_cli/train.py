@@ -302,9 +302,12 @@ class Trainer:
         return loss
 
     def _uncompiled(self, exc: Exception) -> torch.Tensor:
+        """The step again, uncompiled; the note only once that works (an error the model
+        makes uncompiled too is that error, not the compiler's)."""
         self.step_model, self._compiling = self.eager_step_model, False
+        loss = self._forward_backward()
         self.emit(Notice(f"--compile failed here, training without it: {first_line(exc)}"))
-        return self._forward_backward()
+        return loss
 
     def _rewind(self, rng) -> None:
         self.optimizer.zero_grad(set_to_none=True)
