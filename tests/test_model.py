@@ -316,6 +316,20 @@ def test_the_fast_dropout_mask_drops_p_in_every_lane_of_its_random_words():
     assert keep_mask(torch.Size([5]), 1e-9, torch.device("cpu"))[0].all()  # p rounds to 0
 
 
+@pytest.mark.slow
+def test_the_dropout_mask_compiled_drops_p_and_scales_the_rest():
+    # torch.compile (inductor, this machine's C++ compiler) turns the mask's int16 view of
+    # random words into its own loops: it must still drop p and scale what it keeps.
+    torch.manual_seed(0)
+    layer = torch.compile(Dropout(0.1))
+    out = layer(torch.ones(1000, 1000))
+    dropped = (out == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.0015, dropped
+    assert torch.all(out[out != 0] == 65536 / (65536 - round(0.1 * 65536)))
+    lanes = (out == 0).view(-1, 4).float().mean(0)
+    assert torch.all((lanes - 0.1).abs() < 0.003), lanes  # each of a word's four lanes
+
+
 def test_the_modern_block_draws_its_dropout_fast_and_the_others_keep_torchs():
     torchs = torch.nn.Dropout
     for arch, kind in (("modern", Dropout), ("gpt2", torchs), ("nanogpt", torchs)):

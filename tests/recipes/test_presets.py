@@ -75,7 +75,7 @@ def test_cpu_presets_build_and_todays_recipe_is_kept_beside_the_new_one():
         assert t.max_time > 0 and t.iters == 0, name
     m, t = build_configs(PRESETS["cpu"])
     assert (m.pos, m.arch, t.optimizer) == ("rope", "modern", "muon")
-    assert (m.block_size, t.batch_size, m.dropout, m.attn_dropout) == (256, 12, 0.1, False)
+    assert (m.block_size, t.batch_size, m.dropout, m.attn_dropout) == (256, 12, 0.05, False)
     assert t.muon_weight_decay == 0.05
     m, t = build_configs(PRESETS["cpu-adamw"])
     assert (m.pos, m.arch, t.optimizer) == ("learned", "gpt2", "adamw")
