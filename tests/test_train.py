@@ -14,7 +14,7 @@ from toygpt_cli.config import ModelConfig, TrainConfig
 from toygpt_cli.corpus import corpus_from_text
 from toygpt_cli.events import CheckpointSaved, EvalDone, Notice, PhaseProgress, StepDone
 from toygpt_cli.parallel.distributed import Distributed
-from toygpt_cli.stopping import StopSwitch
+from toygpt_cli.stopping import StepAbandoned, StopSwitch
 from toygpt_cli.train import BudgetTooSmall, Diverged, EvalStopped, Trainer
 
 
@@ -508,6 +508,26 @@ def test_a_compile_refused_at_once_leaves_the_same_note_and_trains_uncompiled(co
     assert trainer.run().status == "completed"
     assert notes == ["--compile failed here, training without it: Dynamo is not supported on "
                      "Python 3.13+"]  # fmt: skip
+
+
+def test_a_stop_while_compiling_the_backward_prints_no_traceback(corpus, monkeypatch):
+    """torch traces a compiled backward in anomaly mode: a stop there makes it warn with the
+    forward's traceback, which the user is not shown."""
+    import warnings
+
+    stop = StopSwitch()
+
+    def interrupted_in_the_backward():
+        warnings.warn("Error detected in MulBackward0. Traceback of forward call", stacklevel=1)
+        stop.request(signal.SIGINT)
+
+    _compiling(monkeypatch, interrupted_in_the_backward)
+    trainer = Trainer(_model_cfg(corpus, arch="modern"), _cfg(compile=True), corpus, stop=stop)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with pytest.raises(StepAbandoned), stop.on_signals([]):
+            trainer.train_step()
+    assert [str(w.message) for w in shown] == []
 
 
 def test_a_stop_while_the_first_step_compiles_abandons_it_and_resumes_exactly(corpus, monkeypatch):

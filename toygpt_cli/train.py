@@ -17,6 +17,7 @@ import contextlib
 import math
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -290,7 +291,10 @@ class Trainer:
                torch.cuda.get_rng_state(self.device) if cuda else None)  # fmt: skip
         abandonable = contextlib.nullcontext() if self.dist.active else self.stop.abandonable()
         try:
-            with abandonable:
+            with abandonable, warnings.catch_warnings():
+                # torch traces the backward in anomaly mode while compiling: an interruption
+                # there would print the forward's traceback as a warning
+                warnings.filterwarnings("ignore", "Error detected in", UserWarning)
                 loss = self._forward_backward()
         except StepAbandoned:
             self._rewind(rng)
