@@ -385,9 +385,10 @@ def test_a_kill_during_start_up_never_leaves_a_run_that_cannot_resume(dirs, corp
         proc = _start(corpus_file, runs)
         deadline = time.monotonic() + (60.0 if delay is None else delay)
         while time.monotonic() < deadline:  # a run must never be visible before it can resume
-            for run in _visible_runs(runs):
+            visible = set(_visible_runs(runs))
+            for run in visible:
                 assert (run / "config.json").exists() and (run / "ckpt.pt").exists()
-            if delay is None and set(_visible_runs(runs)) - before:
+            if delay is None and visible - before:
                 break
             assert delay is not None or proc.poll() is None, proc.communicate()
             time.sleep(0.01)
