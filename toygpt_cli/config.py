@@ -190,7 +190,8 @@ class TrainConfig:
     eval_interval: int = option(300, "Steps between evals.", TRAINING, min=1)
     eval_iters: int = option(
         200,
-        "Batches per split in each periodic eval (every eval of a run scores the same windows).",
+        "Batches per split in each periodic eval (under --nproc, of every process's batch "
+        "together; every eval of a run scores the same windows).",
         TRAINING,
         FIXED,
         min=1,

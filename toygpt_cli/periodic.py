@@ -2,12 +2,14 @@
 
 Every eval of a run scores the same windows: per split, the first `count` of one fixed
 sequence of window offsets (drawn from seed + 1 for train, seed + 2 for val, never from the
-training streams, which is what keeps resume exact). `count` is eval_iters x batch_size,
-or what a time budget affords; it is decided at the run's first full eval and kept in the
-run's state, so a resume, another batch size or another budget scores the same windows and
-"best" always compares like with like. The first eval of a new run (step 0, where the
-loss is about ln(vocabulary) anyway) scores at most FIRST_EVAL_WINDOWS of them, so the
-first training step comes within seconds; it is marked as such and never counts as best.
+training streams, which is what keeps resume exact). `count` is eval_iters x the batch of
+every process together (so `--nproc 2 --batch-size 6` scores the windows `--batch-size 12`
+does, each process half of them), or what a time budget affords; it is decided at the
+run's first full eval and kept in the run's state, so a resume, another batch size or
+another budget scores the same windows and "best" always compares like with like. The
+first eval of a new run (step 0, where the loss is about ln(vocabulary) anyway) scores at
+most FIRST_EVAL_WINDOWS of them, so the first training step comes within seconds; it is
+marked as such and never counts as best.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class PeriodicEval:
         self.dtype, self.tokenizer, self.emit, self.dist, self.stop = (
             dtype, tokenizer, emit, dist, stop,
         )  # fmt: skip
-        self.planned = cfg.eval_iters * cfg.batch_size
+        self.planned = cfg.eval_iters * cfg.batch_size * dist.world_size
 
     def windows(self, split: str, count: int) -> torch.Tensor:
         seed = self.cfg.seed + (1 if split == "train" else 2)

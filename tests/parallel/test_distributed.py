@@ -69,6 +69,9 @@ def test_two_process_training_matches_one_process_with_the_same_effective_batch(
     ddp_val = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["val_loss"]
     one_val = json.loads((one / "metrics.jsonl").read_text().splitlines()[-1])["val_loss"]
     assert abs(ddp_val - one_val) < 0.15, (ddp_val, one_val)
+    # both score eval_iters batches of 16 windows: the same windows, half on each process
+    assert ckpt["state"]["eval_windows"] == 20 * 16
+    assert read_checkpoint(one / "ckpt.pt").data["state"]["eval_windows"] == 20 * 16
 
     # A DDP checkpoint is an ordinary one: sample and resume in one process.
     r = toygpt("sample", "--run", str(run), "-n", "20", "--seed", "1")

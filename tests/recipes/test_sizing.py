@@ -2,8 +2,10 @@
 budget wants, chosen from timed steps, recorded, and never over an explicit choice."""
 
 import json
+import time
 
 import pytest
+import torch
 
 from toygpt_cli.config import build_configs
 from toygpt_cli.recipes import sizing
@@ -55,6 +57,29 @@ def test_the_largest_shape_that_makes_enough_steps_is_chosen(cost, budget, shape
 def test_a_real_probe_times_a_real_step():
     model, train = build_configs(preset_options("cpu-1m"), {"threads": 1, "batch_size": 2})
     assert 0 < sizing.probe_step(model, train) < 10
+
+
+def test_a_step_slowed_by_other_work_does_not_decide_the_model(monkeypatch):
+    # one of the probe's steps took 5 s (another program's burst): the fastest counts
+    monkeypatch.setattr(sizing, "step_times", lambda trainer, steps: [5.0, 0.02, 0.03][:steps])
+    model, train = build_configs(preset_options("cpu-1m"), {"threads": 1, "batch_size": 2})
+    assert sizing.probe_step(model, train) == 0.02
+
+
+def test_step_times_times_each_step_after_the_warm_up():
+    class Trainer:
+        calls = 0
+
+        def train_step(self):
+            self.calls += 1
+            time.sleep(0.3 if self.calls == 3 else 0.0)  # the second timed step is slow
+            return torch.zeros(()), 0.0
+
+    trainer = Trainer()
+    times = sizing.step_times(trainer, 3, warmup=1)
+    assert trainer.calls == 4 and len(times) == 3
+    assert times[1] >= 0.3 > max(times[0], times[2])
+    assert sizing.seconds_per_step(Trainer(), 3) == pytest.approx(0.1, abs=0.05)
 
 
 @pytest.fixture

@@ -64,7 +64,10 @@ LADDERS: dict[str, Ladder] = {
     "cpu": Ladder([{"dropout": 0.0}, {"dropout": 0.05}], ((600.0, 1800.0),)),
 }
 
-PROBE_STEPS = 2  # timed steps per rung, after one warm-up step
+# Timed steps per rung, after one warm-up step. The fastest counts: a step slowed by
+# something else on the machine (a page fault, another program's burst) would otherwise
+# decide the model of the whole run.
+PROBE_STEPS = 3
 
 # A preset's --compile pays from this budget on: compiling took about 45 s on two CPU cores
 # (a first run; later ones find it cached), and made the `cpu` preset's step 1.3-1.5x faster.
@@ -137,15 +140,22 @@ def probe_step(model_cfg: ModelConfig, train_cfg: TrainConfig) -> float:
     corpus = synthetic_corpus(chars=50_000)
     cfg = replace(model_cfg, vocab_size=corpus.tokenizer.vocab_size)
     trainer = Trainer(cfg, replace(train_cfg, sample_chars=0, compile=False), corpus)
-    return seconds_per_step(trainer, PROBE_STEPS)
+    return min(step_times(trainer, PROBE_STEPS))
 
 
 def seconds_per_step(trainer, steps: int, warmup: int = 1) -> float:
-    """Seconds per optimizer step of `trainer`, after `warmup` steps (a compiled step
+    """Mean seconds per optimizer step of `trainer`, after `warmup` steps (a compiled step
     compiles then)."""
+    return sum(step_times(trainer, steps, warmup)) / steps
+
+
+def step_times(trainer, steps: int, warmup: int = 1) -> list[float]:
+    """Seconds each of `steps` optimizer steps of `trainer` took, after `warmup` steps."""
     for _ in range(warmup):
         trainer.train_step()[0].item()
-    start = time.perf_counter()
+    times = []
     for _ in range(steps):
+        start = time.perf_counter()
         trainer.train_step()[0].item()
-    return (time.perf_counter() - start) / steps
+        times.append(time.perf_counter() - start)
+    return times
