@@ -300,6 +300,28 @@ def test_a_budget_too_small_for_one_step_is_refused_before_any(corpus, monkeypat
     assert info.value.fresh
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_eval_probe_counts_an_eval_shared_among_processes(corpus, monkeypatch, processes):
+    """Each process times the probe's 64 windows alone (here 0.64 s); an eval shares its
+    windows among the processes, so a window costs the run 1/processes of that."""
+    from types import SimpleNamespace
+
+    from toygpt_cli import periodic
+    from toygpt_cli.budget import Budget
+
+    dist = SimpleNamespace(world_size=processes, rank=0, is_main=True, min=lambda v: v)
+    train, val = corpus.splits()
+    evals = periodic.PeriodicEval(None, {"train": train, "val": val}, 16, _cfg(max_time=600.0),
+                                  "float32", None, lambda e: None, dist, None)  # fmt: skip
+    budget, state = Budget(600.0), SimpleNamespace(eval_windows=None)
+    clock = iter([10.0, 10.64])  # the probe's timed pass: 0.64 s
+    monkeypatch.setattr(periodic.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(periodic.PeriodicEval, "_loss", lambda self, split, starts: 0.0)
+    evals.probe(budget, state)
+    assert budget.eval_rate == pytest.approx(0.64 / 64 / processes)
+    assert state.eval_windows == 2 * 8 * processes  # eval_iters batches of every process's
+
+
 def test_a_budget_schedule_follows_the_clock_all_ranks_agree_on(corpus, monkeypatch):
     # As if the slowest rank were always halfway through the budget: every step's rate is
     # the cosine's midpoint, whatever this process's own clock says.

@@ -190,7 +190,7 @@ class TrainConfig:
     eval_interval: int = option(300, "Steps between evals.", TRAINING, min=1)
     eval_iters: int = option(
         200,
-        "Batches per split in each periodic eval (under --nproc, of every process's batch "
+        "Batches per split in each periodic eval (with several processes, of their batches "
         "together; every eval of a run scores the same windows).",
         TRAINING,
         FIXED,

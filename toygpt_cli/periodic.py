@@ -77,12 +77,13 @@ class PeriodicEval:
 
     def probe(self, budget: Budget, state) -> None:
         """Time a chunk of windows, so a time budget knows what an eval costs before the
-        first one: how many windows fit, and when to stop so that the final eval fits."""
+        first one: how many windows fit, and when to stop so that the final eval fits.
+        Each process times the chunk alone; an eval shares its windows among them."""
         probe = self.windows("train", EVAL_CHUNK)
         self._loss("train", probe)  # a cold first pass would overstate the cost
         t0 = time.perf_counter()
         self._loss("train", probe)
-        budget.eval_took(time.perf_counter() - t0, len(probe) / 2)
+        budget.eval_took((time.perf_counter() - t0) / self.dist.world_size, len(probe) / 2)
         self.size(budget, state)
         budget.eval_cost = budget.eval_rate * 2 * budget.eval_windows
 
@@ -98,7 +99,7 @@ class PeriodicEval:
             total.add(*window_losses(self.model, self.data[split], part, self.block, self.dtype))
             if self.dist.is_main:
                 self.emit(PhaseProgress("eval", done + i + len(part), 2 * count))
-        return self.dist.mean(total.mean())
+        return self.dist.pooled_mean(total.total(), total.count)
 
     def _loss(self, split: str, starts: torch.Tensor) -> float:
         total = LossSum()

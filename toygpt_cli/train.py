@@ -482,8 +482,10 @@ class Trainer:
         cost = budget.eval_cost  # one eval at the run's fixed size
         evals = 2 if self.state.last_eval_step != self.state.step else 1
         # A training step (forward, backward, update; the first one also warms up) costs
-        # about six forward passes of its batch, which the probe timed per window.
-        step = STEP_FORWARDS * (budget.eval_rate or 0.0) * self.cfg.batch_size
+        # about six forward passes of its batch, which the probe timed per window (and
+        # divided among the processes, which share an eval's windows but not a step's).
+        rate = (budget.eval_rate or 0.0) * self.dist.world_size
+        step = STEP_FORWARDS * rate * self.cfg.batch_size
         if budget.used() + evals * cost * 1.2 + step < budget.max_time:
             return
         need = max(2, math.ceil(budget.used() + evals * cost * 1.5 + 2 * step + 5))

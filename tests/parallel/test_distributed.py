@@ -81,6 +81,31 @@ def test_two_process_training_matches_one_process_with_the_same_effective_batch(
     assert json.loads((run / "config.json").read_text())["resolved"]["world_size"] == 1
 
 
+def _pooled(rank: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from toygpt_cli.parallel.distributed import Distributed
+
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=2)
+    try:
+        # an eval of 5 windows on 2 processes: rank 0 scores 3 (losses summing to 3.0),
+        # rank 1 scores 2 (summing to 7.0); the mean of all 5 is 2.0
+        total, count = (3.0, 3) if rank == 0 else (7.0, 2)
+        mean = Distributed(rank, 2, rank, torch.device("cpu")).pooled_mean(total, count)
+        with open(f"{out}.{rank}", "w") as f:
+            f.write(repr(mean))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_an_eval_shared_unevenly_among_processes_is_the_mean_of_every_window(tmp_path):
+    store = (tmp_path / "store").as_uri()
+    torch.multiprocessing.start_processes(
+        _pooled, args=(store, str(tmp_path / "mean")), nprocs=2, start_method="spawn"
+    )
+    assert [float((tmp_path / f"mean.{r}").read_text()) for r in (0, 1)] == [2.0, 2.0]
+
+
 def _ddp_cmd(corpus, *extra):
     return [sys.executable, "-m", "toygpt_cli", "train", "--data", str(corpus), *ARGS, *extra]
 

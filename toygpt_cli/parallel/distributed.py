@@ -91,10 +91,15 @@ class Distributed:
         dist.all_reduce(t, op=op)
         return t.item()
 
-    def mean(self, value: float) -> float:
+    def pooled_mean(self, total: float, count: int) -> float:
+        """Every rank's `total` over every rank's `count`: the mean of all their items,
+        however unevenly they were shared (a window count that does not divide by the
+        ranks, say)."""
         if not self.active:
-            return value
-        return self._reduce(value, dist.ReduceOp.SUM) / self.world_size
+            return total / max(count, 1)
+        t = torch.tensor([total, float(count)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return (t[0] / t[1].clamp(min=1)).item()
 
     def max(self, value: float) -> float:
         """The largest of every rank's `value` (the budget clock all ranks follow)."""
