@@ -53,3 +53,14 @@ def test_the_estimate_counts_the_evals_left():
     seconds, steps, per_step, per_eval = budget.estimate(100, cfg)
     assert steps == 900 and per_step == 0.5 and per_eval == 4.0
     assert seconds == pytest.approx(900 * 0.5 + 4 * 4.0)  # evals at 300, 600, 900 and 1000
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_an_untimed_eval_is_guessed_from_the_step_and_shared_among_processes(world_size):
+    # a resume far from its next eval: no eval timed yet; 320 windows a split, batches of
+    # 8 on each process, a step of 0.3 s: an eval window costs a third of a step's
+    budget, cfg = Budget(0.0), TrainConfig(iters=1000, eval_interval=300, batch_size=8)
+    budget.eval_windows = 320
+    budget.step_took(0.3)
+    per_eval = budget.estimate(100, cfg, world_size)[3]
+    assert per_eval == pytest.approx(2 * 320 / (8 * world_size) * 0.3 / 3)

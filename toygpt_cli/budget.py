@@ -107,14 +107,16 @@ class Budget:
             return True
         return False
 
-    def estimate(self, step: int, cfg) -> tuple[float, int, float, float]:
+    def estimate(self, step: int, cfg, world_size: int = 1) -> tuple[float, int, float, float]:
         """(seconds left in this session, steps left, seconds per step, seconds per eval),
         the final eval included. Before any eval was timed (a resume far from its next one),
-        an eval window is taken to cost a third of a training window (forward only)."""
+        an eval window is taken to cost a third of a training window (forward only); the
+        world_size processes share an eval's windows as they share a step's."""
         sps = self.sec_per_step() or 1e-9
         per_eval = self._final_cost()
         if not per_eval and self.eval_windows:
-            per_eval = 2 * self.eval_windows * sps / max(1, cfg.batch_size) / 3
+            step_windows = max(1, cfg.batch_size) * world_size
+            per_eval = 2 * self.eval_windows * sps / step_windows / 3
         if self.max_time:
             left = max(0.0, self.max_time - self.used())
             steps = int(left / (sps + per_eval / cfg.eval_interval))

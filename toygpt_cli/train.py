@@ -475,7 +475,7 @@ class Trainer:
                 window = [0, 0.0]
             if budget.estimate_due(st.step - start_step):
                 self._estimated = True
-                self.emit(EstimateReady(*budget.estimate(st.step, cfg)))
+                self.emit(EstimateReady(*budget.estimate(st.step, cfg, self.dist.world_size)))
 
     def _check_budget(self, budget: Budget, start_step: int) -> None:
         """Refuse a budget that cannot hold this session's evals and a step or two."""
@@ -501,7 +501,9 @@ class Trainer:
         with self.averaged():
             losses, windows = self.evals.losses(st.step, budget, st)
         if self._estimated and not final:  # a better estimate, now that an eval was timed
-            self.emit(EstimateReady(*budget.estimate(st.step, cfg), quiet=True))
+            self.emit(
+                EstimateReady(*budget.estimate(st.step, cfg, self.dist.world_size), quiet=True)
+            )
         for split, value in losses.items():
             self._check_finite(value, split)
         record = {
