@@ -112,8 +112,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The lowest val loss a laptop-class CPU reaches in 10 minutes of wall time, evals
     # included, with the small-GPT speedrun recipe: Muon on the block matrices, rotary
     # positions, the modern block, on the CPU shape with a long context, the weights'
-    # average, compiled. Measured (docs/results.md): whole val 1.4346 compiled with dropout
-    # 0.05 (10 runs, 2-core Xeon with AMX, bf16; 1.4429 with 0.1, 1.4550 uncompiled; 4 layers
+    # average, compiled. Measured (docs/results.md): whole val 1.4344 compiled with dropout
+    # 0.05 (14 runs, 2-core Xeon with AMX, bf16; 1.4429 with 0.1, 1.4550 uncompiled; 4 layers
     # of 160: 1.4429, 4 of 128: 1.4341).
     # Uncompiled with dropout 0.1, 2-core Zen 4, bf16: 1.4504 in 10 minutes (4 runs,
     # 1.4436-1.4564; 1.4550-1.4584 before the average), 1.4625-1.4653 without the weight
