@@ -71,7 +71,8 @@ _SPEEDRUN: dict[str, Any] = {
 # 45 s on a first run (a few seconds later on: the compiled code is cached on disk). Ten
 # minutes: 3,781 steps and 1.4408 against 2,500 and 1.4521 uncompiled, the same hour.
 # Compiled, with ~3,500 steps, dropout 0.05 beat 0.1 (1.4359, 5 runs, against 1.4429, 5 runs;
-# 0.15: 1.4547): docs/results.md.
+# 0.15: 1.4547): docs/results.md. Batches of 8 and 16 scored no better than 12 (1.4342, 4
+# runs; 1.4392, 3 runs), batches of 6 worse (1.4387, 2 runs).
 _TEN_MINUTES: dict[str, Any] = {
     "compile": True,
     "block_size": 256,
