@@ -59,8 +59,9 @@ def test_the_estimate_counts_the_evals_left():
 def test_an_untimed_eval_is_guessed_from_the_step_and_shared_among_processes(world_size):
     # a resume far from its next eval: no eval timed yet; 320 windows a split, batches of
     # 8 on each process, a step of 0.3 s: an eval window costs a third of a training one
-    budget, cfg = Budget(0.0), TrainConfig(iters=1000, eval_interval=300, batch_size=8)
+    budget = Budget(0.0, world_size=world_size)
+    cfg = TrainConfig(iters=1000, eval_interval=300, batch_size=8)
     budget.eval_windows = 320
     budget.step_took(0.3)
-    per_eval = budget.estimate(100, cfg, world_size)[3]
+    per_eval = budget.estimate(100, cfg)[3]
     assert per_eval == pytest.approx(2 * 320 / (8 * world_size) * 0.3 / 3)

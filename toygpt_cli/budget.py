@@ -17,8 +17,12 @@ SAMPLE_SHARE = 0.05  # most of the budget one per-eval sample may take
 
 
 class Budget:
-    def __init__(self, max_time: float, wall_before: float = 0.0, budget_start: float = 0.0):
+    def __init__(
+        self, max_time: float, wall_before: float = 0.0, budget_start: float = 0.0,
+        world_size: int = 1,
+    ):  # fmt: skip
         self.max_time = max_time
+        self.world_size = world_size  # processes sharing each step's and each eval's windows
         self.wall_before = wall_before
         self.budget_start = budget_start  # the run's wall seconds when this budget began
         self._t0 = time.perf_counter()
@@ -107,15 +111,15 @@ class Budget:
             return True
         return False
 
-    def estimate(self, step: int, cfg, world_size: int = 1) -> tuple[float, int, float, float]:
+    def estimate(self, step: int, cfg) -> tuple[float, int, float, float]:
         """(seconds left in this session, steps left, seconds per step, seconds per eval),
         the final eval included. Before any eval was timed (a resume far from its next one),
         an eval window is taken to cost a third of a training window (forward only); the
-        world_size processes share an eval's windows as they share a step's."""
+        processes share an eval's windows as they share a step's."""
         sps = self.sec_per_step() or 1e-9
         per_eval = self._final_cost()
         if not per_eval and self.eval_windows:
-            step_windows = max(1, cfg.batch_size) * world_size
+            step_windows = max(1, cfg.batch_size) * self.world_size
             per_eval = 2 * self.eval_windows * sps / step_windows / 3
         if self.max_time:
             left = max(0.0, self.max_time - self.used())

@@ -371,7 +371,7 @@ class Trainer:
     def _run(self) -> TrainResult:
         cfg, st = self.cfg, self.state
         start_step, self._estimated = st.step, False
-        budget = Budget(cfg.max_time, st.wall_seconds, st.budget_start)
+        budget = Budget(cfg.max_time, st.wall_seconds, st.budget_start, self.dist.world_size)
         self.emit(
             TrainStarted(
                 self.run_folder, st.step, cfg.iters, self.model.num_params(), str(self.device),
@@ -475,7 +475,7 @@ class Trainer:
                 window = [0, 0.0]
             if budget.estimate_due(st.step - start_step):
                 self._estimated = True
-                self.emit(EstimateReady(*budget.estimate(st.step, cfg, self.dist.world_size)))
+                self.emit(EstimateReady(*budget.estimate(st.step, cfg)))
 
     def _check_budget(self, budget: Budget, start_step: int) -> None:
         """Refuse a budget that cannot hold this session's evals and a step or two."""
@@ -501,9 +501,7 @@ class Trainer:
         with self.averaged():
             losses, windows = self.evals.losses(st.step, budget, st)
         if self._estimated and not final:  # a better estimate, now that an eval was timed
-            self.emit(
-                EstimateReady(*budget.estimate(st.step, cfg, self.dist.world_size), quiet=True)
-            )
+            self.emit(EstimateReady(*budget.estimate(st.step, cfg), quiet=True))
         for split, value in losses.items():
             self._check_finite(value, split)
         record = {
