@@ -170,6 +170,32 @@ def test_resume_refuses_data_that_changed_since_training(dirs, corpus_file):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_resume_keeps_the_processes_the_run_trained_with_or_says_why_not(dirs, corpus_file):
+    """A run that trained with more processes than this machine can start is refused in one
+    line naming the way on, before anything starts; --nproc chooses and says the batch."""
+    _, runs = dirs
+    assert toygpt("train", "--data", corpus_file, *TINY_ARGS, "--iters", "2").exit_code == 0
+    (run,) = runs.iterdir()
+    config = json.loads((run / "config.json").read_text())
+    config["resolved"]["world_size"] = 64  # as if trained on a larger machine
+    (run / "config.json").write_text(json.dumps(config))
+    batch = config["train"]["batch_size"]
+    r = toygpt("train", "--resume", "--steps", "2")
+    assert r.exit_code == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "the run trained with 64 processes" in r.stderr
+    assert f"--batch-size {64 * batch}" in r.stderr
+    assert _step(run) == 2
+    r = toygpt("train", "--resume", "--steps", "2", "--nproc", "1", "--batch-size", "3")
+    assert r.exit_code == 0, r.stderr
+    assert "note: the run trained with 64 processes" in r.stderr
+    assert "continues with 1 (an effective batch of 3)" in r.stderr
+    assert _step(run) == 4
+    r = toygpt("train", "--resume", "--steps", "2")  # now one process, as it last trained
+    assert r.exit_code == 0 and "note:" not in r.stderr, r.stderr
+    assert _step(run) == 6
+
+
 def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(dirs, corpus_file):
     _, runs = dirs
     r = toygpt("train", "--data", corpus_file, *TINY_ARGS, "--iters", "40", "--eval-interval",

@@ -76,8 +76,11 @@ def test_two_process_training_matches_one_process_with_the_same_effective_batch(
     # A DDP checkpoint is an ordinary one: sample and resume in one process.
     r = toygpt("sample", "--run", str(run), "-n", "20", "--seed", "1")
     assert r.exit_code == 0 and len(r.stdout) == 21
-    r = toygpt("train", "--resume", str(run), "--steps", "10")
+    r = toygpt("train", "--resume", str(run), "--steps", "10", "--nproc", "1")
     assert r.exit_code == 0, r.stderr
+    note = " ".join(r.stderr.split())
+    assert "trained with 2 processes (an effective batch of 16); it continues with 1" in note
+    assert "continues with 1 (an effective batch of 8)" in note
     assert json.loads((run / "config.json").read_text())["resolved"]["world_size"] == 1
 
 
@@ -234,10 +237,13 @@ def test_two_process_resume_is_exact_and_each_rank_has_its_own_dropout(dirs, cor
     train("straight", "--iters", "40")
     train("resumed", "--iters", "20")
     (resumed,) = (runs / "resumed").iterdir()
-    resume = [sys.executable, "-m", "toygpt_cli", "train", "--nproc", "2", "--resume",
-              str(resumed), "--steps", "20", "--threads", "1"]  # fmt: skip
+    # no --nproc: it resumes with as many processes as it trained with
+    resume = [sys.executable, "-m", "toygpt_cli", "train", "--resume", str(resumed), "--steps",
+              "20", "--threads", "1"]  # fmt: skip
     proc = subprocess.run(resume, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert "starting 2 training processes, as the run trained" in proc.stderr
+    assert json.loads((resumed / "config.json").read_text())["resumes"][-1]["world_size"] == 2
     (straight,) = (runs / "straight").iterdir()
     a, a_moments = _weights_and_moments(straight)
     b, b_moments = _weights_and_moments(resumed)

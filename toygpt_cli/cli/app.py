@@ -96,8 +96,15 @@ def main(argv: list[str] | None = None) -> None:
     # Ctrl-C means "stop" in every command, even when toygpt was started with SIGINT
     # ignored (a background job of a non-interactive shell): Python would then never raise
     # KeyboardInterrupt, and `sample -i` would wait for input for ever.
-    from toygpt_cli.cli.common import say_stopped, settle_sigint, stopped_unsaid, watch_sigint
+    from toygpt_cli.cli.common import (
+        running_with,
+        say_stopped,
+        settle_sigint,
+        stopped_unsaid,
+        watch_sigint,
+    )
 
+    running_with(argv)
     watch_sigint()
     _stand_in_for_closed_streams()
     args = normalize_argv(sys.argv[1:] if argv is None else argv)

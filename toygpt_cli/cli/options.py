@@ -118,7 +118,10 @@ class CommandOptions:
     sample: bool = option(
         False, "Print a 500-character sample when done.", RUN_PANEL, negatable=False
     )
-    nproc: int = option(1, "Processes to start on this machine (DDP).", RUN_PANEL, min=1, max=64)
+    nproc: int = option(
+        None, "Processes to start on this machine (DDP). \\[default: 1; with --resume, as "
+        "many as the run trained with]", RUN_PANEL, min=1, max=64,
+    )  # fmt: skip
     # -- sample ---------------------------------------------------------------------------
     prompt: str = option("", "Text to continue.", aliases=("-p",))
     prompt_file: str = option(None, "Continue the text of this UTF-8 file (- for stdin).",

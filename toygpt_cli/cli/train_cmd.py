@@ -40,19 +40,23 @@ def train(o) -> None:
             "--preset/--config/--like/--name/--init-from make a new run; not with --resume"
         )
     file_data = next((layer.pop("data") for layer in layers if "data" in layer), None)
-    if o.nproc > 1 and "RANK" not in os.environ:
+    nproc = o.nproc or 1
+    if o.resume is not None and "RANK" not in os.environ:
+        nproc = _processes_to_resume(o.resume, where.runs_dir, o.nproc, given)
+    if nproc > 1 and "RANK" not in os.environ:
         device = given.get("device") or next(
             (layer["device"] for layer in reversed(layers) if "device" in layer), "auto"
         )
-        _check_nproc(o.nproc, str(device))
+        _check_nproc(nproc, str(device))
         _check_before_launch(layers, given, o.resume, o.steps, where)
         if o.resume is None and o.data is None and file_data is None:
             _default_dataset(where.data_dir)  # fetched once, here, not by every worker
         from toygpt_cli.parallel.launch import StoppedWhileStarting, launch_local
 
-        err.print(f"starting {o.nproc} training processes", highlight=False)
+        as_before = ", as the run trained" if o.resume is not None and o.nproc is None else ""
+        err.print(f"starting {nproc} training processes{as_before}", highlight=False)
         try:
-            code = launch_local(o.nproc, _without_nproc(command_line()[1:]))
+            code = launch_local(nproc, _without_nproc(command_line()[1:]))
         except StoppedWhileStarting as exc:
             err.print("stopped during start-up; no run was created")
             code = 128 + exc.signum
@@ -256,7 +260,39 @@ def _check_before_launch(layers, given, resume, steps, where) -> None:
     plan_resume(ckpt.model_config, ckpt.train_config(), ckpt.state, status, given, steps, run.name)
 
 
-def _check_nproc(nproc: int, device: str = "auto") -> None:
+def _processes_to_resume(ref: str, runs_dir: Path, asked: int | None, given: dict) -> int:
+    """A resumed run continues with as many processes as it last trained with (each keeps
+    its batch, so the run keeps its effective batch) unless --nproc says otherwise; a
+    different count is said, with the effective batch it gives."""
+    from toygpt_cli.runs.folder import open_run
+
+    try:
+        config = open_run(ref, runs_dir).config()
+        trained = max(1, int(config["resolved"]["world_size"]))
+        batch = int(config["train"]["batch_size"])
+        device = str(given.get("device") or config["train"]["device"])
+    except (ToygptError, KeyError, TypeError, ValueError):
+        return asked or 1  # the resume itself says what is wrong with the run
+    if asked is None:
+        if trained > 1:
+            _check_nproc(trained, device, (
+                f"the run trained with {trained} processes (an effective batch of "
+                f"{trained * batch}); to continue it in fewer, give --nproc, and "
+                f"--batch-size {trained * batch} for the same effective batch in one"
+            ))  # fmt: skip
+        return trained
+    if asked != trained:
+        now = asked * given.get("batch_size", batch)
+        err.print(
+            f"note: the run trained with {trained} process{'es' if trained > 1 else ''} "
+            f"(an effective batch of {trained * batch}); it continues with {asked} "
+            f"(an effective batch of {now})",
+            highlight=False,
+        )
+    return asked
+
+
+def _check_nproc(nproc: int, device: str = "auto", remedy: str | None = None) -> None:
     """One process per GPU on a GPU (rank r takes cuda:r), or per CPU core on the CPU."""
     import torch
 
@@ -267,6 +303,8 @@ def _check_nproc(nproc: int, device: str = "auto") -> None:
     have = gpus if on_gpus else usable_cpus()
     if nproc > have:
         what = f"{gpus} GPUs" if on_gpus else f"{have} CPUs"
+        if remedy:
+            raise UsageError(f"this machine has {what}: {remedy}")
         raise UsageError(f"--nproc {nproc} is more processes than this machine's {what}")
 
 
