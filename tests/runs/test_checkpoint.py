@@ -134,8 +134,7 @@ def test_damage_is_one_line_naming_what_is_wrong(tmp_path, what, changes, messag
 
 
 @pytest.mark.parametrize("missing", ["optimizer", "rng", "train_config"])
-def test_resuming_needs_the_optimizer_the_random_streams_and_the_configuration(tmp_path,
-                                                                               missing):  # fmt: skip
+def test_resuming_needs_the_optimizer_the_random_streams_and_the_configuration(tmp_path, missing):
     path = tmp_path / "best.pt"
     save_checkpoint(path, {k: v for k, v in _state().items() if k != missing})
     read_checkpoint(path)  # enough to sample
@@ -155,7 +154,8 @@ def test_an_absurd_size_a_file_claims_allocates_nothing(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "damage", ["wrong shape", "sparse", "NaN"],
+    "damage",
+    ["wrong shape", "sparse", "NaN"],
 )
 def test_an_optimizer_state_that_does_not_fit_is_one_line_not_a_crash(tmp_path, damage):
     """torch trusts the moments it loads; a wrong shape can crash the process in the step."""

@@ -1,10 +1,10 @@
 import json
-from pathlib import Path
 import os
 import socket
 import subprocess
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -231,8 +231,13 @@ def test_the_lock_holder_sees_its_own_recorded_status(tmp_path):
 
 @pytest.mark.parametrize(
     ("section", "key", "value"),
-    [("model", "n_layer", "x"), ("model", "dropout", 7), ("train", "learning_rate", "fast"),
-     ("train", "optimizer", "sgd"), ("model", "pos", None)],  # fmt: skip
+    [
+        ("model", "n_layer", "x"),
+        ("model", "dropout", 7),
+        ("train", "learning_rate", "fast"),
+        ("train", "optimizer", "sgd"),
+        ("model", "pos", None),
+    ],  # fmt: skip
 )
 def test_a_config_with_values_its_options_refuse_is_damaged(tmp_path, section, key, value):
     import json

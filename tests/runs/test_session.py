@@ -191,8 +191,9 @@ def test_every_eval_of_a_run_scores_the_same_windows_across_resumes(corpus_file,
         resume_training(run, 10, {"eval_iters": 5})
 
 
-def test_a_metrics_record_lost_to_a_kill_comes_back_from_the_checkpoint(corpus_file, tiny_model,
-                                                                        tiny_train, tmp_path):  # fmt: skip
+def test_a_metrics_record_lost_to_a_kill_comes_back_from_the_checkpoint(
+    corpus_file, tiny_model, tiny_train, tmp_path
+):
     run = start_training(tiny_model, tiny_train, corpus_file, tmp_path).run().run
     lines = run.file("metrics.jsonl").read_text().splitlines()
     run.file("metrics.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # killed before it
@@ -200,8 +201,9 @@ def test_a_metrics_record_lost_to_a_kill_comes_back_from_the_checkpoint(corpus_f
     assert [m["step"] for m in run.metrics()] == [0, 20, 40, 60, 80]
 
 
-def test_keep_last_writes_no_best_and_keep_best_drops_the_resume_state(corpus_file, tiny_model,
-                                                                       tiny_train, tmp_path):  # fmt: skip
+def test_keep_last_writes_no_best_and_keep_best_drops_the_resume_state(
+    corpus_file, tiny_model, tiny_train, tmp_path
+):
     last = start_training(tiny_model, replace(tiny_train, keep="last"), corpus_file,
                           tmp_path / "l").run().run  # fmt: skip
     assert last.file("ckpt.pt").exists() and not last.file("best.pt").exists()
@@ -217,3 +219,22 @@ def test_training_without_a_folder_writes_nothing(corpus_file, tiny_model, tiny_
     result = start_training(tiny_model, tiny_train, corpus_file, None).run()
     assert result.status == "completed" and result.run is None
     assert {p.name for p in tmp_path.iterdir()} == {corpus_file.name, ".toygpt-cache"}
+
+
+def test_the_memory_check_counts_every_process_sharing_a_cpu(tiny_model, tiny_train,
+                                                              monkeypatch):  # fmt: skip
+    """Processes on one machine share its memory: a configuration one process fits in is
+    refused for two when it fits only once, naming the processes."""
+    from toygpt_cli.parallel.distributed import Distributed
+    from toygpt_cli.runs import session
+
+    need = session.memory_needed(tiny_model, tiny_train, world_size=2)
+    monkeypatch.setattr(session, "available_memory", lambda: int(need * 1.5 / 0.9))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    cpu = torch.device("cpu")
+    session.check_memory(tiny_model, tiny_train, cpu)  # one process: fits
+    two = Distributed(0, 2, 0, cpu)
+    with pytest.raises(ToygptError, match="in each of 2 processes.*or fewer processes"):
+        session.check_memory(tiny_model, tiny_train, cpu, two)
+    monkeypatch.setattr(session, "available_memory", lambda: int(need * 2.5 / 0.9))
+    session.check_memory(tiny_model, tiny_train, cpu, two)  # room for both

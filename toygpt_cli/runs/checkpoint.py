@@ -15,8 +15,8 @@ from __future__ import annotations
 import io
 import math
 import os
-import stat
 import pickle
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path

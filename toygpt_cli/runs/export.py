@@ -26,11 +26,11 @@ import torch
 from toygpt_cli import __version__
 from toygpt_cli.config import ModelConfig, TrainConfig, from_dict
 from toygpt_cli.data import CharTokenizer
+from toygpt_cli.errors import ToygptError, first_line, install_hint
 from toygpt_cli.model import GPT
 from toygpt_cli.runs.checkpoint import check_weights, read_checkpoint
-from toygpt_cli.errors import ToygptError, first_line, install_hint
-from toygpt_cli.storage.files import write_atomic
 from toygpt_cli.runs.folder import Run
+from toygpt_cli.storage.files import write_atomic
 
 FORMAT = "toygpt-safetensors/1"
 SUFFIX = ".safetensors"
@@ -142,7 +142,9 @@ def load_export(path: Path, device: torch.device | str = "cpu"):
     except ToygptError:
         raise
     except Exception as exc:  # safetensors raises its own error types for a damaged file
-        raise ToygptError(f"{path} is not a readable safetensors file ({first_line(exc)})") from None
+        raise ToygptError(
+            f"{path} is not a readable safetensors file ({first_line(exc)})"
+        ) from None
     try:
         cfg = from_dict(ModelConfig, json.loads(meta["model_config"]))
         cfg.validate()
@@ -161,7 +163,11 @@ def load_export(path: Path, device: torch.device | str = "cpu"):
         expected = {a: b for a, b in TIED_KEYS.items() if cfg.tie_weights}
         if tied != expected:  # exactly what an export of this configuration writes
             raise ValueError(f"its tied entry {meta.get('tied')!r} does not fit its configuration")
-        if not isinstance(vocab, str) or len(vocab) != cfg.vocab_size or len(set(vocab)) != len(vocab):
+        if (
+            not isinstance(vocab, str)
+            or len(vocab) != cfg.vocab_size
+            or len(set(vocab)) != len(vocab)
+        ):
             raise ValueError("its vocabulary does not fit its configuration")
     except ToygptError as exc:
         raise ToygptError(f"{where}: its metadata is invalid: {exc}") from None
@@ -177,7 +183,9 @@ def load_export(path: Path, device: torch.device | str = "cpu"):
     try:
         tensors = st.load(raw)
     except Exception as exc:
-        raise ToygptError(f"{path} is not a readable safetensors file ({first_line(exc)})") from None
+        raise ToygptError(
+            f"{path} is not a readable safetensors file ({first_line(exc)})"
+        ) from None
     for alias, target in tied.items():
         tensors[alias] = tensors[target]
     check_weights(tensors, cfg, where)

@@ -12,10 +12,9 @@ import json
 import os
 import stat
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
-
-from dataclasses import fields
 
 from toygpt_cli.config import ModelConfig, TrainConfig, check
 from toygpt_cli.errors import ToygptError

@@ -21,23 +21,23 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from toygpt_cli.storage import locks as locking
 from toygpt_cli.errors import ToygptError
-from toygpt_cli.storage.files import append_jsonl, overwrite_in_place, write_json
 from toygpt_cli.runs.files import (
     METRIC_FIELDS,
     SAMPLE_FIELDS,
-    TRACE_FIELDS,
     STATUS_FIELDS,
+    TRACE_FIELDS,
     DamagedRun,
     bounded_records,
     check_fields,
-    iter_records,
     config_problem,
+    iter_records,
     load_json,
     read_records,
     short,
 )
+from toygpt_cli.storage import locks as locking
+from toygpt_cli.storage.files import append_jsonl, overwrite_in_place, write_json
 
 CONFIG = "config.json"
 STATUS = "status.json"
@@ -57,8 +57,21 @@ TENSORBOARD = "tb"
 # Everything toygpt writes in a run folder: `runs rm` deletes these and refuses a folder
 # that holds anything else. One place: a new file a run gets must be added here.
 RUN_FILES = frozenset(
-    {CONFIG, STATUS, METRICS, SAMPLES, TRACE, EVAL, CKPT_LAST, CKPT_BEST, LOSS_PNG, EXPORT, LOCK,
-     REPORT, *ATTENTION}
+    {
+        CONFIG,
+        STATUS,
+        METRICS,
+        SAMPLES,
+        TRACE,
+        EVAL,
+        CKPT_LAST,
+        CKPT_BEST,
+        LOSS_PNG,
+        EXPORT,
+        LOCK,
+        REPORT,
+        *ATTENTION,
+    }
 )
 RUN_FILE_PATTERNS = (".*.tmp",)  # fileio's temporary files, left by a kill mid-write
 RUN_SUBDIRS = {TENSORBOARD: ("events.out.tfevents.*",)}  # sub-folder: what may be in it
@@ -397,7 +410,9 @@ class Run:
         elif st["status"] != "running" and not (self.path / CKPT_LAST).exists():
             only_best = cfg.get("train", {}).get("keep") == "best" and st["status"] == "completed"
             if not (only_best and (self.path / CKPT_BEST).exists()):
-                row.update(status="damaged", problem=f"no {CKPT_LAST}: it stopped before saving one")
+                row.update(
+                    status="damaged", problem=f"no {CKPT_LAST}: it stopped before saving one"
+                )
         return row
 
     def metric_summary(self) -> dict[str, Any]:

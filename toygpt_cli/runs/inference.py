@@ -10,15 +10,15 @@ from typing import Any
 
 import torch
 
-from toygpt_cli.runs.checkpoint import read_checkpoint
 from toygpt_cli.corpus import load_corpus
 from toygpt_cli.data import CharTokenizer
 from toygpt_cli.device import resolve_device, resolve_dtype
 from toygpt_cli.errors import ToygptError, UsageError
 from toygpt_cli.evaluate import loss_report, scored_chars, split_loss
-from toygpt_cli.storage.files import read_json, write_json
 from toygpt_cli.model import GPT
+from toygpt_cli.runs.checkpoint import read_checkpoint
 from toygpt_cli.runs.folder import EVAL, Run, open_run, utc_now
+from toygpt_cli.storage.files import read_json, write_json
 
 
 @dataclass
@@ -105,7 +105,8 @@ def evaluate_run(
     """Losses of a loaded run on its splits, merged into the run's eval.json.
 
     Each split is scored whole (from `offsets` window alignments, averaged), or on
-    `max_chars` of its positions (evenly spaced windows, see `evaluate.subset_windows`). `progress(split, done, total)` counts scored positions.
+    `max_chars` of its positions (evenly spaced windows, see `evaluate.subset_windows`).
+    `progress(split, done, total)` counts scored positions.
     Results kept from eval.json: the splits not scored now, when they were scored from the
     same checkpoint file at the same step on the same text (sha256).
     """

@@ -51,7 +51,10 @@ def write_loss_png(path: Path, run, title: str = "") -> bool:
     if trace:
         ax.plot(*series(trace, "loss"), color="tab:blue", alpha=0.35, linewidth=1,
                 label="train (batches)")  # fmt: skip
-    for key, label, color in (("train_loss", "train", "tab:blue"), ("val_loss", "val", "tab:orange")):
+    for key, label, color in (
+        ("train_loss", "train", "tab:blue"),
+        ("val_loss", "val", "tab:orange"),
+    ):
         ax.plot(*series(metrics, key), label=label, marker=".", color=color)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/char)")

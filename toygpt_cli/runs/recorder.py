@@ -56,9 +56,11 @@ class RunRecorder:
         elif isinstance(event, SampleWritten):
             self.run.append_sample({"step": event.step, "seed": event.seed, "text": event.text})
         elif isinstance(event, TrainEnded):
-            if event.status == "completed" and self.keep == "best" and self.run.file(
-                CKPT_BEST
-            ).exists():
+            if (
+                event.status == "completed"
+                and self.keep == "best"
+                and self.run.file(CKPT_BEST).exists()
+            ):
                 self.run.file(CKPT_LAST).unlink(missing_ok=True)  # keep only the best weights
             # The end must be recorded even when the disk is full or the process is dying.
             with contextlib.suppress(ToygptError, OSError):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from toygpt_cli.storage import locks as locking
 from toygpt_cli.errors import ToygptError
 from toygpt_cli.runs.folder import (
     CONFIG,
@@ -23,6 +22,7 @@ from toygpt_cli.runs.folder import (
     is_run_file,
     resolve_run,
 )
+from toygpt_cli.storage import locks as locking
 
 
 def _full(path: Path) -> str:

@@ -37,14 +37,23 @@ from toygpt_cli.parallel.distributed import Distributed
 from toygpt_cli.runs.checkpoint import DamagedCheckpoint, read_checkpoint
 from toygpt_cli.runs.finetune import InitFrom
 from toygpt_cli.runs.folder import (
-    CKPT_LAST, CONFIG, METRICS, SAMPLES, STATUS, Run, make_staging, publish, utc_now,
+    CKPT_LAST,
+    CONFIG,
+    METRICS,
+    SAMPLES,
+    STATUS,
+    Run,
+    make_staging,
+    publish,
+    utc_now,
 )
 from toygpt_cli.runs.recorder import RunRecorder
 from toygpt_cli.runs.resume import plan_resume
 from toygpt_cli.runs.tensorboard import TensorBoardLogger, require_tensorboard
-from toygpt_cli.storage.files import truncate_jsonl, write_atomic
 from toygpt_cli.stopping import StopSwitch, signals_held
+from toygpt_cli.storage.files import truncate_jsonl, write_atomic
 from toygpt_cli.train import Trainer
+
 
 def start_training(
     model_cfg: ModelConfig,
@@ -83,7 +92,7 @@ def start_training(
     model_cfg.validate()
     corpus = _load_corpus(Path(data), model_cfg, train_cfg.val_fraction, tokenizer, progress)
     model_cfg = replace(model_cfg, vocab_size=corpus.tokenizer.vocab_size)
-    check_memory(model_cfg, train_cfg, device)
+    check_memory(model_cfg, train_cfg, device, dist)
     if runs_dir is None:
         trainer = Trainer(model_cfg, train_cfg, corpus, dist=dist, listeners=[callback], stop=stop)
         if init is not None:
@@ -174,7 +183,8 @@ def resume_training(
             f"{corpus.sha256[:12]}..., the run recorded {recorded['sha256'][:12]}...); "
             "resume on the original text, or start a new run"
         )
-    check_memory(ckpt.model_config, train_cfg, dist.device or resolve_device(train_cfg.device))
+    check_memory(ckpt.model_config, train_cfg, dist.device or resolve_device(train_cfg.device),
+                 dist)  # fmt: skip
     last_eval_step = ckpt.state.get("last_eval_step", -1)
     last = [r for r in run.metrics() if r.get("step", 0) <= last_eval_step]
     trainer = _trainer(
@@ -182,8 +192,9 @@ def resume_training(
         tensorboard or bool(config.get("tensorboard")), last[-1] if last else None,
     )  # fmt: skip
     try:
-        trainer.load_state_dict({**ckpt.data, "state": {**ckpt.state,
-                                                         "budget_start": plan.budget_start}})
+        trainer.load_state_dict(
+            {**ckpt.data, "state": {**ckpt.state, "budget_start": plan.budget_start}}
+        )
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
         trainer.release()
         raise DamagedCheckpoint(f"{ckpt_path} does not fit its own run: {exc}") from None
@@ -251,28 +262,51 @@ def _load_corpus(data: Path, model_cfg: ModelConfig, val_fraction: float, tokeni
     return corpus
 
 
-def check_memory(model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device) -> None:
-    """Refuse, before allocating anything, a configuration that cannot fit in memory."""
+def _parameters(model_cfg: ModelConfig) -> int:
+    """About how many weights the model has (the block matrices, embeddings and head)."""
+    C, L = model_cfg.n_embd, model_cfg.n_layer
+    return 12 * L * C * C + (2 * model_cfg.vocab_size + model_cfg.block_size) * C
+
+
+def memory_needed(model_cfg: ModelConfig, train_cfg: TrainConfig, world_size: int = 1) -> int:
+    """About how many bytes one training process of this configuration takes."""
     C, L, T, B = model_cfg.n_embd, model_cfg.n_layer, model_cfg.block_size, train_cfg.batch_size
     H, V = model_cfg.n_head, model_cfg.vocab_size
-    params = 12 * L * C * C + (2 * V + T) * C
+    params = _parameters(model_cfg)
     # float32 weights, gradients and AdamW's two moments, and a serialised checkpoint;
     # --ema: the average, a copy of the weights while an eval runs, one more in the checkpoint
     weights = 16 * params + 8 * params + (12 * params if train_cfg.ema else 0)
     # Activations kept for the backward pass (Korthikanti et al.'s per-layer estimate,
-    # float32), plus the logits; the eval windows are int64 offsets.
+    # float32), plus the logits; the eval windows are int64 offsets, every process's.
     activations = 8 * T * B * C * (34 + 5 * H * T / C) * L + 12 * B * T * V
-    windows = 2 * 8 * train_cfg.eval_iters * B
-    need = weights + activations + windows
+    windows = 2 * 8 * train_cfg.eval_iters * B * world_size
+    return int(weights + activations + windows)
+
+
+def check_memory(
+    model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device,
+    dist: Distributed | None = None,
+) -> None:  # fmt: skip
+    """Refuse, before allocating anything, a configuration that cannot fit in memory: on a
+    CPU, for every process on this machine together (they share its memory); on a GPU,
+    for this process's own."""
+    dist = dist or Distributed.single()
+    need = memory_needed(model_cfg, train_cfg, dist.world_size)
+    processes = 1
     if device.type == "cuda":
         have = torch.cuda.mem_get_info(device)[0]
     else:
         have = available_memory()
-    if need > 0.9 * have:
+        if dist.active:  # the others are starting too: what is available now is for all
+            processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
+    if processes * need > 0.9 * have:
+        each = f" in each of {processes} processes" if processes > 1 else ""
         raise ToygptError(
-            f"this configuration needs about {need / 2**30:,.1f} GiB of memory "
-            f"({params / 1e6:,.1f}M parameters, batch {B} x block {T}); this {device.type} has "
+            f"this configuration needs about {need / 2**30:,.1f} GiB of memory{each} "
+            f"({_parameters(model_cfg) / 1e6:,.1f}M parameters, batch {train_cfg.batch_size} "
+            f"x block {model_cfg.block_size}); this {device.type} has "
             f"{have / 2**30:,.1f} GiB available. Use a smaller model, batch or eval_iters"
+            + (", or fewer processes" if processes > 1 else "")
         )
 
 

@@ -8,6 +8,7 @@ Files go to `<run>/tb/`, so `tensorboard --logdir runs` shows every run.
 from __future__ import annotations
 
 import importlib.util
+
 from toygpt_cli.errors import ToygptError, install_hint
 from toygpt_cli.events import EvalDone, SampleWritten, TrainEnded, TrainStarted
 from toygpt_cli.runs.folder import TENSORBOARD
