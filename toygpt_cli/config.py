@@ -257,9 +257,9 @@ class TrainConfig:
     )
     fit_machine: bool = option(
         True,
-        "With a preset sized to the machine (cpu: its dropout; cpu-1m: its depth and "
-        "width): time a few steps of each choice here and train the largest that makes "
-        "enough steps in the budget. --no-fit-machine keeps the preset's own values; an "
+        "With a preset sized to the machine (cpu: its dropout and Muon weight decay; cpu-1m: "
+        "its depth and width): time a few steps of each choice here and train the largest "
+        "that makes enough steps in the budget. --no-fit-machine keeps the preset's own values; an "
         "option you give is kept as given.",
         TRAINING,
     )

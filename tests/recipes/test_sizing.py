@@ -27,8 +27,8 @@ def test_the_steps_wanted_follow_the_measured_points_and_stay_flat_past_them():
 def test_each_ladder_tops_out_at_its_presets_own_values(preset):
     """--no-fit-machine and a fast machine train the preset exactly as it is declared."""
     top = sizing.LADDERS[preset].rungs[-1]
-    model, _ = build_configs(preset_options(preset))
-    assert {k: getattr(model, k) for k in top} == top
+    model, train = build_configs(preset_options(preset))
+    assert {k: getattr(model, k, getattr(train, k, None)) for k in top} == top
 
 
 def _machine(ms_per_layer_width):
@@ -133,23 +133,40 @@ def test_a_config_file_shape_keeps_the_preset(dirs, corpus_file, quick_machine, 
 def test_the_ten_minute_preset_drops_dropout_where_it_makes_few_steps(monkeypatch):
     """Measured: dropout helped at 2,400 steps in ten minutes and more, and hurt at 1,200."""
     model, train = build_configs(preset_options("cpu"))
-    slow = sizing.fit_to_machine("cpu", model, train, time_step=lambda m, t: 0.5)[0]
-    fast = sizing.fit_to_machine("cpu", model, train, time_step=lambda m, t: 0.25)[0]
+    slow, slow_sizing = sizing.fit_to_machine("cpu", model, train, time_step=lambda m, t: 0.5)
+    fast, fast_sizing = sizing.fit_to_machine("cpu", model, train, time_step=lambda m, t: 0.25)
     assert (slow.dropout, fast.dropout) == (0.0, 0.05)
-    assert slow.n_layer == fast.n_layer == model.n_layer  # only the dropout changes
+    assert slow.n_layer == fast.n_layer == model.n_layer  # only the regularisation changes
+    # Muon's weight decay of 0.2 where a run makes even more steps, 0.05 below
+    assert slow_sizing.train.muon_weight_decay == 0.05
+    assert fast_sizing.train.muon_weight_decay == 0.2
+    assert slow_sizing.train.max_time == train.max_time and slow_sizing.train.lr_schedule == (
+        train.lr_schedule
+    )
     longer = build_configs(preset_options("cpu"), {"max_time": 1800.0})
     assert sizing.fit_to_machine("cpu", *longer, time_step=lambda m, t: 0.5)[0].dropout == 0.05
+
+
+@pytest.mark.parametrize(("step", "compiled", "decay"),
+                         [(0.25, False, 0.05), (0.25, True, 0.2), (0.3, True, 0.05)])  # fmt: skip
+def test_a_compiled_run_counts_the_faster_steps_it_will_make(step, compiled, decay):
+    """The probe times the step uncompiled: 600 s at 250 ms is 2,400 steps, under the 2,880
+    the stronger decay wants; compiled (1.3x) they are 3,120; at 300 ms, 2,600."""
+    model, train = build_configs(preset_options("cpu"), {"compile": compiled})
+    fitted, chosen = sizing.fit_to_machine("cpu", model, train, time_step=lambda m, t: step)
+    assert fitted.dropout == 0.05 and chosen.train.muon_weight_decay == decay
+    assert chosen.train.compile is compiled
 
 
 def test_the_sizing_line_of_a_compiled_run_gives_the_uncompiled_step_not_a_step_count():
     model, train = build_configs(preset_options("cpu"))
     chosen = sizing.fit_to_machine("cpu", model, train, time_step=lambda m, t: 0.2512)[1]
     assert chosen.line(600.0) == (
-        "sized to this machine: 5 layers x 128, dropout 0.05, ~2,389 steps of 251 ms"
+        "sized to this machine: dropout 0.05, Muon decay 0.2, ~2,389 steps of 251 ms"
     )
     compiled = chosen.line(600.0, compiled=True)
     assert compiled == (
-        "sized to this machine: 5 layers x 128, dropout 0.05, 251 ms a step uncompiled"
+        "sized to this machine: dropout 0.05, Muon decay 0.2, 251 ms a step uncompiled"
     )
     assert len(compiled) <= 80
 
@@ -160,6 +177,27 @@ def test_a_given_dropout_keeps_the_ten_minute_preset(dirs, corpus_file, quick_ma
                "--block-size", "16", "--data", corpus_file, *SMALL, "--quiet")  # fmt: skip
     assert r.exit_code == 0, r.stderr
     assert "sized to this machine" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("step", "dropout", "decay"), [(0.001, 0.0, 0.05), (0.0004, 0.05, 0.05), (0.0001, 0.05, 0.2)]
+)
+def test_the_ten_minute_preset_trains_the_regularisation_it_chose(
+    dirs, corpus_file, monkeypatch, step, dropout, decay
+):
+    """1 s at 1 ms a step is 1,000 steps (under 1,800: no dropout, the smaller decay); at
+    0.4 ms 2,500 (dropout, but under 2,880: the smaller decay); at 0.1 ms, 10,000. The run
+    trains what the line says, and config.json records it."""
+    monkeypatch.setattr(sizing, "probe_step", lambda m, t: step)
+    _, runs = dirs
+    r = toygpt("train", "--preset", "cpu", "--n-layer", "1", "--block-size", "16",
+               "--no-compile", "--data", corpus_file, *SMALL, "--quiet")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert f"sized to this machine: dropout {dropout:g}, Muon decay {decay:g}," in r.stderr
+    config = json.loads(next(runs.iterdir()).joinpath("config.json").read_text())
+    assert config["model"]["dropout"] == dropout
+    assert config["train"]["muon_weight_decay"] == decay
+    assert config["fit_machine"]["chosen"] == {"dropout": dropout, "muon_weight_decay": decay}
 
 
 def test_the_ten_minute_preset_compiles_only_where_the_budget_earns_it_back(

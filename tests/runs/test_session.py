@@ -229,12 +229,19 @@ def test_the_memory_check_counts_every_process_sharing_a_cpu(tiny_model, tiny_tr
     from toygpt_cli.runs import session
 
     need = session.memory_needed(tiny_model, tiny_train, world_size=2)
-    monkeypatch.setattr(session, "available_memory", lambda: int(need * 1.5 / 0.9))
+    machine = int(need * 1.5 / 0.9)
+    monkeypatch.setattr(session, "system_memory", lambda: machine)
+    monkeypatch.setattr(session, "available_memory", lambda: machine)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     cpu = torch.device("cpu")
     session.check_memory(tiny_model, tiny_train, cpu)  # one process: fits
     two = Distributed(0, 2, 0, cpu)
     with pytest.raises(ToygptError, match="in each of 2 processes.*or fewer processes"):
         session.check_memory(tiny_model, tiny_train, cpu, two)
-    monkeypatch.setattr(session, "available_memory", lambda: int(need * 2.5 / 0.9))
-    session.check_memory(tiny_model, tiny_train, cpu, two)  # room for both
+    monkeypatch.setattr(session, "system_memory", lambda: int(need * 2.5 / 0.9))
+    session.check_memory(tiny_model, tiny_train, cpu, two)  # room for both, each under its
+    # own address-space limit (`ulimit -v`: available_memory) of 1.5x what it needs
+    monkeypatch.setattr(session, "available_memory", lambda: int(need * 0.5))
+    with pytest.raises(ToygptError, match="needs about") as refused:
+        session.check_memory(tiny_model, tiny_train, cpu, two)  # over its own limit
+    assert "processes" not in str(refused.value)

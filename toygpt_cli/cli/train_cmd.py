@@ -41,11 +41,14 @@ def train(o) -> None:
         )
     file_data = next((layer.pop("data") for layer in layers if "data" in layer), None)
     nproc = o.nproc or 1
+    recorded = _recorded(o.resume, where.runs_dir) if o.resume is not None else {}
     if o.resume is not None and "RANK" not in os.environ:
-        nproc = _processes_to_resume(o.resume, where.runs_dir, o.nproc, given)
+        nproc = _processes_to_resume(recorded, o.nproc, given)
     if nproc > 1 and "RANK" not in os.environ:
-        device = given.get("device") or next(
-            (layer["device"] for layer in reversed(layers) if "device" in layer), "auto"
+        device = (
+            given.get("device")
+            or recorded.get("device")
+            or next((layer["device"] for layer in reversed(layers) if "device" in layer), "auto")
         )
         _check_nproc(nproc, str(device))
         _check_before_launch(layers, given, o.resume, o.steps, where)
@@ -84,9 +87,10 @@ def train(o) -> None:
         if init is None and not dist.active:
             if o.data is None and file_data is None:  # fetched before the machine is timed
                 file_data = _default_dataset(where.data_dir)
-            model_cfg, extra = _fit_machine(o.preset, model_cfg, train_cfg, layers, given)
-    else:
-        dist = Distributed.from_env(given.get("device", "auto"))
+            model_cfg, train_cfg, extra = _fit_machine(o.preset, model_cfg, train_cfg, layers,
+                                                       given)  # fmt: skip
+    else:  # the device the run trained on, unless --device changes it
+        dist = Distributed.from_env(given.get("device") or recorded.get("device") or "auto")
     display = TrainDisplay(fancy_output(o.quiet) and dist.is_main)
     stop = StopSwitch(on_first=display.stopping if dist.is_main else None)
     callback = display if dist.is_main else None
@@ -183,14 +187,14 @@ def _say_gpu_note(preset: str | None, device: str, main: bool) -> None:
 
 def _fit_machine(preset, model_cfg, train_cfg, layers, given):
     """A preset sized to the machine, unless what it sizes was chosen (a config file, the
-    command line, --no-fit-machine) or it has no budget: the model it takes and a record
-    for config.json."""
+    command line, --no-fit-machine) or it has no budget: the model and training
+    configuration it takes, and a record for config.json."""
     from toygpt_cli.recipes.sizing import LADDERS
 
     chosen = _chosen(preset, layers, given)
     if (preset not in LADDERS or not train_cfg.fit_machine or train_cfg.max_time <= 0
             or chosen.intersection(LADDERS[preset].fields)):  # fmt: skip
-        return model_cfg, None
+        return model_cfg, train_cfg, None
     from toygpt_cli.device import set_threads
     from toygpt_cli.recipes.sizing import fit_to_machine
 
@@ -198,7 +202,7 @@ def _fit_machine(preset, model_cfg, train_cfg, layers, given):
     err.print(f"timing --preset {preset} on this machine...", highlight=False)
     model_cfg, sizing = fit_to_machine(preset, model_cfg, train_cfg)
     err.print(sizing.line(train_cfg.max_time, train_cfg.compile), highlight=False)
-    return model_cfg, {"fit_machine": sizing.record()}
+    return model_cfg, sizing.train, {"fit_machine": sizing.record()}
 
 
 def _chosen(preset, layers, given) -> set[str]:
@@ -260,33 +264,44 @@ def _check_before_launch(layers, given, resume, steps, where) -> None:
     plan_resume(ckpt.model_config, ckpt.train_config(), ckpt.state, status, given, steps, run.name)
 
 
-def _processes_to_resume(ref: str, runs_dir: Path, asked: int | None, given: dict) -> int:
-    """A resumed run continues with as many processes as it last trained with (each keeps
-    its batch, so the run keeps its effective batch) unless --nproc says otherwise; a
-    different count is said, with the effective batch it gives."""
+def _recorded(ref: str, runs_dir: Path) -> dict[str, Any]:
+    """What a run to resume recorded of how it trained: its processes, batch and device
+    (each where config.json holds it); nothing for a run that cannot be read, whose
+    resume then says what is wrong with it."""
     from toygpt_cli.runs.folder import open_run
 
     try:
         config = open_run(ref, runs_dir).config()
-        trained = max(1, int(config["resolved"]["world_size"]))
-        batch = int(config["train"]["batch_size"])
-        device = str(given.get("device") or config["train"]["device"])
-    except (ToygptError, KeyError, TypeError, ValueError):
-        return asked or 1  # the resume itself says what is wrong with the run
+    except ToygptError:
+        return {}
+    train, resolved = config.get("train") or {}, config.get("resolved") or {}
+    found = {"processes": resolved.get("world_size"), "batch_size": train.get("batch_size"),
+             "device": train.get("device")}  # fmt: skip
+    kinds = {"processes": int, "batch_size": int, "device": str}
+    return {k: v for k, v in found.items() if isinstance(v, kinds[k]) and not isinstance(v, bool)}
+
+
+def _processes_to_resume(recorded: dict[str, Any], asked: int | None, given: dict) -> int:
+    """A resumed run continues with as many processes as it last trained with (each keeps
+    its batch, so the run keeps its effective batch) unless --nproc says otherwise; a
+    different count is said, with the effective batch it gives."""
+    trained = max(1, recorded.get("processes", 1))
+    batch = recorded.get("batch_size")
     if asked is None:
         if trained > 1:
-            _check_nproc(trained, device, (
-                f"the run trained with {trained} processes (an effective batch of "
-                f"{trained * batch}); to continue it in fewer, give --nproc, and "
-                f"--batch-size {trained * batch} for the same effective batch in one"
-            ))  # fmt: skip
+            keep = f" (an effective batch of {trained * batch})" if batch else ""
+            one = f", and --batch-size {trained * batch} to keep it in one" if batch else ""
+            device = str(given.get("device") or recorded.get("device") or "auto")
+            why = f"the run trained with {trained} processes{keep}"
+            _check_nproc(trained, device, f"{why}; to continue it in fewer, give --nproc{one}")
         return trained
     if asked != trained:
-        now = asked * given.get("batch_size", batch)
+        was = f" (an effective batch of {trained * batch})" if batch else ""
+        size = given.get("batch_size", batch)
+        now = f" (an effective batch of {asked * size})" if size else ""
         err.print(
-            f"note: the run trained with {trained} process{'es' if trained > 1 else ''} "
-            f"(an effective batch of {trained * batch}); it continues with {asked} "
-            f"(an effective batch of {now})",
+            f"note: the run trained with {trained} process{'es' if trained > 1 else ''}{was}; "
+            f"it continues with {asked}{now}",
             highlight=False,
         )
     return asked

@@ -14,7 +14,9 @@ threads and in float32 on 1 thread (the throughput of a 2-core float32-only Zen 
 best shapes of `cpu-1m` made about 500-850 steps in 20 s and 950-1,400 in 60 s; `cpu`'s
 dropout 0.1 helped at 2,400-3,000 steps in ten minutes (1.455-1.465 against 1.481 without)
 and hurt at 1,200 (1.517 against 1.480). Compiled, on a 2-core Xeon with ~3,500 steps,
-dropout 0.05 did better than 0.1 (1.4359 against 1.4429, 5 runs each).
+dropout 0.05 did better than 0.1 (1.4359 against 1.4429, 5 runs each), and Muon's weight
+decay of 0.2 better than 0.05 (1.4187, 3 runs, against 1.4344, 14 runs), where a Zen 4
+making 2,300-2,450 uncompiled steps had scored worse with 0.1 than with 0.05 (one run each).
 """
 
 from __future__ import annotations
@@ -30,8 +32,14 @@ from toygpt_cli.config import ModelConfig, TrainConfig
 
 @dataclass(frozen=True)
 class Ladder:
-    rungs: list[dict[str, Any]]  # model options, smallest to largest; the last = the preset
+    rungs: list[dict[str, Any]]  # options, smallest to largest; the last = the preset's own
     wanted: tuple[tuple[float, float], ...]  # (budget seconds, steps a rung should make)
+    more: tuple[float, ...] = ()  # per rung, smallest first: a factor on those steps (1)
+
+    def wanted_by(self, rung: int, seconds: float) -> float:
+        """The steps rung number `rung` (0: the smallest) should make in `seconds`."""
+        factor = self.more[rung] if rung < len(self.more) else 1.0
+        return self.steps_wanted(seconds) * factor
 
     @property
     def fields(self) -> set[str]:
@@ -49,6 +57,15 @@ class Ladder:
         return points[-1][1]
 
 
+def apply_rung(
+    rung: dict[str, Any], model_cfg: ModelConfig, train_cfg: TrainConfig
+) -> tuple[ModelConfig, TrainConfig]:
+    """The configurations with a rung's options set: model options and training ones."""
+    model = {k: v for k, v in rung.items() if k in ModelConfig.__dataclass_fields__}
+    train = {k: v for k, v in rung.items() if k not in model}
+    return replace(model_cfg, **model), replace(train_cfg, **train)
+
+
 LADDERS: dict[str, Ladder] = {
     "cpu-1m": Ladder(
         [
@@ -60,14 +77,29 @@ LADDERS: dict[str, Ladder] = {
         ],
         ((20.0, 500.0), (60.0, 1000.0)),
     ),
-    # Between 1,200 steps (dropout hurt) and 2,400 (it helped); probed uncompiled.
-    "cpu": Ladder([{"dropout": 0.0}, {"dropout": 0.05}], ((600.0, 1800.0),)),
+    # Dropout from 1,800 steps: between 1,200 (it hurt) and 2,400 (it helped). Muon's weight
+    # decay of 0.2 from 2,880: it helped at 3,300-3,700 compiled steps, and 0.1 scored worse
+    # than 0.05 at 2,300-2,450 uncompiled ones.
+    "cpu": Ladder(
+        [
+            {"dropout": 0.0, "muon_weight_decay": 0.05},
+            {"dropout": 0.05, "muon_weight_decay": 0.05},
+            {"dropout": 0.05, "muon_weight_decay": 0.2},
+        ],
+        ((600.0, 1800.0),),
+        more=(1.0, 1.0, 1.6),
+    ),
 }
 
 # Timed steps per rung, after one warm-up step. The fastest counts: a step slowed by
 # something else on the machine (a page fault, another program's burst) would otherwise
 # decide the model of the whole run.
 PROBE_STEPS = 3
+
+# The probe times a step uncompiled; a compiled one ran 1.3x faster in float32 and 1.5x in
+# bfloat16 at the `cpu` preset's shape (2-core Xeon): a compiled run's steps are counted
+# with the smaller, where its budget earns the compiling back.
+COMPILED_SPEEDUP = 1.3
 
 # A preset's --compile pays from this budget on: compiling took about 45 s on two CPU cores
 # (a first run; later ones find it cached), and made the `cpu` preset's step 1.3-1.5x faster.
@@ -91,12 +123,21 @@ class Sizing:
     step_seconds: float  # its probed step time
     wanted: float  # steps wanted in the budget
     probed: list[dict[str, Any]]  # every rung timed: its options and step time
+    train: TrainConfig | None = None  # the training configuration, with the rung's options
 
     def line(self, budget: float, compiled: bool = False) -> str:
         """What was chosen and why, in a line that fits 80 columns. The probe times the
         step uncompiled: a compiled run makes more steps than that."""
         m = self.model
-        head = f"sized to this machine: {m.n_layer} layers x {m.n_embd}, dropout {m.dropout:g}"
+        shape = {"n_layer", "n_embd"} & set(self.chosen)  # the shape is the machine's
+        parts = [f"{m.n_layer} layers x {m.n_embd}"] if shape else []
+        parts.append(f"dropout {m.dropout:g}")
+        if (
+            "muon_weight_decay" in self.chosen
+            and getattr(self.train, "optimizer", "muon") == "muon"
+        ):
+            parts.append(f"Muon decay {self.chosen['muon_weight_decay']:g}")
+        head = "sized to this machine: " + ", ".join(parts)
         if compiled:
             return f"{head}, {self.step_seconds * 1000:.0f} ms a step uncompiled"
         steps = budget / self.step_seconds
@@ -117,18 +158,21 @@ def fit_to_machine(
     train_cfg: TrainConfig,
     time_step: Callable[[ModelConfig, TrainConfig], float] | None = None,
 ) -> tuple[ModelConfig, Sizing]:
-    """The preset's rung for this machine and train_cfg.max_time. `time_step` gives
-    seconds per optimizer step of a configuration (a probe by default)."""
+    """The preset's rung for this machine and train_cfg.max_time: its model, and a Sizing
+    that holds the training configuration too. `time_step` gives seconds per optimizer
+    step of a configuration (a probe by default)."""
     time_step = time_step or probe_step
     ladder = LADDERS[preset]
-    wanted = ladder.steps_wanted(train_cfg.max_time)
+    speedup = COMPILED_SPEEDUP if train_cfg.compile and compile_pays(train_cfg) else 1.0
     probed = []
-    for rung in reversed(ladder.rungs):
-        cfg = replace(model_cfg, **rung)
-        seconds = time_step(cfg, train_cfg)
+    for number in reversed(range(len(ladder.rungs))):
+        rung = ladder.rungs[number]
+        cfg, train = apply_rung(rung, model_cfg, train_cfg)
+        seconds = time_step(cfg, train)
         probed.append({**rung, "step_ms": round(seconds * 1000, 2)})
-        if train_cfg.max_time / seconds >= wanted or rung is ladder.rungs[0]:
-            return cfg, Sizing(rung, cfg, seconds, wanted, probed)
+        wanted = ladder.wanted_by(number, train_cfg.max_time)
+        if train_cfg.max_time * speedup / seconds >= wanted or number == 0:
+            return cfg, Sizing(rung, cfg, seconds, wanted, probed, train)
     raise AssertionError("unreachable")
 
 

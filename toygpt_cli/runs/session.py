@@ -296,9 +296,14 @@ def check_memory(
     if device.type == "cuda":
         have = torch.cuda.mem_get_info(device)[0]
     else:
-        have = available_memory()
-        if dist.active:  # the others are starting too: what is available now is for all
+        have = available_memory()  # this process's share: the machine's, or its own limit
+        if dist.active:  # the others are starting too: what the machine has is for all
             processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
+            machine = system_memory()
+            if processes * need > 0.9 * machine:
+                have = min(have, machine)
+            else:
+                processes = 1  # they fit together: what is left is each one's own limit
     if processes * need > 0.9 * have:
         each = f" in each of {processes} processes" if processes > 1 else ""
         raise ToygptError(
@@ -310,9 +315,8 @@ def check_memory(
         )
 
 
-def available_memory() -> int:
-    """Bytes this process can still allocate: the system's available memory, capped by
-    its address-space limit (`ulimit -v`) less what the process already maps."""
+def system_memory() -> int:
+    """Bytes the machine has available (MemAvailable), or its physical memory."""
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     try:
         with open("/proc/meminfo") as f:
@@ -321,6 +325,13 @@ def available_memory() -> int:
                     have = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    return have
+
+
+def available_memory() -> int:
+    """Bytes this process can still allocate: the system's available memory, capped by
+    its address-space limit (`ulimit -v`) less what the process already maps."""
+    have = system_memory()
     try:
         import resource
 
