@@ -374,15 +374,16 @@ def fancy_output(quiet: bool = False) -> bool:
     return not quiet and err.is_terminal and not os.environ.get("CI")
 
 
-_ARGUMENTS: list[list[str]] = []  # what `main` was called with, when not sys.argv
+_arguments: list[str] | None = None  # what `main` was called with, when not sys.argv
 
 
 def running_with(argv: list[str] | None) -> None:
     """Set by `main`: the arguments the command line runs with (None: sys.argv's)."""
-    _ARGUMENTS[:] = [] if argv is None else [list(argv)]
+    global _arguments
+    _arguments = None if argv is None else list(argv)
 
 
 def command_line() -> list[str]:
     """`toygpt` and its arguments as given: recorded in config.json, and what the processes
     of `--nproc` are started with."""
-    return ["toygpt", *(_ARGUMENTS[0] if _ARGUMENTS else sys.argv[1:])]
+    return ["toygpt", *(sys.argv[1:] if _arguments is None else _arguments)]

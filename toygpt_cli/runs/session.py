@@ -299,11 +299,8 @@ def check_memory(
         have = available_memory()  # this process's share: the machine's, or its own limit
         if dist.active:  # the others are starting too: what the machine has is for all
             processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
-            machine = system_memory()
-            if processes * need > 0.9 * machine:
-                have = min(have, machine)
-            else:
-                processes = 1  # they fit together: what is left is each one's own limit
+            if processes * need <= 0.9 * system_memory():
+                processes = 1  # they fit together: each is held to its own limit alone
     if processes * need > 0.9 * have:
         each = f" in each of {processes} processes" if processes > 1 else ""
         raise ToygptError(
