@@ -44,6 +44,7 @@ class Opt:
     negatable: bool = True  # a switch has a --no- form (False: a plain flag, e.g. --json)
     argument: bool = False  # a positional argument rather than an option
     many: bool = False  # takes several values (a positional argument: RUN RUN ...)
+    required: bool = False  # a positional argument the command cannot do without
     complete: Callable[[str], list[str]] | None = None  # shell completion of its values
 
 

@@ -263,8 +263,19 @@ def test_the_list_fits_the_terminal_and_always_shows_status_steps_and_losses(dir
     for column in ("status", "steps", "best val", "last val"):
         assert column in header, (width, header)
     assert "20/20" in r.stdout and "3.0000" in r.stdout and "interrupted" in r.stdout
+    assert "10/20" in r.stdout  # the interrupted run: steps of those planned
     if width == 120:  # room for the label and more
         assert "a-rather-long-label" in r.stdout and "data" in header
+
+
+def test_a_run_its_time_budget_ended_shows_the_steps_it_took(dirs):
+    _, runs = dirs
+    make_run(runs, "20261123-201501", step=156, planned_steps=5100)  # completed, by its budget
+    make_run(runs, "20261123-201502", status="interrupted", step=214, planned_steps=5100)
+    rows = toygpt("runs", env={"COLUMNS": "120"}).stdout
+    assert "214/5100" in rows and "156/5100" not in rows and " 156 " in rows
+    title = toygpt("runs", "show", "20261123-201501").stdout.splitlines()[0]
+    assert "completed, step 156" in title and "5100" not in title
 
 
 def test_show_of_a_huge_run_prints_a_bounded_view(dirs):

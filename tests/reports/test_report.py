@@ -67,6 +67,16 @@ def test_the_default_file_is_in_the_first_run(two_runs):
     assert (two_runs[1] / "report.html").exists()
 
 
+def test_without_runs_it_reports_the_latest(two_runs, tmp_path):
+    target = tmp_path / "latest.html"
+    env = {"TOYGPT_RUNS_DIR": str(two_runs[0].parent)}
+    result = toygpt("runs", "report", "--output", target, env=env)
+    assert result.exit_code == 0, result.stderr
+    page = target.read_text(encoding="utf-8")
+    newest, older = (row["name"] for row in json.loads(toygpt("runs", "--json", env=env).stdout))
+    assert newest in page and older not in page
+
+
 @pytest.mark.parametrize(
     "args, message",
     [(["no-such-run"], "no-such-run"), (["{run}", "--output", "{tmp}"], "is a folder"),

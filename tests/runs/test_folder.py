@@ -51,9 +51,13 @@ def test_latest_and_latest_tilde_resolution(tmp_path):
 
 def test_unknown_run_lists_existing(tmp_path):
     _run(tmp_path, 1)
-    with pytest.raises(ToygptError, match="no run 'nope'; runs in .*: 20261123-201501"):
+    with pytest.raises(ToygptError, match="no run 'nope'; runs in .*/: 20261123-201501$"):
         resolve_run("nope", tmp_path)
-    with pytest.raises(ToygptError, match="only 1 runs"):
+    labelled = _run(tmp_path, 2)
+    Run(labelled).write_config({"name": labelled.name, "label": "mine"})
+    with pytest.raises(ToygptError, match=r": 20261123-201502 \(mine\), 20261123-201501$"):
+        resolve_run("nope", tmp_path)
+    with pytest.raises(ToygptError, match="only 2 runs"):
         resolve_run("latest~3", tmp_path)
     with pytest.raises(ToygptError, match="no runs in"):
         resolve_run("latest", tmp_path / "empty")

@@ -62,7 +62,7 @@ class CommandOptions:
     run: str = option("latest", RUN_HELP, flag="--run", aliases=("-r",), complete=complete_run)
     run_arg: str = option("latest", RUN_HELP, flag="RUN", argument=True, complete=complete_run)
     runs: str = option(None, "Runs: latest, latest~N, names, labels or paths.", flag="RUNS",
-                       argument=True, many=True, complete=complete_run)  # fmt: skip
+                       argument=True, many=True, required=True, complete=complete_run)  # fmt: skip
     runs_dir: str = option(
         None, "Folder holding one sub-folder per run. \\[default: ./runs]",
         envvar="TOYGPT_RUNS_DIR", metavar="PATH",
@@ -143,7 +143,11 @@ class CommandOptions:
         "and average (so the figure does not depend on one alignment).", min=1, max=64,
     )  # fmt: skip
     # -- bench ----------------------------------------------------------------------------
-    seconds: float = option(5.0, "Time spent on each measurement.", min=0.5, max=600.0)
+    seconds: float = option(
+        5.0,
+        "Seconds for each measurement; the whole bench takes about ten times this, plus ~10 s.",
+        min=0.5, max=600.0,
+    )  # fmt: skip
     # -- export and plots ------------------------------------------------------------------
     output: str = option(None, "File to write.", aliases=("-o",), metavar="FILE")
     # -- data fetch -------------------------------------------------------------------------
@@ -163,8 +167,9 @@ class CommandOptions:
     )  # fmt: skip
     # -- sweep ----------------------------------------------------------------------------
     sweep_name: str = option(None, "The sweep's name (its folder: runs/sweeps/NAME).",
-                             flag="NAME", argument=True)  # fmt: skip
-    trial: int = option(None, "A trial's number (from 0).", flag="TRIAL", argument=True, min=0)
+                             flag="NAME", argument=True, required=True)  # fmt: skip
+    trial: int = option(None, "A trial's number (from 0).", flag="TRIAL", argument=True,
+                        required=True, min=0)  # fmt: skip
     sets: str = option(
         None, "An option and its values: name=v1,v2 (a grid), or name=low..high[:log] with "
         "--random. Repeat for each option.", flag="--set", many=True, metavar="NAME=VALUES",
@@ -220,9 +225,12 @@ def parameter(f: dataclasses.Field, default: Any = ..., layered: bool = False, p
     shown = f.default if layered else default
     text = opt.help
     plain_flag = kind is bool and not opt.negatable  # --json, --quiet: off unless given
-    if shown is not None and not opt.argument and not plain_flag and "[default:" not in text:
+    if shown not in (None, "") and not opt.argument and not plain_flag and "[default:" not in text:
         text = f"{text} \\[default: {format_default(shown)}]"
-    common = dict(help=text, show_default=False, metavar=opt.metavar,
+    metavar = opt.metavar
+    if opt.argument and metavar is None:  # RUN, not run_arg; RUNS... where it takes several
+        metavar = opt.flag + ("..." if opt.many else "")
+    common = dict(help=text, show_default=False, metavar=metavar,
                   autocompletion=opt.complete, rich_help_panel=opt.panel or panel)  # fmt: skip
     if opt.argument:
         info = typer.Argument(**common)
@@ -238,10 +246,13 @@ def parameter(f: dataclasses.Field, default: Any = ..., layered: bool = False, p
         annotation = Annotated[list[kind], info]
     elif kind is bool and not layered:
         annotation = Annotated[bool, info]
+    if layered:
+        default = None
+    elif opt.required and default is None:  # no default here: the command line must give it
+        default = inspect.Parameter.empty
     return inspect.Parameter(
-        name, inspect.Parameter.KEYWORD_ONLY, default=None if layered else default,
-        annotation=annotation,
-    )  # fmt: skip
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
 
 
 def uses(

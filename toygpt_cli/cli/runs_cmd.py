@@ -97,15 +97,17 @@ def pick_columns(rows: list[dict], width: int) -> list[tuple]:
 
 
 def _relative(folder: Path) -> str:
+    """The runs folder as a user names it, with a final / ("runs in runs/")."""
     try:
-        return str(Path(folder).resolve().relative_to(Path.cwd().resolve())) or "."
+        shown = str(Path(folder).resolve().relative_to(Path.cwd().resolve())) or "."
     except ValueError:
-        return str(folder)
+        shown = str(folder)
+    return os.path.join(shown, "")
 
 
 def _list_table(rows: list[dict], folder: Path) -> None:
     if not rows:
-        err.print(Text(f"no runs in {folder}; start one with `toygpt train`"))
+        err.print(Text(f"no runs in {os.path.join(folder, '')}; start one with `toygpt train`"))
         return
     width = screen_width()
     columns = pick_columns(rows, width)
@@ -244,10 +246,11 @@ def plot(o) -> None:
 
 
 @app.command()
-@uses("runs", "output", "runs_dir")
+@uses("runs", "output", "runs_dir", runs=["latest"])
 def report(o) -> None:
-    """One self-contained HTML page of one or more runs: curves, evals, samples over time,
-    configuration differences, final eval (default file: report.html in the first run)."""
+    """One self-contained HTML page of one or more runs (default: the latest): curves, evals,
+    samples over time, configuration differences, final eval (default file: report.html in
+    the first run)."""
     from toygpt_cli.reports.report import build, write
     from toygpt_cli.runs.folder import REPORT, open_run
 

@@ -43,9 +43,13 @@ def _params(n) -> str:
 
 
 def _steps(r) -> str:
-    if r["step"] is None:
+    """Steps taken of those planned: "214/5100"; a run its time budget completed early
+    shows only the steps it took, as a budget-only run does ("156", not "156/5100")."""
+    step, planned = r["step"], r["planned_steps"]
+    if step is None:
         return "-"
-    return f"{r['step']}/{r['planned_steps']}" if r["planned_steps"] else str(r["step"])
+    early = r.get("status") == "completed" and planned and step < planned
+    return f"{step}/{planned}" if planned and not early else str(step)
 
 
 def _run_name(r) -> str:

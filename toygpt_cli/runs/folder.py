@@ -145,6 +145,12 @@ def publish(staging: Path, runs_dir: Path, now: datetime | None = None) -> Path:
     raise ToygptError(f"too many runs started at {stamp} in {runs_dir}")
 
 
+def _named(path: Path) -> str:
+    """A run's folder name, and its label where it has one: "20261202-115231 (mine)"."""
+    label = Run(path).label()
+    return f"{path.name} ({label})" if label else path.name
+
+
 def _is_run_dir(path: Path) -> bool:
     try:
         return path.is_dir() and (path / CONFIG).exists()
@@ -177,14 +183,15 @@ def resolve_run(ref: str, runs_dir: Path) -> Path:
     command that takes a run goes through here, so they all accept the same names.
     """
     runs = list_run_dirs(runs_dir)
+    where = os.path.join(runs_dir, "")  # "runs in runs/"
     m = re.fullmatch(r"latest(?:~(\d+))?", ref)
     if m:
         back = int(m.group(1) or 0)
         if back < len(runs):
             return runs[back]
         if not runs:
-            raise ToygptError(f"no runs in {runs_dir}; start one with `toygpt train`")
-        raise ToygptError(f"{ref!r}: there are only {len(runs)} runs in {runs_dir}")
+            raise ToygptError(f"no runs in {where}; start one with `toygpt train`")
+        raise ToygptError(f"{ref!r}: there are only {len(runs)} runs in {where}")
     if _is_run_dir(Path(runs_dir) / ref):
         return Path(runs_dir) / ref
     if _looks_like_path(ref) and _is_run_dir(Path(ref).expanduser()):
@@ -194,8 +201,8 @@ def resolve_run(ref: str, runs_dir: Path) -> Path:
             return path
     if _is_run_dir(Path(ref)):
         return Path(ref)
-    names = ", ".join(p.name for p in runs[:10]) + (" ..." if len(runs) > 10 else "")
-    known = f"runs in {runs_dir}: {names}" if runs else f"there are no runs in {runs_dir}"
+    names = ", ".join(_named(p) for p in runs[:10]) + (" ..." if len(runs) > 10 else "")
+    known = f"runs in {where}: {names}" if runs else f"there are no runs in {where}"
     raise ToygptError(f"no run {ref!r}; {known}")
 
 
