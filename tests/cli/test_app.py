@@ -236,6 +236,7 @@ CASES = [
     ("no count", ["sample", "-n", "0"], "--max-new-tokens must be greater than 0", 2),
     ("huge count", ["sample", "--num-samples", "100000000"], "--num-samples must be at most", 2),
     ("unknown option", ["sample", "--bogus"], r"no such option: --bogus \(see `toygpt sample", 2),
+    ("option with dots", ["sample", "--bogus.."], r"no such option: --bogus\.\. \(see", 2),
     ("not a number", ["sample", "-n", "abc"], "'abc' is not a valid int", 2),
     ("threads", ["sample", "--threads", "99999"], "more than the .* CPUs", 2),
     ("bench forever", ["bench", "--seconds", "inf"], "--seconds must be a finite number", 2),

@@ -278,6 +278,23 @@ def test_a_run_its_time_budget_ended_shows_the_steps_it_took(dirs):
     assert "completed, step 156" in title and "5100" not in title
 
 
+@pytest.mark.parametrize(
+    "label, shown",
+    [
+        ("\\[/x] [bold]", "\\[/x] [bold]"),
+        ("two\nlines", "two lines"),
+        ("y" * 300, "y" * 37 + "..."),
+    ],
+    ids=["markup", "newline", "long"],
+)
+def test_an_unknown_run_lists_labels_as_they_are_on_one_line(dirs, label, shown):
+    _, runs = dirs
+    make_run(runs, "20261123-201501", config={"label": label})
+    r = toygpt("runs", "show", "nope")
+    assert r.exit_code == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"error: no run 'nope'; runs in {runs}/: 20261123-201501 ({shown})"
+
+
 def test_show_of_a_huge_run_prints_a_bounded_view(dirs):
     _, runs = dirs
     run = make_run(runs, "20261123-201501")

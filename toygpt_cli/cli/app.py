@@ -87,7 +87,9 @@ def normalize_argv(args: list[str]) -> list[str]:
 def usage_line(exc: ClickException) -> str:
     """A click usage error as one line, with what to type for help."""
     message = " ".join(exc.format_message().split())
-    message = message[:1].lower() + message[1:].rstrip(".")  # as toygpt's own errors
+    if message.endswith(".") and not message.endswith(".."):  # not a user's "--bogus..."
+        message = message[:-1]
+    message = message[:1].lower() + message[1:]  # as toygpt's own errors
     ctx = getattr(exc, "ctx", None)
     where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
     return f"{message}{where}"

@@ -18,6 +18,7 @@ from typing import Any
 
 import typer
 from rich.console import Console, ConsoleDimensions
+from rich.text import Text
 
 try:  # typer >= 0.26 carries its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -127,11 +128,13 @@ def paths(data_dir: str | Path | None = None, runs_dir: str | Path | None = None
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
+    """Say `message` (plain text, never markup) as one error line; the exit to raise."""
+    message = " ".join(message.split())  # one line, whatever a name in it holds
     try:
-        err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+        err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     except MemoryError:  # rich needs room to render; the bare line does not
         with contextlib.suppress(OSError):
-            os.write(2, f"error: {message}\n".replace("\\[", "[").encode())
+            os.write(2, f"error: {message}\n".encode(errors="replace"))
     return typer.Exit(code)
 
 
@@ -247,7 +250,7 @@ def _one_line(exc: BaseException):
     except ToygptError as exc:
         if os.environ.get("RANK", "0") != "0":  # one line per launch, from rank 0
             raise typer.Exit(exc.exit_code) from None
-        raise fail(one_line(exc).replace("[", r"\["), exc.exit_code) from None
+        raise fail(one_line(exc), exc.exit_code) from None
     except KeyboardInterrupt:
         say_stopped()
         raise typer.Exit(130) from None
@@ -259,7 +262,7 @@ def _one_line(exc: BaseException):
         # A file or folder the system refused that no check above foresaw (a name too
         # long, a permission, a full disk): what and where, in one line.
         where = f": {_short(exc.filename)}" if exc.filename else ""
-        raise fail(f"{exc.strerror or exc}{where}".replace("[", r"\[")) from None
+        raise fail(f"{exc.strerror or exc}{where}") from None
     except (MemoryError, RuntimeError) as exc:
         if _loading_torch(exc):
             _torch_failed()

@@ -147,7 +147,8 @@ def publish(staging: Path, runs_dir: Path, now: datetime | None = None) -> Path:
 
 def _named(path: Path) -> str:
     """A run's folder name, and its label where it has one: "20261202-115231 (mine)"."""
-    label = Run(path).label()
+    label = " ".join(str(Run(path).label() or "").split())
+    label = label if len(label) <= 40 else label[:37] + "..."
     return f"{path.name} ({label})" if label else path.name
 
 
