@@ -42,15 +42,16 @@ def train(o) -> None:
     file_data = next((layer.pop("data") for layer in layers if "data" in layer), None)
     nproc = o.nproc or 1
     recorded = _recorded(o.resume, where.runs_dir) if o.resume is not None else {}
+    # --device, else the device a resumed run trained on, else a preset's or config file's
+    device = str(
+        given.get("device")
+        or recorded.get("device")
+        or next((layer["device"] for layer in reversed(layers) if "device" in layer), "auto")
+    )
     if o.resume is not None and "RANK" not in os.environ:
-        nproc = _processes_to_resume(recorded, o.nproc, given)
+        nproc = _processes_to_resume(recorded, o.nproc, given, device)
     if nproc > 1 and "RANK" not in os.environ:
-        device = (
-            given.get("device")
-            or recorded.get("device")
-            or next((layer["device"] for layer in reversed(layers) if "device" in layer), "auto")
-        )
-        _check_nproc(nproc, str(device))
+        _check_nproc(nproc, device)
         _check_before_launch(layers, given, o.resume, o.steps, where)
         if o.resume is None and o.data is None and file_data is None:
             _default_dataset(where.data_dir)  # fetched once, here, not by every worker
@@ -90,7 +91,7 @@ def train(o) -> None:
             model_cfg, train_cfg, extra = _fit_machine(o.preset, model_cfg, train_cfg, layers,
                                                        given)  # fmt: skip
     else:  # the device the run trained on, unless --device changes it
-        dist = Distributed.from_env(given.get("device") or recorded.get("device") or "auto")
+        dist = Distributed.from_env(device)
     display = TrainDisplay(fancy_output(o.quiet) and dist.is_main)
     stop = StopSwitch(on_first=display.stopping if dist.is_main else None)
     callback = display if dist.is_main else None
@@ -281,7 +282,9 @@ def _recorded(ref: str, runs_dir: Path) -> dict[str, Any]:
     return {k: v for k, v in found.items() if isinstance(v, kinds[k]) and not isinstance(v, bool)}
 
 
-def _processes_to_resume(recorded: dict[str, Any], asked: int | None, given: dict) -> int:
+def _processes_to_resume(
+    recorded: dict[str, Any], asked: int | None, given: dict, device: str
+) -> int:
     """A resumed run continues with as many processes as it last trained with (each keeps
     its batch, so the run keeps its effective batch) unless --nproc says otherwise; a
     different count is said, with the effective batch it gives."""
@@ -291,7 +294,6 @@ def _processes_to_resume(recorded: dict[str, Any], asked: int | None, given: dic
         if trained > 1:
             keep = f" (an effective batch of {trained * batch})" if batch else ""
             one = f", and --batch-size {trained * batch} to keep it in one" if batch else ""
-            device = str(given.get("device") or recorded.get("device") or "auto")
             why = f"the run trained with {trained} processes{keep}"
             _check_nproc(trained, device, f"{why}; to continue it in fewer, give --nproc{one}")
         return trained
